@@ -1,0 +1,61 @@
+# Two commands on a fresh machine: `make run` (set up, build the demo database, run every
+# asset) and `make test` (set up, run the whole suite). Everything else is optional.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Never let uv download a Python: use the machine's python3 (3.11).
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := python3
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+# Dagster reads DAGSTER_HOME before any project code, so it is set (absolute) here.
+export DAGSTER_HOME := $(abspath $(or $(DAGSTER_HOME),.dagster))
+
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+SCALE ?= 1
+DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>/dev/null) \
+	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
+PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
+
+.PHONY: help setup seed seed-if-missing ingest run dev test clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.synced: $(PYPROJECTS)
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv>=0.9'
+	$(UV) sync --frozen
+	@touch $@
+
+# The dbt manifest is built ahead, never parsed when a code location loads.
+analytics_dbt/target/manifest.json: $(VENV)/.synced $(DBT_SOURCES)
+	cd analytics_dbt && dagster-dbt project prepare-and-package --file platform_analytics/project.py
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+setup: $(VENV)/.synced analytics_dbt/target/manifest.json $(DAGSTER_HOME)/dagster.yaml  ## install environments, build the dbt manifest, prepare the instance
+
+seed: setup  ## (re)generate the demo application database: make seed SCALE=10
+	python -m platform_shared.demo_data --scale $(SCALE)
+
+seed-if-missing: setup
+	@python -m platform_shared.demo_data --scale $(SCALE) --if-missing
+
+ingest: seed-if-missing  ## materialize every ingestion asset
+	python tools/run_all.py --location ingestion
+
+run: seed-if-missing  ## set up and materialize every asset of the three locations
+	python tools/run_all.py
+
+dev: setup  ## the Dagster UI on http://127.0.0.1:3000 with the three locations
+	dagster dev -w workspace.yaml -h $(or $(HOST),127.0.0.1) -p $(or $(PORT),3000)
+
+test: setup  ## set up and run the whole test suite
+	pytest $(PYTEST_ARGS)
+
+clean:  ## remove local data, the instance and dbt output (keeps the environment)
+	rm -rf data .dagster analytics_dbt/target analytics_dbt/logs

@@ -1,0 +1,21 @@
+"""The analytics code location: the dbt project and its dashboards."""
+
+import json
+
+import dagster as dg
+from platform_shared import load_settings
+
+from .assets import build_dbt_assets, dashboard_specs
+from .project import analytics_project
+from .resources import build_resources
+from .translator import AnalyticsTranslator
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    analytics_project.prepare_if_dev()
+    manifest = json.loads(analytics_project.manifest_path.read_text())
+    return dg.Definitions(
+        assets=[build_dbt_assets(), *dashboard_specs(manifest, AnalyticsTranslator())],
+        resources=build_resources(load_settings()),
+    )

@@ -1,0 +1,43 @@
+"""How dbt nodes become Dagster assets: one small helper per attribute."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+from platform_shared import ANALYTICS_TEAM, raw_asset_key
+
+DASHBOARD_PREFIX = "dashboard"
+
+
+def _key(props: Mapping[str, Any]) -> dg.AssetKey:
+    if props["resource_type"] == "source":
+        # dbt sources are the ingested tables: ask the shared key scheme, never retype it.
+        return raw_asset_key(props.get("identifier") or props["name"])
+    return dg.AssetKey([props["name"]])
+
+
+def _group(props: Mapping[str, Any]) -> str | None:
+    # models/<layer>/...: the layer (staging, intermediate, marts) is the group.
+    path = props.get("path") or ""
+    return path.split("/")[0] if "/" in path else None
+
+
+class AnalyticsTranslator(DagsterDbtTranslator):
+    """Keys sources as ``raw/<table>``, groups models by layer, owns them for analytics."""
+
+    def __init__(self) -> None:
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+    def get_asset_spec(self, manifest, unique_id, project) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] == "source":
+            return spec
+        return spec.replace_attributes(owners=[ANALYTICS_TEAM])
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        return _key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return _group(dbt_resource_props)

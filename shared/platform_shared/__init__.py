@@ -1,0 +1,20 @@
+"""The library every code location installs: keys, catalog, settings, warehouse."""
+
+from .catalog import Catalog as Catalog
+from .catalog import CatalogTable as CatalogTable
+from .catalog import load_catalog as load_catalog
+from .catalog import safe_name as safe_name
+from .errors import CatalogError as CatalogError
+from .errors import PlatformError as PlatformError
+from .errors import WarehouseError as WarehouseError
+from .keys import ANALYTICS_TEAM as ANALYTICS_TEAM
+from .keys import ML_TEAM as ML_TEAM
+from .keys import PLATFORM_TEAM as PLATFORM_TEAM
+from .keys import RAW_SCHEMA as RAW_SCHEMA
+from .keys import TEAMS as TEAMS
+from .keys import WAREHOUSE_POOL as WAREHOUSE_POOL
+from .keys import raw_asset_key as raw_asset_key
+from .settings import Settings as Settings
+from .settings import load_settings as load_settings
+from .warehouse import DuckDBWarehouse as DuckDBWarehouse
+from .warehouse import table_metadata as table_metadata

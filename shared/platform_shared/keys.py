@@ -1,0 +1,45 @@
+"""The asset-key scheme, decided here and nowhere else.
+
+Ingested tables are keyed ``raw/<warehouse name>``; the dbt translator and the ML
+location ask this module for the keys of the tables they read.
+"""
+
+from __future__ import annotations
+
+import re
+
+import dagster as dg
+
+RAW_PREFIX = "raw"
+# The warehouse schema that ingested tables land in (same word as the key prefix).
+RAW_SCHEMA = RAW_PREFIX
+
+# The one concurrency pool that every asset touching the DuckDB file takes:
+# DuckDB allows one writing process, and readers in other processes fail meanwhile.
+WAREHOUSE_POOL = "warehouse"
+
+# Teams, as Dagster owners. CODEOWNERS maps the location folders to the same teams.
+PLATFORM_TEAM = "team:platform"
+ANALYTICS_TEAM = "team:analytics"
+ML_TEAM = "team:ml"
+TEAMS = (PLATFORM_TEAM, ANALYTICS_TEAM, ML_TEAM)
+
+_SAFE_PART = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def raw_asset_key(table: str) -> dg.AssetKey:
+    """The key of the ingested copy of a source table.
+
+    Args:
+        table: the table's warehouse name (safe snake_case, as in the catalog).
+
+    Example:
+        >>> raw_asset_key("orders").to_user_string()
+        'raw/orders'
+    """
+    if not _SAFE_PART.match(table):
+        raise ValueError(
+            f"Warehouse table name {table!r} is not a safe asset-key part "
+            "(letters, digits, underscores): give it a warehouse name in the catalog."
+        )
+    return dg.AssetKey([RAW_PREFIX, table])

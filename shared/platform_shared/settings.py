@@ -1,0 +1,71 @@
+"""Every setting of the platform, read from environment variables in this one module.
+
+Values are read late (when a function is called, never at import) and relative
+paths are resolved against the repo root: dbt runs from its own folder and
+connectorx reads ``sqlite:///data/app.db`` as ``/data/app.db``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+# Environment variable names, imported wherever a name is needed (tests, docs checks).
+PLATFORM_ROOT = "PLATFORM_ROOT"
+SOURCE_DATABASE_URL = "SOURCE_DATABASE_URL"
+WAREHOUSE_PATH = "WAREHOUSE_PATH"
+INGESTION_CATALOG = "INGESTION_CATALOG"
+MODEL_DIR = "MODEL_DIR"
+DAGSTER_HOME = "DAGSTER_HOME"
+
+# The folder that holds workspace.yaml; with an editable install this file sits at
+# <root>/shared/platform_shared/settings.py.
+_DEFAULT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    source_database_url: str
+    warehouse_path: Path
+    catalog_path: Path
+    model_dir: Path
+    dagster_home: Path
+
+
+def _absolute(path: str | Path, root: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (root / p).resolve()
+
+
+def absolute_database_url(url: str, root: Path) -> str:
+    """Rewrite a SQLite URL with a relative file path to an absolute one; others pass through."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return url
+    return parsed.set(database=str(_absolute(parsed.database, root))).render_as_string(
+        hide_password=False
+    )
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment now.
+
+    Example:
+        >>> load_settings().warehouse_path.name
+        'warehouse.duckdb'
+    """
+    root = Path(os.getenv(PLATFORM_ROOT, str(_DEFAULT_ROOT))).resolve()
+    return Settings(
+        root=root,
+        source_database_url=absolute_database_url(
+            os.getenv(SOURCE_DATABASE_URL, "sqlite:///data/app.db"), root
+        ),
+        warehouse_path=_absolute(os.getenv(WAREHOUSE_PATH, "data/warehouse.duckdb"), root),
+        catalog_path=_absolute(os.getenv(INGESTION_CATALOG, "ingestion/catalog.yml"), root),
+        model_dir=_absolute(os.getenv(MODEL_DIR, "data/models"), root),
+        dagster_home=_absolute(os.getenv(DAGSTER_HOME, ".dagster"), root),
+    )

@@ -1,0 +1,33 @@
+"""Each code location loads alone, in a fresh interpreter, without importing another."""
+
+import subprocess
+import sys
+
+import pytest
+
+MODULES = {
+    "ingestion": "platform_ingestion",
+    "analytics_dbt": "platform_analytics",
+    "ml_features": "platform_ml",
+}
+
+_PROBE = """
+import sys
+from {module}.definitions import defs
+d = defs()
+keys = d.resolve_asset_graph().get_all_asset_keys()
+others = sorted(m for m in sys.modules if m.split('.')[0] in {others!r})
+print(len(keys), others)
+"""
+
+
+@pytest.mark.parametrize("location", sorted(MODULES))
+def test_location_loads_alone_without_importing_another(location, platform):
+    module = MODULES[location]
+    others = set(MODULES.values()) - {module}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(module=module, others=others)],
+        capture_output=True, text=True, check=True, env={**__import__("os").environ, **platform.env},
+    ).stdout.split()
+    assert int(out[0]) > 0
+    assert out[1:] == ["[]"]

@@ -1,0 +1,80 @@
+"""The shared library: settings, key scheme, catalog validation."""
+
+from pathlib import Path
+
+import pytest
+from platform_shared import CatalogError, load_catalog, raw_asset_key, safe_name
+from platform_shared import settings as s
+
+
+def test_relative_paths_resolve_against_the_repo_root(monkeypatch, tmp_path):
+    monkeypatch.setenv(s.PLATFORM_ROOT, str(tmp_path))
+    monkeypatch.setenv(s.WAREHOUSE_PATH, "wh/w.duckdb")
+    monkeypatch.setenv(s.SOURCE_DATABASE_URL, "sqlite:///data/app.db")
+    loaded = s.load_settings()
+    assert loaded.warehouse_path == tmp_path / "wh" / "w.duckdb"
+    assert loaded.source_database_url == f"sqlite:///{tmp_path}/data/app.db"
+
+
+def test_defaults_live_under_the_repo_root(monkeypatch):
+    for name in (s.PLATFORM_ROOT, s.WAREHOUSE_PATH, s.SOURCE_DATABASE_URL, s.INGESTION_CATALOG):
+        monkeypatch.delenv(name, raising=False)
+    loaded = s.load_settings()
+    assert loaded.catalog_path == loaded.root / "ingestion" / "catalog.yml"
+    assert loaded.warehouse_path == loaded.root / "data" / "warehouse.duckdb"
+
+
+def test_postgres_urls_pass_through_unchanged():
+    url = "postgresql://app:secret@127.0.0.1:5432/app"
+    assert s.absolute_database_url(url, Path("/x")) == url
+
+
+def test_raw_keys_follow_the_scheme_and_refuse_unsafe_names():
+    assert raw_asset_key("orders").path == ["raw", "orders"]
+    with pytest.raises(ValueError, match="order items"):
+        raw_asset_key("order items")
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [("Order Items", "order_items"), ("orderItems", "order_items"), ("select", "select"),
+     ('orders; drop table customers', "orders_drop_table_customers"), ("2024", "t_2024")],
+)
+def test_safe_names(name, safe):
+    assert safe_name(name) == safe
+
+
+def _catalog(tmp_path, text: str) -> Path:
+    path = tmp_path / "catalog.yml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tables:\n  - source: a\n    primry_key: id\n", r"table 'a'.*unknown key.*primry_key"),
+        ("tables:\n  - source: a\n    load: incremental\n    cursor: updated_at\n", r"table 'a'.*needs a primary_key"),
+        ("tables:\n  - source: a\n    primary_key: id\n    load: incremental\n", r"table 'a'.*cursor"),
+        ("tables:\n  - source: A b\n  - source: a_b\n", r"table 'a_b'.*warehouse name 'a_b'"),
+        ("tables:\n  - source: a\n    load: sometimes\n", r"load is 'sometimes'"),
+        ("tables: [", r"not valid YAML"),
+    ],
+)
+def test_malformed_catalog_names_the_file_the_table_and_the_fix(tmp_path, text, message):
+    path = _catalog(tmp_path, text)
+    with pytest.raises(CatalogError, match=message) as err:
+        load_catalog(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_catalog_says_which_setting_to_fix(tmp_path):
+    with pytest.raises(CatalogError, match="INGESTION_CATALOG"):
+        load_catalog(tmp_path / "nope.yml")
+
+
+def test_the_committed_catalog_is_valid():
+    catalog = load_catalog(s.load_settings().catalog_path)
+    assert {"customers", "orders", "order_items", "payments", "products", "web_sessions"} <= {
+        t.warehouse_name for t in catalog.tables
+    }
