@@ -1,23 +1,101 @@
 """One asset per catalog table: ``raw/<warehouse name>`` in the warehouse schema ``raw``."""
 
+from datetime import datetime, timedelta
 
 import dagster as dg
 from platform_shared import (
-    PLATFORM_TEAM,
     RAW_SCHEMA,
     WAREHOUSE_POOL,
     Catalog,
     CatalogTable,
     DuckDBWarehouse,
+    PlatformError,
     raw_asset_key,
     table_metadata,
 )
 from sqlalchemy.engine import make_url
 
-from .loading import load_table
-from .resources import DltState, SourceDatabase
+from . import audit as wap
+from .loading import (
+    LoadRequest,
+    load_to_stage,
+    source_columns,
+    source_keys,
+    source_row_count,
+    warehouse_column_names,
+)
+from .resources import DltState, PiiHasher, SourceDatabase
 
 RAW_GROUP = "raw"
+MAX_RETRIES = 3
+BACKOFF_SECONDS = 2.0
+# Failures a retry can fix: the source was briefly unreachable or busy. Anything else
+# (a missing table, bad credentials, a failed audit) fails at once.
+_TRANSIENT = (
+    "connection refused", "timeout", "timed out", "could not connect", "connection reset",
+    "server closed the connection", "too many connections", "database is locked",
+    "temporarily unavailable", "the database system is starting up",
+)
+
+
+class LoadConfig(dg.Config):
+    """Run config of a table's asset: a date-range backfill or a full refresh."""
+
+    backfill_from: str | None = None
+    backfill_to: str | None = None
+    full_refresh: bool = False
+
+    def request(self) -> LoadRequest:
+        parse = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
+        return LoadRequest(parse(self.backfill_from), parse(self.backfill_to), self.full_refresh)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a retry can help: looks through the whole cause chain."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, PlatformError):
+            return False
+        if any(m in str(seen).lower() for m in _TRANSIENT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def ingest_table(
+    table: CatalogTable, *, request: LoadRequest, warehouse: DuckDBWarehouse,
+    source_url: str, pipelines_dir, hash_key: str,
+) -> dict:
+    """Extract, audit and publish one table; returns its metadata. No Dagster here."""
+    columns = source_columns(source_url, table)
+    with warehouse.connect() as conn:
+        drift = wap.detect_drift(conn, table, columns)
+    wap.check_drift(table, drift, full_refresh=request.full_refresh)
+    result = load_to_stage(
+        table, source_url=source_url, warehouse_path=warehouse.path_obj,
+        pipelines_dir=pipelines_dir, request=request, hash_key=hash_key,
+    )
+    names = warehouse_column_names([*columns, *table.primary_key])
+    key_columns = [names[c] for c in table.primary_key]
+    keys = source_keys(source_url, table, key_columns) if table.load == "incremental" else None
+    source_rows = keys.num_rows if keys is not None else source_row_count(source_url, table)
+    with warehouse.connect() as conn:
+        deleted = wap.reconcile_deletes(conn, table, keys) if keys is not None else 0
+        wap.audit(conn, table, source_rows=source_rows, key_columns=key_columns)
+        wap.publish(conn, table, columns)
+        tags = {names[c]: {"pii": "hashed"} for c in table.columns.hash}
+        meta = table_metadata(conn, RAW_SCHEMA, table.warehouse_name, tags)
+    return {
+        **meta,
+        "rows_loaded": result.rows_loaded,
+        "rows_deleted": deleted,
+        "cursor_value": str(result.cursor_value) if result.cursor_value is not None else "-",
+        "duration_s": round(result.seconds, 3),
+        "backend": result.backend,
+        "source": make_url(source_url).render_as_string(hide_password=True),
+        "column_mapping": {c: w for c, w in names.items() if c != w} or "-",
+        **drift.as_metadata(),
+    }
 
 
 def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
@@ -32,42 +110,65 @@ def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
     @dg.asset(
         key=raw_asset_key(table.warehouse_name),
         group_name=RAW_GROUP,
-        owners=[PLATFORM_TEAM],
+        owners=[table.owner],
         kinds={"dlt", "duckdb"},
         pool=WAREHOUSE_POOL,
         description=table.description or f"Source table {table.source}, loaded as is.",
+        tags={"pii": "hashed"} if table.columns.hash else None,
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=table.freshness_hours)
+        ),
         metadata={
             "source_table": table.source,
-            "primary_key": ", ".join(table.primary_key),
+            "primary_key": ", ".join(table.primary_key) or "-",
             "load_mode": table.load,
+            "history": table.history,
+            **({"history_table": f"{RAW_SCHEMA}.{table.warehouse_name}{wap.HISTORY_SUFFIX}"}
+               if table.history == "scd2" else {}),
         },
     )
     def _asset(
         context: dg.AssetExecutionContext,
+        config: LoadConfig,
         warehouse: DuckDBWarehouse,
         source_db: SourceDatabase,
         dlt_state: DltState,
+        pii: PiiHasher,
     ) -> dg.MaterializeResult:
-        result = load_table(
-            table,
-            source_url=source_db.url,
-            warehouse_path=warehouse.path_obj,
-            pipelines_dir=dlt_state.path,
-        )
-        context.log.info(f"{table.source}: {result.rows_loaded} rows in {result.seconds:.2f}s")
-        with warehouse.connect() as conn:
-            meta = table_metadata(conn, RAW_SCHEMA, table.warehouse_name)
-        return dg.MaterializeResult(
-            metadata={
-                **meta,
-                "rows_loaded": result.rows_loaded,
-                "duration_s": round(result.seconds, 3),
-                "backend": result.backend,
-                "source": make_url(source_db.url).render_as_string(hide_password=True),
-            }
-        )
+        try:
+            metadata = ingest_table(
+                table, request=config.request(), warehouse=warehouse, source_url=source_db.url,
+                pipelines_dir=dlt_state.path, hash_key=pii.key,
+            )
+        except PlatformError as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from e
+        except Exception as e:
+            if is_transient(e) and context.retry_number < MAX_RETRIES:
+                wait = BACKOFF_SECONDS * 2**context.retry_number
+                context.log.warning(f"{table.source}: transient source error, retry in {wait}s: {e}")
+                raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from e
+            raise
+        context.log.info(f"{table.source}: {metadata['rows_loaded']} rows loaded")
+        return dg.MaterializeResult(metadata=metadata)
 
     return _asset
+
+
+def build_schedules(catalog: Catalog) -> list[dg.ScheduleDefinition]:
+    """One schedule per distinct cron of the catalog, over the tables that use it."""
+    crons: dict[str, list[dg.AssetKey]] = {}
+    for t in catalog.tables:
+        crons.setdefault(t.schedule, []).append(raw_asset_key(t.warehouse_name))
+    return [
+        dg.ScheduleDefinition(
+            name=f"raw_tables_{i}" if len(crons) > 1 else "raw_tables",
+            cron_schedule=cron,
+            target=dg.AssetSelection.assets(*keys),
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description=f"Loads {len(keys)} raw table(s) on {cron!r} (from the catalog).",
+        )
+        for i, (cron, keys) in enumerate(sorted(crons.items()))
+    ]
 
 
 def build_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:

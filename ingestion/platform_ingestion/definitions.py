@@ -3,14 +3,16 @@
 import dagster as dg
 from platform_shared import load_catalog, load_settings
 
-from .assets import build_assets
+from .assets import build_assets, build_schedules
 from .resources import build_resources
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = load_settings()
+    catalog = load_catalog(settings.catalog_path)
     return dg.Definitions(
-        assets=build_assets(load_catalog(settings.catalog_path)),
+        assets=build_assets(catalog),
+        schedules=build_schedules(catalog),
         resources=build_resources(settings),
     )

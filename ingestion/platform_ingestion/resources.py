@@ -6,6 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 from platform_shared import DuckDBWarehouse, Settings
+from platform_shared.settings import PII_HASH_KEY, SOURCE_DATABASE_URL
+from sqlalchemy.engine import make_url
 
 
 class SourceDatabase(dg.ConfigurableResource):
@@ -24,9 +26,19 @@ class DltState(dg.ConfigurableResource):
         return Path(self.pipelines_dir)
 
 
+class PiiHasher(dg.ConfigurableResource):
+    """The HMAC key for personal-data columns; a secret, so it comes as an EnvVar."""
+
+    key: str = ""
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    # A URL with a password is passed as an EnvVar, resolved at run time, so the UI
+    # shows the variable's name and never the secret.
+    url = settings.source_database_url
     return {
         "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
-        "source_db": SourceDatabase(url=settings.source_database_url),
+        "source_db": SourceDatabase(url=dg.EnvVar(SOURCE_DATABASE_URL) if make_url(url).password else url),
         "dlt_state": DltState(pipelines_dir=str(settings.warehouse_path.parent / "dlt_pipelines")),
+        "pii": PiiHasher(key=dg.EnvVar(PII_HASH_KEY) if settings.pii_hash_key_set else ""),
     }

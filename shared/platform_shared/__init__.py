@@ -2,6 +2,7 @@
 
 from .catalog import Catalog as Catalog
 from .catalog import CatalogTable as CatalogTable
+from .catalog import ColumnPolicy as ColumnPolicy
 from .catalog import load_catalog as load_catalog
 from .catalog import safe_name as safe_name
 from .errors import CatalogError as CatalogError

@@ -16,9 +16,34 @@ import yaml
 from .errors import CatalogError
 
 LoadMode = Literal["full", "incremental"]
+History = Literal["none", "scd2"]
+DropPolicy = Literal["fail", "ignore"]
 _LOAD_MODES = ("full", "incremental")
-_TABLE_KEYS = {"source", "warehouse_name", "primary_key", "load", "cursor", "description"}
+_HISTORY = ("none", "scd2")
+_DROP_POLICIES = ("fail", "ignore")
+# Settings a table may take from the catalog's `defaults:` block.
+_DEFAULTS = {
+    "freshness_hours": 2.0,
+    "schedule": "0 * * * *",
+    "owner": "team:platform",
+    "overlap_minutes": 15,
+    "on_column_dropped": "fail",
+}
+_TABLE_KEYS = {
+    "source", "warehouse_name", "primary_key", "load", "cursor", "history", "columns",
+    "description", "comment", *_DEFAULTS,
+}
+_COLUMN_KEYS = {"select", "exclude", "hash"}
 _TOP_KEYS = {"tables", "defaults"}
+
+
+@dataclass(frozen=True)
+class ColumnPolicy:
+    """Which source columns land in the warehouse, and which are hashed (personal data)."""
+
+    select: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    hash: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -28,7 +53,14 @@ class CatalogTable:
     primary_key: tuple[str, ...]
     load: LoadMode = "full"
     cursor: str | None = None
+    history: History = "none"
+    columns: ColumnPolicy = ColumnPolicy()
     description: str = ""
+    freshness_hours: float = 2.0
+    schedule: str = "0 * * * *"
+    owner: str = "team:platform"
+    overlap_minutes: int = 15
+    on_column_dropped: DropPolicy = "fail"
 
 
 @dataclass(frozen=True)
@@ -66,7 +98,27 @@ def _fail(path: Path, where: str, what: str) -> CatalogError:
     return CatalogError(f"{path}: {where}: {what}")
 
 
-def _parse_table(path: Path, i: int, raw: object) -> CatalogTable:
+def _names(path: Path, where: str, value: object, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(path, where, f"{what} must be a column name or a list of column names")
+    return tuple(value)
+
+
+def _columns(path: Path, where: str, raw: object) -> ColumnPolicy:
+    if raw is None:
+        return ColumnPolicy()
+    if not isinstance(raw, dict) or set(raw) - _COLUMN_KEYS:
+        raise _fail(path, where, f"columns takes only {sorted(_COLUMN_KEYS)}")
+    policy = ColumnPolicy(**{k: _names(path, where, raw.get(k), f"columns.{k}") for k in _COLUMN_KEYS})
+    if policy.select and policy.exclude:
+        raise _fail(path, where, "columns.select and columns.exclude cannot both be set")
+    return policy
+
+
+def _parse_table(path: Path, i: int, raw: object, defaults: dict) -> CatalogTable:
     if not isinstance(raw, dict) or not isinstance(raw.get("source"), str):
         raise _fail(path, f"tables[{i}]", "each entry needs a 'source' table name (a string)")
     where = f"table {raw['source']!r}"
@@ -75,8 +127,7 @@ def _parse_table(path: Path, i: int, raw: object) -> CatalogTable:
         raise _fail(
             path, where, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_TABLE_KEYS)}"
         )
-    pk = raw.get("primary_key") or []
-    pk = [pk] if isinstance(pk, str) else list(pk)
+    pk = list(_names(path, where, raw.get("primary_key"), "primary_key"))
     load = raw.get("load", "full")
     if load not in _LOAD_MODES:
         raise _fail(path, where, f"load is {load!r}; expected one of {list(_LOAD_MODES)}")
@@ -84,6 +135,21 @@ def _parse_table(path: Path, i: int, raw: object) -> CatalogTable:
         raise _fail(path, where, "an incremental table needs a primary_key to merge on")
     if load == "incremental" and not raw.get("cursor"):
         raise _fail(path, where, "an incremental table needs a cursor column (e.g. updated_at)")
+    history = raw.get("history", "none")
+    if history not in _HISTORY:
+        raise _fail(path, where, f"history is {history!r}; expected one of {list(_HISTORY)}")
+    if history == "scd2" and not pk:
+        raise _fail(path, where, "history: scd2 needs a primary_key to track rows by")
+    if history == "scd2" and load != "full":
+        # dlt's scd2 retires rows that are absent from the extract: it needs the whole table.
+        raise _fail(path, where, "history: scd2 needs load: full (absent rows are retired)")
+    settings = {**defaults, **{k: raw[k] for k in _DEFAULTS if k in raw}}
+    if settings["on_column_dropped"] not in _DROP_POLICIES:
+        raise _fail(path, where, f"on_column_dropped must be one of {list(_DROP_POLICIES)}")
+    columns = _columns(path, where, raw.get("columns"))
+    missing_pk = [c for c in pk if c in columns.exclude or (columns.select and c not in columns.select)]
+    if missing_pk:
+        raise _fail(path, where, f"primary key column(s) {missing_pk} must not be excluded")
     warehouse_name = raw.get("warehouse_name") or safe_name(raw["source"])
     if safe_name(warehouse_name) != warehouse_name:
         raise _fail(
@@ -98,7 +164,14 @@ def _parse_table(path: Path, i: int, raw: object) -> CatalogTable:
         primary_key=tuple(pk),
         load=load,
         cursor=raw.get("cursor"),
+        history=history,
+        columns=columns,
         description=raw.get("description", ""),
+        freshness_hours=float(settings["freshness_hours"]),
+        schedule=str(settings["schedule"]),
+        owner=str(settings["owner"]),
+        overlap_minutes=int(settings["overlap_minutes"]),
+        on_column_dropped=settings["on_column_dropped"],
     )
 
 
@@ -131,7 +204,11 @@ def load_catalog(path: Path) -> Catalog:
     unknown = set(doc) - _TOP_KEYS
     if unknown:
         raise _fail(path, "top level", f"unknown key(s) {sorted(unknown)}")
-    tables = tuple(_parse_table(path, i, t) for i, t in enumerate(doc["tables"]))
+    defaults = doc.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - set(_DEFAULTS):
+        raise _fail(path, "defaults", f"takes only {sorted(_DEFAULTS)}")
+    defaults = {**_DEFAULTS, **defaults}
+    tables = tuple(_parse_table(path, i, t, defaults) for i, t in enumerate(doc["tables"]))
     seen: dict[str, str] = {}
     for t in tables:
         if t.warehouse_name in seen:

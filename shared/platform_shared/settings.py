@@ -20,6 +20,8 @@ WAREHOUSE_PATH = "WAREHOUSE_PATH"
 INGESTION_CATALOG = "INGESTION_CATALOG"
 MODEL_DIR = "MODEL_DIR"
 DAGSTER_HOME = "DAGSTER_HOME"
+# A secret: the key of the HMAC that hashes personal-data columns (empty: plain SHA-256).
+PII_HASH_KEY = "PII_HASH_KEY"
 
 # The folder that holds workspace.yaml; with an editable install this file sits at
 # <root>/shared/platform_shared/settings.py.
@@ -34,6 +36,7 @@ class Settings:
     catalog_path: Path
     model_dir: Path
     dagster_home: Path
+    pii_hash_key_set: bool
 
 
 def _absolute(path: str | Path, root: Path) -> Path:
@@ -68,4 +71,5 @@ def load_settings() -> Settings:
         catalog_path=_absolute(os.getenv(INGESTION_CATALOG, "ingestion/catalog.yml"), root),
         model_dir=_absolute(os.getenv(MODEL_DIR, "data/models"), root),
         dagster_home=_absolute(os.getenv(DAGSTER_HOME, ".dagster"), root),
+        pii_hash_key_set=bool(os.getenv(PII_HASH_KEY)),
     )

@@ -47,18 +47,25 @@ class DuckDBWarehouse(dg.ConfigurableResource):
             conn.close()
 
 
-def table_metadata(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict:
-    """Row count, column schema and table name of a warehouse table, as Dagster metadata."""
+def table_metadata(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, column_tags: dict | None = None
+) -> dict:
+    """Row count, column schema and table name of a warehouse table, as Dagster metadata.
+
+    Args:
+        column_tags: tags per column name, e.g. ``{"email": {"pii": "hashed"}}``.
+    """
     columns = conn.execute(
         "select column_name, data_type from information_schema.columns "
         "where table_schema = ? and table_name = ? order by ordinal_position",
         [schema, table],
     ).fetchall()
     (rows,) = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchall()[0]
+    tags = column_tags or {}
     return {
         "dagster/row_count": dg.MetadataValue.int(rows),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, dtype) for name, dtype in columns]
+            columns=[dg.TableColumn(name, dtype, tags=tags.get(name)) for name, dtype in columns]
         ),
         "dagster/table_name": f"{schema}.{table}",
     }
