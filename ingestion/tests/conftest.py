@@ -1,0 +1,92 @@
+"""An ingestion location over a small SQLite source in a temporary folder."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+from platform_ingestion.loading import pii_hasher
+from platform_shared import load_catalog
+from platform_shared import settings as s
+from platform_shared.demo_data import generate
+
+
+@dataclass
+class Ingestion:
+    root: Path
+    source_url: str
+    warehouse: Path
+    catalog_path: Path
+
+    def run(self, *tables: str, config: dict | None = None) -> dg.ExecuteInProcessResult:
+        """Materialize the given raw tables (all when none) in one in-process run."""
+        from platform_ingestion.definitions import defs
+
+        keys = [dg.AssetKey(["raw", t]) for t in tables] or None
+        run_config = {"ops": {f"raw__{t}": {"config": config} for t in tables}} if config else None
+        return defs().resolve_implicit_global_asset_job_def().execute_in_process(
+            raise_on_error=False, asset_selection=keys, run_config=run_config,
+        )
+
+    failure_message = staticmethod(lambda result: _failure_message(result))
+    failed_steps = staticmethod(lambda result: _failed_steps(result))
+
+    def sql(self, statement: str) -> None:
+        with sqlite3.connect(self.root / "app.db") as conn:
+            conn.executescript(statement)
+
+    def query(self, sql: str) -> list[tuple]:
+        with duckdb.connect(str(self.warehouse), read_only=True) as conn:
+            return conn.execute(sql).fetchall()
+
+    def assert_raw_equals_source(self, table: str) -> None:
+        entry = load_catalog(self.catalog_path).table(table)
+        engine = sa.create_engine(self.source_url)
+        with engine.connect() as conn:
+            source = pd.read_sql_table(entry.source, conn)
+        engine.dispose()
+        source = pii_hasher(entry.columns.hash, "")(pa.Table.from_pandas(source, preserve_index=False)).to_pandas()
+        with duckdb.connect(str(self.warehouse), read_only=True) as conn:
+            raw = conn.execute(f'select * from raw."{table}"').df()
+        assert len(raw) == len(source), table
+        pd.testing.assert_frame_equal(_frame(raw, entry.primary_key), _frame(source, entry.primary_key), check_dtype=False)
+
+
+def _frame(df: pd.DataFrame, pk) -> pd.DataFrame:
+    df = df[sorted(df.columns)].copy()
+    for column in df.columns:
+        if column.endswith("_at"):
+            df[column] = pd.to_datetime(df[column])
+    return df.sort_values(list(pk)).reset_index(drop=True)
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.event_specific_data.error
+            messages.append(error.message + (error.cause.message if error.cause else ""))
+    return "\n".join(messages)
+
+
+def _failed_steps(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.step_key for e in result.all_events if e.is_step_failure}
+
+
+@pytest.fixture
+def ingestion(tmp_path, monkeypatch) -> Ingestion:
+    source_url = f"sqlite:///{tmp_path}/app.db"
+    generate(source_url, scale=0.05)
+    catalog = tmp_path / "catalog.yml"
+    catalog.write_text((Path(__file__).parents[1] / "catalog.yml").read_text())
+    monkeypatch.setenv(s.SOURCE_DATABASE_URL, source_url)
+    monkeypatch.setenv(s.WAREHOUSE_PATH, str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv(s.INGESTION_CATALOG, str(catalog))
+    return Ingestion(tmp_path, source_url, tmp_path / "warehouse.duckdb", catalog)
