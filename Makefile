@@ -19,7 +19,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest run dev test clean
+.PHONY: help setup seed seed-if-missing ingest discover run dev test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ seed-if-missing: setup
 
 ingest: seed-if-missing  ## materialize every ingestion asset
 	python tools/run_all.py --location ingestion
+
+discover: setup  ## write a catalog from SOURCE_DATABASE_URL to CATALOG_OUT (default: print it)
+	@python -m platform_ingestion.discover $(if $(CATALOG_OUT),--out $(CATALOG_OUT))
 
 run: seed-if-missing  ## set up and materialize every asset of the three locations
 	python tools/run_all.py

@@ -1,0 +1,102 @@
+"""PostgreSQL as the real source: the demo database, a read-only role, types."""
+
+import secrets
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from platform_shared import settings as s
+from platform_shared.demo_data import generate, simulate_day
+from sqlalchemy.engine import make_url
+
+TABLES = ["customers", "products", "orders", "order_items", "payments", "web_sessions"]
+
+
+def _read_only_url(admin_url: str, database: str) -> str:
+    """A login role that can only read the source database, and never write it."""
+    role, password = f"ingest_ro_{database[-8:]}", secrets.token_hex(12)
+    engine = sa.create_engine(make_url(admin_url).set(database=database), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"drop role if exists {role}"))
+        conn.execute(sa.text(f"create role {role} login password '{password}'"))
+        conn.execute(sa.text(f"alter role {role} set default_transaction_read_only = on"))
+        conn.execute(sa.text(f"grant usage on schema public to {role}"))
+        conn.execute(sa.text(f"grant select on all tables in schema public to {role}"))
+    engine.dispose()
+    return make_url(admin_url).set(database=database, username=role, password=password).render_as_string(
+        hide_password=False)
+
+
+@pytest.fixture
+def pg_ingestion(ingestion, postgres_database, postgres_admin_url, monkeypatch):
+    generate(postgres_database, scale=0.05)
+    url = _read_only_url(postgres_admin_url, make_url(postgres_database).database)
+    monkeypatch.setenv(s.SOURCE_DATABASE_URL, url)
+    ingestion.source_url = url
+    ingestion.admin_url = postgres_database
+    return ingestion
+
+
+def _writes(url: str) -> int:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        conn.execute(sa.text("select pg_stat_force_next_flush()"))
+        total = conn.execute(sa.text(
+            "select coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) from pg_stat_user_tables")).scalar_one()
+    engine.dispose()
+    return total
+
+
+def test_the_demo_database_in_postgres_ingests_row_for_row_through_a_read_only_role(pg_ingestion):
+    writes = _writes(pg_ingestion.admin_url)
+    assert pg_ingestion.run().success
+    for table in TABLES:
+        pg_ingestion.assert_raw_equals_source(table)
+    assert _writes(pg_ingestion.admin_url) == writes  # ingestion never wrote the source
+
+
+def test_read_only_role_cannot_write(pg_ingestion):
+    engine = sa.create_engine(pg_ingestion.source_url)
+    with pytest.raises(sa.exc.DBAPIError, match="read-only|permission denied"):
+        with engine.begin() as conn:
+            conn.execute(sa.text("delete from orders"))
+    engine.dispose()
+
+
+def test_incremental_loads_from_postgres_follow_updates_and_deletes(pg_ingestion):
+    assert pg_ingestion.run().success
+    simulate_day(pg_ingestion.admin_url, seed=3)
+    assert pg_ingestion.run().success
+    for table in TABLES:
+        pg_ingestion.assert_raw_equals_source(table)
+
+
+TYPES = """
+create table typed (
+    id integer primary key, amount numeric(18, 4), ratio double precision, flag boolean,
+    day date, at_local timestamp, at_utc timestamptz, label text, doc jsonb, big bigint
+);
+insert into typed values
+    (1, 12345678901234.5678, 0.1, true, '2026-02-28', '2026-03-01 12:00:00',
+     '2026-03-01 12:00:00+02', 'Zoë – 東京 ✓', '{"a": [1, 2], "b": null}', 9007199254740993),
+    (2, null, null, null, null, null, null, null, null, null);
+grant select on typed to public;
+"""
+
+
+def test_types_survive_from_postgres(pg_ingestion):
+    engine = sa.create_engine(pg_ingestion.admin_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(TYPES))
+    engine.dispose()
+    pg_ingestion.catalog_path.write_text("tables:\n  - source: typed\n    primary_key: id\n")
+    assert pg_ingestion.run("typed").success
+    row = pg_ingestion.query(
+        "select amount, ratio, flag, day, at_local, at_utc at time zone 'UTC', label, doc, big "
+        "from raw.typed where id = 1")[0]
+    assert row[0] == Decimal("12345678901234.5678")  # no float rounding
+    assert row[1] == 0.1 and row[2] is True and str(row[3]) == "2026-02-28"
+    assert str(row[4]) == "2026-03-01 12:00:00" and str(row[5]) == "2026-03-01 10:00:00"
+    assert row[6] == "Zoë – 東京 ✓" and row[8] == 9007199254740993
+    assert '"a"' in str(row[7])
+    assert pg_ingestion.query("select count(*) from raw.typed where id = 2 and amount is null and doc is null") == [(1,)]
