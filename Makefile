@@ -19,7 +19,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest discover run dev test clean
+.PHONY: help setup seed seed-if-missing ingest discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,24 @@ run: seed-if-missing  ## set up and materialize every asset of the three locatio
 
 dev: setup  ## the Dagster UI on http://127.0.0.1:3000 with the three locations
 	dagster dev -w workspace.yaml -h $(or $(HOST),127.0.0.1) -p $(or $(PORT),3000)
+
+dbt-build: setup  ## plain `dbt build` from analytics_dbt/ (DBT_TARGET=personal for your own file)
+	cd analytics_dbt && dbt build
+
+dbt-docs: setup  ## generate the dbt docs site and serve it on http://127.0.0.1:8081
+	cd analytics_dbt && dbt docs generate && dbt docs serve --host 127.0.0.1 --port 8081
+
+# Slim CI: build only what changed against the manifest saved by `make dbt-state`, deferring
+# unchanged upstream models to the warehouse.
+DBT_STATE ?= $(CURDIR)/data/dbt-state
+dbt-state: setup  ## save the current manifest as the state slim CI compares with
+	mkdir -p $(DBT_STATE) && cp analytics_dbt/target/manifest.json $(DBT_STATE)/
+
+dbt-slim-ci: setup  ## dbt build --select state:modified+ --defer against DBT_STATE
+	cd analytics_dbt && dbt build --select state:modified+ --defer --state $(DBT_STATE)
+
+lint-sql: setup  ## sqlfluff on the dbt models
+	cd analytics_dbt && sqlfluff lint models
 
 test: setup  ## set up and run the whole test suite
 	pytest $(PYTEST_ARGS)

@@ -23,8 +23,19 @@ def _group(props: Mapping[str, Any]) -> str | None:
     return path.split("/")[0] if "/" in path else None
 
 
+def _materialization(props: Mapping[str, Any]) -> str:
+    # table, view, incremental...: what the node is in the warehouse, shown as a kind.
+    return props.get("config", {}).get("materialized") or props["resource_type"]
+
+
+def _blocking(test: Mapping[str, Any]) -> bool:
+    # A test of severity error stops what is downstream; a warning only reports.
+    return str(test.get("config", {}).get("severity", "error")).lower() == "error"
+
+
 class AnalyticsTranslator(DagsterDbtTranslator):
-    """Keys sources as ``raw/<table>``, groups models by layer, owns them for analytics."""
+    """Keys sources as ``raw/<table>``, groups models by layer, owns them for analytics,
+    and makes error-severity dbt tests blocking checks."""
 
     def __init__(self) -> None:
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
@@ -34,7 +45,15 @@ class AnalyticsTranslator(DagsterDbtTranslator):
         props = self.get_resource_props(manifest, unique_id)
         if props["resource_type"] == "source":
             return spec
-        return spec.replace_attributes(owners=[ANALYTICS_TEAM])
+        return spec.replace_attributes(owners=[ANALYTICS_TEAM]).merge_attributes(
+            kinds={_materialization(props)}
+        )
+
+    def get_asset_check_spec(self, asset_spec, manifest, unique_id, project) -> dg.AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or not _blocking(manifest["nodes"][unique_id]):
+            return spec
+        return spec._replace(blocking=True)
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         return _key(dbt_resource_props)

@@ -1,0 +1,51 @@
+with
+
+orders as (
+    select * from {{ ref('orders') }}
+),
+
+active_months as (
+    select distinct
+        customer_id,
+        date_trunc('month', ordered_at) as active_month
+    from orders
+    where order_status != 'cancelled'
+),
+
+activity as (
+    select
+        customer_id,
+        active_month,
+        min(active_month) over (partition by customer_id) as cohort_month
+    from active_months
+),
+
+cohort_sizes as (
+    select
+        cohort_month,
+        count(distinct customer_id) as cohort_customers
+    from activity
+    group by cohort_month
+),
+
+retention as (
+    select
+        cohort_month,
+        date_diff('month', cohort_month, active_month) as months_since_first,
+        count(distinct customer_id) as active_customers
+    from activity
+    group by cohort_month, months_since_first
+),
+
+final as (
+    select
+        cast(retention.cohort_month as date) as cohort_month,
+        retention.months_since_first,
+        cohort_sizes.cohort_customers,
+        retention.active_customers,
+        retention.active_customers / cohort_sizes.cohort_customers as retention_rate
+    from retention
+    inner join cohort_sizes on retention.cohort_month = cohort_sizes.cohort_month
+)
+
+select * from final

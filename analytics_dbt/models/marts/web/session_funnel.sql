@@ -1,0 +1,27 @@
+with
+
+sessions as (
+    select * from {{ ref('sessions') }}
+),
+
+daily as (
+    select
+        session_date,
+        traffic_source,
+        count(*) as sessions,
+        count(*) filter (where funnel_rank >= 2) as product_views,
+        count(*) filter (where funnel_rank >= 3) as carts,
+        count(*) filter (where funnel_rank >= 4) as checkouts,
+        count(*) filter (where funnel_rank >= 5) as purchases
+    from sessions
+    group by 1, 2
+),
+
+final as (
+    select
+        *,
+        purchases / sessions as conversion_rate
+    from daily
+)
+
+select * from final

@@ -1,0 +1,45 @@
+{#
+    Incremental: web sessions are append-mostly. Each run merges the sessions updated
+    within the lookback window (late updates), and the post-hook deletes sessions that
+    are gone upstream (hard deletes), so the table always equals a full refresh.
+#}
+{{
+    config(
+        materialized='incremental',
+        unique_key='session_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        post_hook="{% if is_incremental() %}delete from {{ this }} where session_id not in (select session_id from {{ ref('stg_app__web_sessions') }}){% endif %}"
+    )
+}}
+
+with
+
+sessions as (
+    select * from {{ ref('stg_app__web_sessions') }}
+    {% if is_incremental() %}
+        where updated_at >= (
+            select max(updated_at) - interval {{ var('session_lookback_days', 3) }} day
+            from {{ this }}
+        )
+    {% endif %}
+),
+
+final as (
+    select
+        session_id,
+        customer_id,
+        order_id,
+        session_date,
+        started_at,
+        updated_at,
+        traffic_source,
+        device,
+        pages_viewed,
+        funnel_step,
+        {{ funnel_rank('funnel_step') }} as funnel_rank,
+        customer_id is null as is_anonymous
+    from sessions
+)
+
+select * from final

@@ -1,0 +1,50 @@
+"""The translator alone: keys, groups, owners, kinds, blocking checks; and a spec snapshot."""
+
+import dagster as dg
+import pytest
+from platform_analytics.translator import AnalyticsTranslator, _blocking, _group, _key
+
+
+def test_sources_are_keyed_by_the_shared_raw_scheme():
+    assert _key({"resource_type": "source", "name": "orders", "identifier": "orders"}) == dg.AssetKey(["raw", "orders"])
+    assert _key({"resource_type": "model", "name": "orders"}) == dg.AssetKey(["orders"])
+
+
+def test_groups_follow_the_layer_folder():
+    assert _group({"path": "staging/app/stg_app__orders.sql"}) == "staging"
+    assert _group({"path": "marts/finance/orders.sql"}) == "marts"
+
+
+@pytest.mark.parametrize(("severity", "blocking"), [("error", True), ("ERROR", True), ("warn", False)])
+def test_error_severity_tests_block(severity, blocking):
+    assert _blocking({"config": {"severity": severity}}) is blocking
+
+
+def _specs() -> list[dict]:
+    from platform_analytics.definitions import defs
+
+    d = defs()
+    graph = d.resolve_asset_graph()
+    checks = [c for a in d.assets if isinstance(a, dg.AssetsDefinition) for c in a.check_specs]
+    rows = []
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        if not (node.is_materializable or "dashboard" in node.kinds):
+            continue
+        rows.append({
+            "key": key.to_user_string(),
+            "deps": sorted(p.to_user_string() for p in node.parent_keys),
+            "owners": node.owners,
+            "kinds": sorted(node.kinds),
+            "group": node.group_name,
+            "checks": sorted(f"{c.name} blocking={c.blocking}" for c in checks if c.asset_key == key),
+        })
+    return rows
+
+
+def test_asset_specs_snapshot(snapshot):
+    """Keys, deps, owners, kinds and checks of the location; review the diff with
+    `pytest --snapshot-update` when a change is meant."""
+    assert _specs() == snapshot
+
+

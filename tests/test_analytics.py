@@ -1,0 +1,152 @@
+"""The analytics location on a warehouse filled by real ingestion (a copy per test)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from platform_analytics.project import PROJECT_DIR
+from platform_analytics.translator import AnalyticsTranslator
+from platform_shared import load_catalog, load_settings, raw_asset_key
+from platform_shared import settings as s
+
+import run_all
+
+DBT = str(Path(sys.executable).parent / "dbt")
+
+
+@pytest.fixture
+def warehouse(platform, tmp_path, monkeypatch) -> Path:
+    """A private copy of the session's warehouse, so a test may break it."""
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(platform.warehouse, copy)
+    monkeypatch.setenv(s.WAREHOUSE_PATH, str(copy))
+    return copy
+
+
+def _query(path: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture(autouse=True)
+def _own_dbt_target(tmp_path, monkeypatch):
+    # dbt writes its manifest to target/; the prepared one there must stay the location's.
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "dbt_target"))
+
+
+def _dbt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([DBT, *args], cwd=PROJECT_DIR, capture_output=True, text=True)
+
+
+def test_a_duplicate_raw_key_fails_the_right_check_and_stops_downstream(warehouse):
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("insert into raw.orders select * from raw.orders order by order_id limit 1")
+    result = run_all.run_location("analytics_dbt", dg.DagsterInstance.ephemeral())
+    assert "stg_app__orders:unique_stg_app__orders_order_id" in result.failed_checks
+    status = {r.asset: r.status for r in result.rows}
+    assert status["stg_app__customers"] == "materialized"
+    for downstream in ("orders", "daily_revenue", "customers"):
+        assert status[downstream] != "materialized", downstream
+    assert not result.success
+
+
+def test_incremental_sessions_equal_a_full_refresh_after_late_updates_and_deletes(warehouse):
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("delete from raw.web_sessions where session_id in (select session_id from raw.web_sessions order by session_id desc limit 5)")
+        (now,) = conn.execute("select max(updated_at) from raw.web_sessions").fetchall()[0]
+        # An update (its updated_at is now) and one that lands a day late (within the lookback).
+        conn.execute("update raw.web_sessions set funnel_step = 'checkout', updated_at = ? + interval 1 hour "
+                     "where session_id = (select min(session_id) from raw.web_sessions where funnel_step = 'cart')", [now])
+        conn.execute("update raw.web_sessions set funnel_step = 'checkout', updated_at = ? - interval 1 day "
+                     "where session_id = (select max(session_id) from raw.web_sessions where funnel_step = 'cart')", [now])
+        conn.execute("delete from raw.web_sessions where session_id = (select min(session_id) from raw.web_sessions)")
+    incremental = _dbt("run", "--select", "sessions")
+    assert incremental.returncode == 0, incremental.stdout
+    after_incremental = _query(warehouse, "select * from marts.sessions order by session_id")
+    full = _dbt("run", "--select", "sessions", "--full-refresh")
+    assert full.returncode == 0, full.stdout
+    assert after_incremental == _query(warehouse, "select * from marts.sessions order by session_id")
+    assert _query(warehouse, "select count(*) from marts.sessions") == _query(warehouse, "select count(*) from raw.web_sessions")
+
+
+def test_dbt_build_works_alone_from_its_folder(warehouse):
+    build = _dbt("build", "--select", "staging", "marts.finance")
+    assert build.returncode == 0, build.stdout[-3000:]
+    assert "Completed successfully" in build.stdout
+
+
+def test_a_personal_target_builds_in_its_own_file_reading_the_shared_raw_tables(warehouse, tmp_path, monkeypatch):
+    personal = tmp_path / "me.duckdb"
+    monkeypatch.setenv("DBT_PERSONAL_WAREHOUSE", str(personal))
+    build = _dbt("build", "--target", "personal", "--select", "+daily_revenue", "--indirect-selection", "cautious")
+    assert build.returncode == 0, build.stdout[-3000:]
+    assert _query(personal, "select count(*) from marts.daily_revenue") == _query(warehouse, "select count(*) from marts.daily_revenue")
+
+
+def test_selecting_a_few_models_runs_only_those(warehouse):
+    from platform_analytics.definitions import defs
+
+    picked = [dg.AssetKey(["stg_app__orders"]), dg.AssetKey(["orders"])]
+    result = defs().resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=picked, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert {e.asset_key for e in result.get_asset_materialization_events()} == set(picked)
+
+
+def _manifest() -> dict:
+    return json.loads((PROJECT_DIR / "target" / "manifest.json").read_text())
+
+
+def sources_missing_from_catalog(manifest: dict, tables: set[str]) -> list[str]:
+    return sorted(src["name"] for src in manifest["sources"].values() if src["name"] not in tables)
+
+
+def test_every_dbt_source_is_a_catalog_table_with_the_ingestion_key():
+    catalog = {t.warehouse_name for t in load_catalog(load_settings().catalog_path).tables}
+    manifest = _manifest()
+    assert sources_missing_from_catalog(manifest, catalog) == []
+    translator = AnalyticsTranslator()
+    keys = {translator.get_asset_key(src) for src in manifest["sources"].values()}
+    assert keys == {raw_asset_key(t) for t in catalog}
+
+
+def test_a_source_the_catalog_lacks_is_reported():
+    catalog = {t.warehouse_name for t in load_catalog(load_settings().catalog_path).tables} - {"payments"}
+    assert sources_missing_from_catalog(_manifest(), catalog) == ["payments"]
+
+
+def test_dashboards_are_assets_of_kind_dashboard_downstream_of_their_marts():
+    from platform_analytics.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    dashboards = [k for k in graph.get_all_asset_keys() if "dashboard" in graph.get(k).kinds]
+    assert len(dashboards) == 4
+    revenue = graph.get(dg.AssetKey(["dashboard", "revenue_dashboard"]))
+    assert not revenue.is_materializable
+    assert {dg.AssetKey(["daily_revenue"]), dg.AssetKey(["orders"])} <= set(revenue.parent_keys)
+
+
+def test_sql_is_linted_with_sqlfluff():
+    lint = subprocess.run([str(Path(sys.executable).parent / "sqlfluff"), "lint", "models"],
+                          cwd=PROJECT_DIR, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-3000:]
+
+
+def test_slim_ci_selects_only_what_changed_and_its_children(tmp_path):
+    project = tmp_path / "analytics_dbt"
+    shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "platform_analytics"))
+    state = tmp_path / "state"
+    state.mkdir()
+    shutil.copy(PROJECT_DIR / "target" / "manifest.json", state / "manifest.json")
+    model = project / "models" / "marts" / "product" / "products.sql"
+    model.write_text(model.read_text().replace("as return_rate,", "as return_rate,  -- changed\n"))
+    listed = subprocess.run([DBT, "ls", "--resource-type", "model", "--select", "state:modified+",
+                             "--state", str(state), "--output", "name"],
+                            cwd=project, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stdout
+    assert [line for line in listed.stdout.split() if not line.startswith("\x1b")][-1:] == ["products"]
