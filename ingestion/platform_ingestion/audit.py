@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
-from platform_shared import RAW_SCHEMA, CatalogTable, PlatformError
+from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, CatalogTable, PlatformError
 
 from .loading import STAGE_SCHEMA
 
 # The source schema each table was last published with, for drift detection.
 SNAPSHOT_TABLE = f"{STAGE_SCHEMA}._platform_source_columns"
-HISTORY_SUFFIX = "_history"
 _DLT_SCD2 = ("_dlt_valid_from", "_dlt_valid_to")
 
 

@@ -1,94 +1,269 @@
-"""The ML team's assets: features, the churn model, its evaluation."""
+"""The ML team's assets: features, the churn model's lifecycle, scores and drift.
 
-import shutil
+    raw tables -> features/customer_features -> ml/churn_model -> ml/churn_model_evaluation
+               -> ml/churn_model_champion -> ml/customer_churn_scores, ml/feature_drift
+
+A trained version becomes the champion only when it beats the trivial baseline by a
+margin (a blocking check: a failed one stops the run before promotion) and the current
+champion on the same held-out snapshot. Scores and drift always use the champion.
+"""
+
+import base64
 import time
-from datetime import datetime, timezone
 
 import dagster as dg
-import joblib
+import pandas as pd
 from platform_shared import ML_TEAM, WAREHOUSE_POOL, DuckDBWarehouse, raw_asset_key, table_metadata
 
-from .features import FEATURE_COLUMNS, FEATURE_TABLE, FEATURES_SCHEMA, build_features, last_event_time, snapshot_dates
-from .model import MODEL_PARAMS, evaluate, fingerprint, time_split, train
+from .features import (
+    FEATURE_COLUMNS,
+    FEATURE_TABLE,
+    FEATURES_SCHEMA,
+    build_features,
+    feature_problems,
+    has_customer_history,
+    last_event_time,
+    snapshot_dates,
+)
+from .model import DEFAULT_PARAMS, PSI_ALERT, evaluate, fingerprint, predict, psi, reference_profile, roc_plot, time_split, train
 from .resources import ModelStore
 
+MODEL = "churn_model"
+ML_SCHEMA = "ml"
 FEATURES_KEY = dg.AssetKey([FEATURES_SCHEMA, FEATURE_TABLE])
-MODEL_KEY = dg.AssetKey(["ml", "churn_model"])
-EVALUATION_KEY = dg.AssetKey(["ml", "churn_model_evaluation"])
+MODEL_KEY = dg.AssetKey([ML_SCHEMA, MODEL])
+EVALUATION_KEY = dg.AssetKey([ML_SCHEMA, f"{MODEL}_evaluation"])
+CHAMPION_KEY = dg.AssetKey([ML_SCHEMA, f"{MODEL}_champion"])
+SCORES_KEY = dg.AssetKey([ML_SCHEMA, "customer_churn_scores"])
+DRIFT_KEY = dg.AssetKey([ML_SCHEMA, "feature_drift"])
 # The raw tables the features read, by their catalog (warehouse) names.
-RAW_INPUTS = ("customers", "orders", "payments", "web_sessions")
+RAW_INPUTS = ("customers", "orders", "order_items", "payments", "web_sessions")
+# How far above the trivial baseline (one churn rate for everyone: ROC AUC 0.5) a model's
+# ROC AUC must be to be published; its Brier score must also beat that baseline's.
+BASELINE_MARGIN = 0.1
 GROUP = "ml"
 
 
-@dg.asset(
-    key=FEATURES_KEY,
-    deps=[raw_asset_key(t) for t in RAW_INPUTS],
-    group_name=GROUP,
-    owners=[ML_TEAM],
-    kinds={"duckdb", "table"},
-    pool=WAREHOUSE_POOL,
-    description="Recency, frequency, monetary value, refunds and sessions per customer as "
-    "of monthly cut-offs, with the churn label of the 60 days after each.",
-)
-def customer_features(warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
+def _asset(key: dg.AssetKey, deps: list, kinds: set[str], description: str, **kwargs):
+    """The settings every ML asset shares: group, owner, and the warehouse pool."""
+    return dg.asset(key=key, deps=deps, group_name=GROUP, owners=[ML_TEAM], kinds=kinds,
+                    description=description, **{"pool": WAREHOUSE_POOL, **kwargs})
+
+
+def _read(warehouse: DuckDBWarehouse, sql: str) -> pd.DataFrame:
+    with warehouse.connect(read_only=True) as conn:
+        return conn.execute(sql).df()
+
+
+def _features(warehouse: DuckDBWarehouse) -> pd.DataFrame:
+    return _read(warehouse, f"select * from {FEATURES_SCHEMA}.{FEATURE_TABLE}")
+
+
+@_asset(FEATURES_KEY, [raw_asset_key(t) for t in RAW_INPUTS], {"duckdb", "table"},
+        "Recency, frequency, spend, basket, refunds, sessions, tenure and country per "
+        "customer as of monthly cut-offs (point in time), with the 60-day churn label.")
+def customer_features(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
     with warehouse.connect() as conn:
         cutoffs = snapshot_dates(last_event_time(conn))
+        point_in_time = has_customer_history(conn)
+        if not point_in_time:
+            context.log.warning("raw.customers has no history (catalog history: scd2): country and "
+                                "signup channel are today's values, not as of each cut-off.")
         build_features(conn, cutoffs)
         meta = table_metadata(conn, FEATURES_SCHEMA, FEATURE_TABLE)
-    return dg.MaterializeResult(
-        metadata={**meta, "cutoffs": [c.date().isoformat() for c in cutoffs]}
-    )
+    return dg.MaterializeResult(metadata={
+        **meta,
+        "cutoffs": [c.date().isoformat() for c in cutoffs],
+        "point_in_time_attributes": point_in_time,
+    })
 
 
-def _load_features(warehouse: DuckDBWarehouse):
+@dg.asset_check(asset=FEATURES_KEY, blocking=True, pool=WAREHOUSE_POOL,
+                description="No nulls, values in range, one row per customer and cut-off.")
+def features_are_valid(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
     with warehouse.connect(read_only=True) as conn:
-        return conn.execute(f"select * from {FEATURES_SCHEMA}.{FEATURE_TABLE}").df()
-
-
-@dg.asset(
-    key=MODEL_KEY,
-    deps=[FEATURES_KEY],
-    group_name=GROUP,
-    owners=[ML_TEAM],
-    kinds={"scikitlearn"},
-    pool=WAREHOUSE_POOL,
-    description="Churn in the next 60 days: logistic regression trained on earlier "
-    "snapshots; saved as a versioned joblib artifact.",
-)
-def churn_model(warehouse: DuckDBWarehouse, model_store: ModelStore) -> dg.MaterializeResult:
-    split = time_split(_load_features(warehouse))
-    started = time.perf_counter()
-    model = train(split.train)
-    seconds = time.perf_counter() - started
-    version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    folder = model_store.path / "churn_model"
-    folder.mkdir(parents=True, exist_ok=True)
-    artifact = folder / f"{version}.joblib"
-    joblib.dump(model, artifact)
-    shutil.copyfile(artifact, folder / "latest.joblib")
-    return dg.MaterializeResult(
-        metadata={
-            "artifact": dg.MetadataValue.path(str(artifact)),
-            "version": version,
-            "training_rows": len(split.train),
-            "training_fingerprint": fingerprint(split.train[[*FEATURE_COLUMNS, "churned"]]),
-            "features": FEATURE_COLUMNS,
-            "params": MODEL_PARAMS,
-            "training_seconds": round(seconds, 3),
-        }
+        problems = feature_problems(conn)
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description="; ".join(f"{n} row(s): {what}" for what, n in problems.items()) or None,
+        metadata={what: dg.MetadataValue.int(n) for what, n in problems.items()},
     )
 
 
-@dg.asset(
-    key=EVALUATION_KEY,
-    deps=[MODEL_KEY],
-    group_name=GROUP,
-    owners=[ML_TEAM],
-    kinds={"scikitlearn"},
-    pool=WAREHOUSE_POOL,
-    description="Held-out ROC AUC of the churn model against a recency baseline.",
-)
-def churn_model_evaluation(warehouse: DuckDBWarehouse, model_store: ModelStore) -> dg.MaterializeResult:
-    model = joblib.load(model_store.path / "churn_model" / "latest.joblib")
-    metrics = evaluate(model, time_split(_load_features(warehouse)).test)
-    return dg.MaterializeResult(metadata={k: dg.MetadataValue.float(v) for k, v in metrics.items()})
+class TrainConfig(dg.Config):
+    """Knobs for an experiment from the launchpad; the defaults are the production model."""
+
+    features: list[str] = FEATURE_COLUMNS
+    max_iter: int = DEFAULT_PARAMS["max_iter"]
+    learning_rate: float = DEFAULT_PARAMS["learning_rate"]
+
+
+@_asset(MODEL_KEY, [FEATURES_KEY], {"scikitlearn"},
+        "Churn in the next 60 days: gradient-boosted trees trained on earlier snapshots "
+        "(time split); each training saves a new versioned joblib artifact.")
+def churn_model(config: TrainConfig, warehouse: DuckDBWarehouse, model_store: ModelStore) -> dg.MaterializeResult:
+    unknown = sorted(set(config.features) - set(FEATURE_COLUMNS))
+    if unknown:
+        raise ValueError(f"Unknown feature(s) {unknown}: choose from {FEATURE_COLUMNS}.")
+    params = {**DEFAULT_PARAMS, "max_iter": config.max_iter, "learning_rate": config.learning_rate}
+    split = time_split(_features(warehouse))
+    started = time.perf_counter()
+    fitted = train(split.train, config.features, params)
+    seconds = time.perf_counter() - started
+    info = {
+        "training_rows": len(split.train),
+        "training_fingerprint": fingerprint(split.train[[*config.features, "churned"]]),
+        "training_cutoffs": sorted(split.train["as_of"].dt.date.astype(str).unique().tolist()),
+        "features": config.features,
+        "params": params,
+        "training_seconds": round(seconds, 3),
+        "reference_profile": reference_profile(split.train, config.features),
+    }
+    version = model_store.save(MODEL, fitted, info)
+    return dg.MaterializeResult(metadata={
+        "version": version,
+        "artifact": dg.MetadataValue.path(str(model_store.folder(MODEL) / version / "model.joblib")),
+        **{k: info[k] for k in ("training_rows", "training_fingerprint", "features", "params")},
+        "training_seconds": dg.MetadataValue.float(info["training_seconds"]),
+    })
+
+
+@_asset(EVALUATION_KEY, [MODEL_KEY], {"scikitlearn"},
+        "Held-out metrics (ROC AUC, precision at 10%, Brier) of the newest model, of the "
+        "trivial and recency baselines and of the current champion, on the newest labelled snapshot.",
+        check_specs=[dg.AssetCheckSpec("beats_baseline", asset=EVALUATION_KEY, blocking=True,
+                                       description=f"ROC AUC at least {0.5 + BASELINE_MARGIN} and a Brier score "
+                                       "below the constant baseline's.")])
+def churn_model_evaluation(warehouse: DuckDBWarehouse, model_store: ModelStore):
+    version = model_store.newest(MODEL)
+    test = time_split(_features(warehouse)).test
+    fitted = model_store.load(MODEL, version)
+    metrics = evaluate(fitted, test)
+    champion = model_store.champion(MODEL)
+    if champion and champion != version:
+        try:
+            metrics["champion_roc_auc"] = evaluate(model_store.load(MODEL, champion), test)["roc_auc"]
+        except (KeyError, ValueError) as e:  # the champion needs features that are gone
+            metrics["champion_roc_auc"] = float("nan")
+            champion = f"{champion} (cannot score today's features: {e})"
+    png = roc_plot(fitted, test, f"churn model {version}")
+    plot = model_store.folder(MODEL) / version / "roc.png"
+    plot.write_bytes(png)
+    model_store.write(MODEL, version, "evaluation.json", {
+        **metrics, "champion": champion, "test_as_of": str(test["as_of"].max().date()),
+    })
+    margin = metrics["roc_auc"] - 0.5
+    passed = margin >= BASELINE_MARGIN and metrics["brier"] < metrics["prior_brier"]
+    yield dg.MaterializeResult(metadata={
+        "version": version,
+        **{k: dg.MetadataValue.float(v) for k, v in metrics.items()},
+        "champion": str(champion),
+        "roc_plot": dg.MetadataValue.md(
+            f"![ROC curve](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "roc_plot_path": dg.MetadataValue.path(str(plot)),
+    })
+    yield dg.AssetCheckResult(
+        check_name="beats_baseline",
+        passed=bool(passed),
+        metadata={"roc_auc_over_chance": dg.MetadataValue.float(margin), "required": BASELINE_MARGIN},
+        description=None if passed else (
+            f"Model {version}: ROC AUC {metrics['roc_auc']:.3f} (needs {0.5 + BASELINE_MARGIN:.2f}), "
+            f"Brier {metrics['brier']:.3f} against the constant baseline's {metrics['prior_brier']:.3f}: "
+            "it is not published."),
+    )
+
+
+@_asset(CHAMPION_KEY, [EVALUATION_KEY], {"scikitlearn"},
+        "The model version that scores customers: the newest one when it beats the current "
+        "champion on the same held-out snapshot, otherwise the champion stays.", pool=None)
+def churn_model_champion(context: dg.AssetExecutionContext, model_store: ModelStore) -> dg.MaterializeResult:
+    version = model_store.newest(MODEL)
+    evaluation = model_store.read(MODEL, version, "evaluation.json")
+    champion = model_store.champion(MODEL)
+    challenger_auc, champion_auc = evaluation["roc_auc"], evaluation.get("champion_roc_auc")
+    if champion is None:
+        promote, reason = True, "first model: no champion yet"
+    elif champion == version:
+        promote, reason = False, f"{version} is already the champion"
+    elif champion_auc is None or champion_auc != champion_auc:  # NaN: champion cannot score
+        promote, reason = True, f"the champion {champion} cannot be scored on today's features"
+    elif challenger_auc > champion_auc:
+        promote, reason = True, f"ROC AUC {challenger_auc:.4f} beats the champion's {champion_auc:.4f}"
+    else:
+        promote, reason = False, (f"challenger {version} ROC AUC {challenger_auc:.4f} does not beat "
+                                  f"champion {champion}'s {champion_auc:.4f} on the same test snapshot")
+    if promote:
+        model_store.promote(MODEL, version, reason)
+    context.log.info(f"{'Promoted' if promote else 'Kept the champion'}: {reason}")
+    return dg.MaterializeResult(metadata={
+        "champion": model_store.champion(MODEL),
+        "challenger": version,
+        "promoted": promote,
+        "reason": reason,
+        "champion_roc_auc": dg.MetadataValue.float(challenger_auc if promote else (champion_auc or 0.0)),
+    })
+
+
+@_asset(SCORES_KEY, [FEATURES_KEY, CHAMPION_KEY], {"duckdb", "table"},
+        "Churn probability for every current customer from the champion model, for the "
+        "analytics team (ml.customer_churn_scores).",
+        check_specs=[dg.AssetCheckSpec("scores_valid", asset=SCORES_KEY, blocking=True,
+                                       description="Probabilities in [0, 1], one row per customer.")])
+def customer_churn_scores(warehouse: DuckDBWarehouse, model_store: ModelStore):
+    champion = model_store.champion(MODEL)
+    if champion is None:
+        raise FileNotFoundError(f"No champion in {model_store.folder(MODEL)}: materialize the champion first.")
+    current = time_split(_features(warehouse)).score
+    scores = pd.DataFrame({
+        "customer_id": current["customer_id"].to_numpy(),
+        "as_of": current["as_of"].to_numpy(),
+        "churn_probability": predict(model_store.load(MODEL, champion), current),
+        "model_version": champion,
+    })
+    with warehouse.connect() as conn:
+        conn.execute(f"create schema if not exists {ML_SCHEMA}")
+        conn.register("scores", scores)
+        conn.execute(f"create or replace table {ML_SCHEMA}.customer_churn_scores as "
+                     "select *, now()::timestamp as scored_at from scores")
+        conn.unregister("scores")
+        (bad, dupes) = conn.execute(
+            f"select count(*) filter (where churn_probability is null or churn_probability not between 0 and 1), "
+            f"count(*) - count(distinct customer_id) from {ML_SCHEMA}.customer_churn_scores"
+        ).fetchall()[0]
+        meta = table_metadata(conn, ML_SCHEMA, "customer_churn_scores")
+    yield dg.MaterializeResult(metadata={**meta, "model_version": champion,
+                                         "mean_churn_probability": float(scores["churn_probability"].mean())})
+    yield dg.AssetCheckResult(
+        check_name="scores_valid", passed=bad == 0 and dupes == 0,
+        metadata={"out_of_range": bad, "duplicate_customers": dupes},
+    )
+
+
+@_asset(DRIFT_KEY, [FEATURES_KEY, CHAMPION_KEY], {"duckdb", "table"},
+        "Population stability index of each feature: today's customers against the "
+        "champion's training data (ml.feature_drift).",
+        check_specs=[dg.AssetCheckSpec("drift_under_threshold", asset=DRIFT_KEY,
+                                       description=f"Every feature's PSI under {PSI_ALERT}.")])
+def feature_drift(warehouse: DuckDBWarehouse, model_store: ModelStore):
+    champion = model_store.champion(MODEL)
+    if champion is None:
+        raise FileNotFoundError(f"No champion in {model_store.folder(MODEL)}: materialize the champion first.")
+    profile = model_store.read(MODEL, champion, "info.json")["reference_profile"]
+    values = psi(profile, time_split(_features(warehouse)).score)
+    drift = pd.DataFrame({"feature": list(values), "psi": list(values.values()), "model_version": champion})
+    with warehouse.connect() as conn:
+        conn.execute(f"create schema if not exists {ML_SCHEMA}")
+        conn.register("drift", drift)
+        conn.execute(f"create or replace table {ML_SCHEMA}.feature_drift as select * from drift")
+        conn.unregister("drift")
+    drifted = {f: v for f, v in values.items() if v >= PSI_ALERT}
+    yield dg.MaterializeResult(metadata={
+        "model_version": champion,
+        "max_psi": dg.MetadataValue.float(max(values.values())),
+        **{f"psi/{f}": dg.MetadataValue.float(v) for f, v in values.items()},
+    })
+    yield dg.AssetCheckResult(
+        check_name="drift_under_threshold", passed=not drifted,
+        description=", ".join(f"{f} PSI {v:.2f}" for f, v in drifted.items()) or None,
+        metadata={"drifted_features": sorted(drifted)},
+    )

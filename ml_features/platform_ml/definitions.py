@@ -3,13 +3,14 @@
 import dagster as dg
 from platform_shared import load_settings
 
-from .assets import churn_model, churn_model_evaluation, customer_features
+from . import assets
 from .resources import build_resources
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[customer_features, churn_model, churn_model_evaluation],
+        assets=dg.load_assets_from_modules([assets]),
+        asset_checks=dg.load_asset_checks_from_modules([assets]),
         resources=build_resources(load_settings()),
     )

@@ -1,31 +1,62 @@
 """Customer features as of cut-off dates, from the raw tables, with no leakage.
 
-Raw tables hold the current state of each row, so every feature uses only rows whose
-event time (``created_at``, or ``updated_at`` for a refund) is before the cut-off. The
-label, churn, looks at the window after the cut-off and is null where that window is
-not over yet.
+Raw tables hold the current state of each row, so every feature is computed from what
+was true before the cut-off:
+- events by their own time: orders and order items by ``created_at``, sessions by
+  ``started_at``, refunds by the payment's ``updated_at`` (when it became a refund);
+- mutable customer attributes (country, signup channel) from ``raw.customers_history``,
+  which the ingestion catalog keeps (``history: scd2``): the version whose source
+  ``updated_at`` is the newest before the cut-off. Versions older than the first load
+  are unknown, so the first known version counts as valid from the beginning.
+Order status is current state with no history, so no feature uses it.
+
+The label, churn, looks at the 60 days after the cut-off and is null where that window
+is not over yet.
 """
 
 from datetime import datetime, timedelta
 
 import duckdb
-from platform_shared import RAW_SCHEMA
+from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA
 
 FEATURES_SCHEMA = "features"
 FEATURE_TABLE = "customer_features"
 CHURN_WINDOW_DAYS = 60
-FEATURE_COLUMNS = [
+NUMERIC_FEATURES = [
     "tenure_days",
     "frequency",
     "recency_days",
     "monetary",
     "avg_order_value",
+    "items_per_order",
+    "distinct_products",
     "refund_rate",
     "sessions_30d",
     "cart_sessions_30d",
 ]
+CATEGORICAL_FEATURES = ["country", "signup_channel"]
+FEATURE_COLUMNS = NUMERIC_FEATURES + CATEGORICAL_FEATURES
 # How many monthly snapshots before the newest labelled one go into training.
 TRAINING_SNAPSHOTS = 6
+
+_CUSTOMER_VERSIONS = {
+    # With history: each version is valid from its source updated_at to the next one's.
+    True: f"""
+        select
+            customer_id, created_at, country, signup_channel,
+            case when row_number() over w = 1 then '-infinity'::timestamp else updated_at end
+                as known_from,
+            coalesce(lead(updated_at) over w, 'infinity'::timestamp) as known_to
+        from {RAW_SCHEMA}.customers{HISTORY_SUFFIX}
+        window w as (partition by customer_id order by updated_at, valid_from)
+    """,
+    # Without history only the current state is known: attributes may leak.
+    False: f"""
+        select customer_id, created_at, country, signup_channel,
+            '-infinity'::timestamp as known_from, 'infinity'::timestamp as known_to
+        from {RAW_SCHEMA}.customers
+    """,
+}
 
 _FEATURES_SQL = f"""
 create or replace table {FEATURES_SCHEMA}.{FEATURE_TABLE} as
@@ -35,12 +66,16 @@ cutoffs as (
     select unnest($cutoffs::timestamp[]) as as_of
 ),
 
-customers as (
-    select customer_id, created_at from {RAW_SCHEMA}.customers
-),
+customer_versions as ({{customer_versions}}),
 
 orders as (
     select order_id, customer_id, created_at, total_cents from {RAW_SCHEMA}.orders
+),
+
+items as (
+    select o.customer_id, i.order_id, i.product_id, i.quantity, i.created_at
+    from {RAW_SCHEMA}.order_items as i
+    join orders as o on o.order_id = i.order_id
 ),
 
 refunds as (
@@ -55,6 +90,13 @@ sessions as (
     where customer_id is not null
 ),
 
+customers_as_of as (
+    select c.as_of, v.customer_id, v.created_at, v.country, v.signup_channel
+    from cutoffs as c
+    join customer_versions as v
+        on v.created_at < c.as_of and v.known_from <= c.as_of and c.as_of < v.known_to
+),
+
 order_stats as (
     select
         c.as_of,
@@ -65,6 +107,13 @@ order_stats as (
     from cutoffs as c
     join orders as o on o.created_at < c.as_of
     group by c.as_of, o.customer_id
+),
+
+item_stats as (
+    select c.as_of, i.customer_id, sum(i.quantity) as units, count(distinct i.product_id) as products
+    from cutoffs as c
+    join items as i on i.created_at < c.as_of
+    group by 1, 2
 ),
 
 refund_stats as (
@@ -101,28 +150,32 @@ horizon as (
 
 final as (
     select
-        c.as_of,
+        cu.as_of,
         cu.customer_id,
-        date_diff('day', cu.created_at, c.as_of) as tenure_days,
+        date_diff('day', cu.created_at, cu.as_of) as tenure_days,
         os.frequency,
         os.recency_days,
         os.monetary,
         os.monetary / os.frequency as avg_order_value,
-        coalesce(rs.refunds, 0) / os.frequency as refund_rate,
+        coalesce(its.units, 0) / os.frequency as items_per_order,
+        coalesce(its.products, 0) as distinct_products,
+        least(coalesce(rs.refunds, 0) / os.frequency, 1.0) as refund_rate,
         coalesce(ss.sessions_30d, 0) as sessions_30d,
         coalesce(ss.cart_sessions_30d, 0) as cart_sessions_30d,
+        cu.country,
+        cu.signup_channel,
         case
-            when c.as_of + interval {CHURN_WINDOW_DAYS} day > h.last_seen then null
+            when cu.as_of + interval {CHURN_WINDOW_DAYS} day > h.last_seen then null
             else coalesce(fo.orders_next, 0) = 0
         end as churned
-    from cutoffs as c
+    from customers_as_of as cu
     cross join horizon as h
-    join customers as cu on cu.created_at < c.as_of
     -- Churn is defined for customers who have bought before the cut-off.
-    join order_stats as os on os.as_of = c.as_of and os.customer_id = cu.customer_id
-    left join refund_stats as rs on rs.as_of = c.as_of and rs.customer_id = cu.customer_id
-    left join session_stats as ss on ss.as_of = c.as_of and ss.customer_id = cu.customer_id
-    left join future_orders as fo on fo.as_of = c.as_of and fo.customer_id = cu.customer_id
+    join order_stats as os on os.as_of = cu.as_of and os.customer_id = cu.customer_id
+    left join item_stats as its on its.as_of = cu.as_of and its.customer_id = cu.customer_id
+    left join refund_stats as rs on rs.as_of = cu.as_of and rs.customer_id = cu.customer_id
+    left join session_stats as ss on ss.as_of = cu.as_of and ss.customer_id = cu.customer_id
+    left join future_orders as fo on fo.as_of = cu.as_of and fo.customer_id = cu.customer_id
 )
 
 select * from final order by as_of, customer_id
@@ -143,12 +196,51 @@ def snapshot_dates(last_event: datetime) -> list[datetime]:
     return [today, test, *train]
 
 
+def has_customer_history(conn: duckdb.DuckDBPyConnection) -> bool:
+    (n,) = conn.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [RAW_SCHEMA, f"customers{HISTORY_SUFFIX}"],
+    ).fetchall()[0]
+    return n == 1
+
+
 def build_features(conn: duckdb.DuckDBPyConnection, cutoffs: list[datetime]) -> int:
     """(Re)build the feature table for the given cut-offs; returns its row count."""
     conn.execute(f"create schema if not exists {FEATURES_SCHEMA}")
-    conn.execute(_FEATURES_SQL, {"cutoffs": cutoffs})
+    sql = _FEATURES_SQL.replace("{customer_versions}", _CUSTOMER_VERSIONS[has_customer_history(conn)])
+    conn.execute(sql, {"cutoffs": cutoffs})
     return conn.execute(f"select count(*) from {FEATURES_SCHEMA}.{FEATURE_TABLE}").fetchall()[0][0]
 
 
 def last_event_time(conn: duckdb.DuckDBPyConnection) -> datetime:
     return conn.execute(f"select max(created_at) from {RAW_SCHEMA}.orders").fetchall()[0][0]
+
+
+# What a healthy feature table looks like: (SQL that counts offending rows, what it means).
+FEATURE_RULES = [
+    (f"{c} is null", f"{c} is null") for c in FEATURE_COLUMNS
+] + [
+    ("tenure_days < 0 or recency_days < 0", "negative tenure or recency"),
+    ("recency_days > tenure_days", "last order before signup"),
+    ("frequency < 1", "a customer without orders"),
+    ("monetary < 0 or avg_order_value < 0", "negative spend"),
+    ("refund_rate not between 0 and 1", "refund rate outside [0, 1]"),
+    ("cart_sessions_30d > sessions_30d or sessions_30d < 0", "impossible session counts"),
+]
+
+
+def feature_problems(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows breaking each rule in the feature table (only the rules with offenders), plus
+    duplicate (as_of, customer_id) pairs."""
+    table = f"{FEATURES_SCHEMA}.{FEATURE_TABLE}"
+    counts = conn.execute(
+        "select " + ", ".join(f"count(*) filter (where {sql})" for sql, _ in FEATURE_RULES)
+        + f" from {table}"
+    ).fetchall()[0]
+    problems = {name: n for (_, name), n in zip(FEATURE_RULES, counts) if n}
+    (dupes,) = conn.execute(
+        f"select count(*) from (select as_of, customer_id from {table} group by all having count(*) > 1)"
+    ).fetchall()[0]
+    if dupes:
+        problems["duplicate (as_of, customer_id)"] = dupes
+    return problems

@@ -9,6 +9,7 @@ from .errors import CatalogError as CatalogError
 from .errors import PlatformError as PlatformError
 from .errors import WarehouseError as WarehouseError
 from .keys import ANALYTICS_TEAM as ANALYTICS_TEAM
+from .keys import HISTORY_SUFFIX as HISTORY_SUFFIX
 from .keys import ML_TEAM as ML_TEAM
 from .keys import PLATFORM_TEAM as PLATFORM_TEAM
 from .keys import RAW_SCHEMA as RAW_SCHEMA

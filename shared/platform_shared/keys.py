@@ -14,6 +14,10 @@ RAW_PREFIX = "raw"
 # The warehouse schema that ingested tables land in (same word as the key prefix).
 RAW_SCHEMA = RAW_PREFIX
 
+# A catalog table with `history: scd2` also keeps every past state of its rows in
+# raw.<warehouse name>_history (columns valid_from / valid_to), part of the same asset.
+HISTORY_SUFFIX = "_history"
+
 # The one concurrency pool that every asset touching the DuckDB file takes:
 # DuckDB allows one writing process, and readers in other processes fail meanwhile.
 WAREHOUSE_POOL = "warehouse"

@@ -1,0 +1,198 @@
+"""The ML location on a warehouse filled by real ingestion: point-in-time features, the
+model's lifecycle (champion and challenger), scores, drift and the checks."""
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from platform_ml import assets as ml
+from platform_ml.features import FEATURE_COLUMNS, build_features
+from platform_ml.resources import ModelStore, build_resources
+from platform_shared import load_settings
+from platform_shared import settings as s
+from platform_shared.demo_data import simulate_day
+
+import run_all
+
+
+def _df(path: Path, sql: str, params=None) -> pd.DataFrame:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.execute(sql, params or []).df()
+
+
+@pytest.fixture
+def copy(platform, tmp_path, monkeypatch) -> Path:
+    """A private copy of the session's platform (source, warehouse, dlt state, models)."""
+    root = tmp_path / "platform"
+    shutil.copytree(platform.root, root, ignore=shutil.ignore_patterns("dagster_home", "*.log"))
+    monkeypatch.setenv(s.SOURCE_DATABASE_URL, f"sqlite:///{root}/app.db")
+    monkeypatch.setenv(s.WAREHOUSE_PATH, str(root / "warehouse.duckdb"))
+    monkeypatch.setenv(s.MODEL_DIR, str(root / "models"))
+    return root
+
+
+def _materialize(*keys: dg.AssetKey, selection=None, run_config=None) -> dg.ExecuteInProcessResult:
+    """Run some of the ML location's assets and checks with the current settings."""
+    return dg.materialize(
+        dg.load_assets_from_modules([ml]) + list(dg.load_asset_checks_from_modules([ml])),
+        resources=build_resources(load_settings()), selection=selection or dg.AssetSelection.assets(*keys),
+        run_config=run_config, raise_on_error=False, instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+def _test_cutoff(warehouse: Path):
+    return _df(warehouse, "select max(as_of) as c from features.customer_features where churned is not null")["c"][0]
+
+
+def test_features_equal_hand_computed_values_for_chosen_customers(platform):
+    wh = platform.warehouse
+    cutoff = _test_cutoff(wh)
+    features = _df(wh, "select * from features.customer_features where as_of = ?", [cutoff]).set_index("customer_id")
+    orders = _df(wh, "select * from raw.orders")
+    payments = _df(wh, "select p.*, o.customer_id from raw.payments p join raw.orders o using (order_id)")
+    items = _df(wh, "select i.*, o.customer_id from raw.order_items i join raw.orders o using (order_id)")
+    sessions = _df(wh, "select * from raw.web_sessions")
+    customers = _df(wh, "select * from raw.customers").set_index("customer_id")
+    refunders = payments[(payments.status == "refunded") & (payments.updated_at < cutoff)].customer_id
+    chosen = {
+        int(features.frequency.idxmax()),  # the most frequent buyer
+        int(refunders[refunders.isin(features.index)].iloc[0]),  # one with a refund
+        int(features.index[0]),
+    }
+    for cid in chosen:
+        mine = orders[(orders.customer_id == cid) & (orders.created_at < cutoff)]
+        mine_items = items[(items.customer_id == cid) & (items.created_at < cutoff)]
+        window = sessions[(sessions.customer_id == cid) & (sessions.started_at < cutoff)
+                          & (sessions.started_at >= cutoff - timedelta(days=30))]
+        future = orders[(orders.customer_id == cid) & (orders.created_at >= cutoff)
+                        & (orders.created_at < cutoff + timedelta(days=60))]
+        refunds = ((payments.customer_id == cid) & (payments.status == "refunded") & (payments.updated_at < cutoff)).sum()
+        got = features.loc[cid]
+        assert got.frequency == len(mine), cid
+        assert got.recency_days == (cutoff.normalize() - mine.created_at.max().normalize()).days, cid
+        assert got.tenure_days == (cutoff.normalize() - customers.loc[cid].created_at.normalize()).days, cid
+        assert got.monetary == pytest.approx(mine.total_cents.sum() / 100), cid
+        assert got.items_per_order == pytest.approx(mine_items.quantity.sum() / len(mine)), cid
+        assert got.distinct_products == mine_items.product_id.nunique(), cid
+        assert got.refund_rate == pytest.approx(min(refunds / len(mine), 1.0)), cid
+        assert got.sessions_30d == len(window), cid
+        assert got.cart_sessions_30d == window.funnel_step.isin(["cart", "checkout", "purchase"]).sum(), cid
+        assert bool(got.churned) == future.empty, cid
+
+
+def test_no_feature_uses_data_after_the_cutoff_even_when_rows_change_later(copy):
+    wh = copy / "warehouse.duckdb"
+    source = f"sqlite:///{copy}/app.db"
+    before = _df(wh, "select * from features.customer_features where churned is not null")
+    cutoffs = [pd.Timestamp(c).to_pydatetime() for c in sorted(before.as_of.unique())]
+    owner_before = dict(_df(wh, "select order_id, customer_id from raw.orders").itertuples(index=False))
+    # A day of activity after every cut-off: orders change status, new orders arrive, some
+    # are hard-deleted; and today a payment made long ago is refunded, customers move country.
+    simulate_day(source, seed=11)
+    engine = sa.create_engine(source)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "update payments set status = 'refunded', updated_at = (select max(updated_at) from orders) "
+            "where payment_id = (select min(payment_id) from payments where status = 'succeeded')"))
+        conn.execute(sa.text(
+            "update customers set country = case when country = 'DE' then 'FR' else 'DE' end, "
+            "updated_at = (select max(updated_at) from orders) where customer_id <= 5"))
+    engine.dispose()
+    assert run_all.run_location("ingestion", dg.DagsterInstance.ephemeral()).success
+    with duckdb.connect(str(wh)) as conn:
+        build_features(conn, cutoffs)
+    after = _df(wh, "select * from features.customer_features where churned is not null")
+    moved = _df(wh, "select h.customer_id from raw.customers_history h join raw.customers c using (customer_id) "
+                    "where h.valid_to is not null and h.country != c.country")
+    assert len(moved), "the simulated day moved no customer to another country: the test proves nothing"
+    # A hard delete really removes the past: customers who lost an order are left out.
+    remaining = set(_df(wh, "select order_id from raw.orders").order_id)
+    lost = {cid for oid, cid in owner_before.items() if oid not in remaining}
+    keep = lambda f: f[~f.customer_id.isin(lost)].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(keep(after), keep(before), check_dtype=False)
+    # The moved customers' country is still the one they had at each cut-off.
+    assert set(moved.customer_id) & set(keep(before).customer_id)
+
+
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
+    return {k: v.value for k, v in instance.get_latest_materialization_event(key).asset_materialization.metadata.items()}
+
+
+def test_the_model_beats_its_baseline_and_its_artifact_loads_back_and_predicts(platform):
+    evaluation = _latest(platform.instance, ml.EVALUATION_KEY)
+    assert 0.6 <= evaluation["roc_auc"] <= 1.0
+    assert evaluation["brier"] < evaluation["prior_brier"]
+    for metric in ("precision_at_10pct", "recency_roc_auc", "test_rows"):
+        assert isinstance(evaluation[metric], float), metric
+    assert "data:image/png;base64," in evaluation["roc_plot"]
+    store = ModelStore(model_dir=str(platform.root / "models"))
+    champion = store.champion(ml.MODEL)
+    assert champion == evaluation["version"] == _latest(platform.instance, ml.MODEL_KEY)["version"]
+    folder = store.folder(ml.MODEL) / champion
+    assert (folder / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    info = json.loads((folder / "info.json").read_text())
+    assert info["features"] == FEATURE_COLUMNS and info["training_rows"] > 0 and len(info["training_fingerprint"]) == 16
+    model = joblib.load(folder / "model.joblib")
+    current = _df(platform.warehouse, "select * from features.customer_features where churned is null")
+    predicted = model.predict_proba(current[FEATURE_COLUMNS])[:, 1]
+    scores = _df(platform.warehouse, "select * from ml.customer_churn_scores order by customer_id")
+    assert list(scores.customer_id) == sorted(current.customer_id)
+    assert np.allclose(scores.churn_probability, predicted[np.argsort(current.customer_id.to_numpy())])
+    assert set(scores.model_version) == {champion}
+    assert platform.results["ml_features"].failed_checks == []
+
+
+def test_a_worse_challenger_does_not_replace_the_champion(copy):
+    store = ModelStore(model_dir=str(copy / "models"))
+    champion = store.champion(ml.MODEL)
+    weak = {"ops": {"ml__churn_model": {"config": {"features": ["tenure_days"]}}}}
+    result = _materialize(ml.MODEL_KEY, ml.EVALUATION_KEY, ml.CHAMPION_KEY, run_config=weak)
+    assert result.success
+    decision = next(
+        m.materialization.metadata for m in result.get_asset_materialization_events()
+        if m.materialization.asset_key == ml.CHAMPION_KEY
+    )
+    assert decision["promoted"].value is False
+    assert "does not beat" in decision["reason"].value
+    weak_version = store.newest(ml.MODEL)
+    assert store.champion(ml.MODEL) == champion != weak_version
+    # With the weak one as champion, a better challenger replaces it.
+    store.promote(ml.MODEL, weak_version, "test: a weak champion")
+    assert _materialize(ml.MODEL_KEY, ml.EVALUATION_KEY, ml.CHAMPION_KEY).success
+    assert store.champion(ml.MODEL) == store.newest(ml.MODEL) != weak_version
+
+
+def test_a_broken_feature_table_fails_its_blocking_check_and_nothing_is_trained(copy):
+    wh = copy / "warehouse.duckdb"
+    with duckdb.connect(str(wh)) as conn:
+        conn.execute("update features.customer_features set refund_rate = 3 where customer_id % 7 = 0")
+        conn.execute("update features.customer_features set recency_days = null where customer_id % 11 = 0")
+        conn.execute("insert into features.customer_features select * from features.customer_features limit 1")
+    versions = ModelStore(model_dir=str(copy / "models")).versions(ml.MODEL)
+    result = _materialize(selection=dg.AssetSelection.checks(dg.AssetCheckKey(ml.FEATURES_KEY, "features_are_valid"))
+                          | dg.AssetSelection.assets(ml.MODEL_KEY))
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    for problem in ("refund rate outside [0, 1]", "recency_days is null", "duplicate (as_of, customer_id)"):
+        assert problem in check.description, problem
+    assert not result.get_asset_materialization_events()
+    assert ModelStore(model_dir=str(copy / "models")).versions(ml.MODEL) == versions
+
+
+def test_drift_is_measured_against_the_champions_training_data(copy):
+    ok = _materialize(ml.DRIFT_KEY)
+    assert [c.passed for c in ok.get_asset_check_evaluations()] == [True]
+    with duckdb.connect(str(copy / "warehouse.duckdb")) as conn:
+        conn.execute("update features.customer_features set monetary = monetary * 20 where churned is null")
+    drifted = _materialize(ml.DRIFT_KEY)
+    [check] = drifted.get_asset_check_evaluations()
+    assert not check.passed and "monetary" in check.description
+    assert _df(copy / "warehouse.duckdb", "select psi from ml.feature_drift where feature = 'monetary'").psi[0] > 0.25
