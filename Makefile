@@ -19,7 +19,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql test clean
+.PHONY: help setup seed seed-if-missing ingest discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -77,6 +77,11 @@ lint-sql: setup  ## sqlfluff on the dbt models
 
 test: setup  ## set up and run the whole test suite
 	pytest $(PYTEST_ARGS)
+
+# Figures only, no assertions: demo databases of each scale are generated once under data/bench/.
+SCALES ?= 1,10
+bench: setup  ## ingestion speed and memory against the floor and a naive baseline: make bench SCALES=1,10,100
+	python bench/ingest_bench.py --scales $(SCALES)
 
 clean:  ## remove local data, the instance and dbt output (keeps the environment)
 	rm -rf data .dagster analytics_dbt/target analytics_dbt/logs

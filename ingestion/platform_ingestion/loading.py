@@ -116,7 +116,14 @@ def build_resource(table: CatalogTable, *, source_url: str, request: LoadRequest
         credentials=connectorx_url(source_url) if backend == "connectorx" else source_url,
         table=table.source,
         backend=backend,
-        backend_kwargs={"return_type": "arrow"} if backend == "connectorx" else {},
+        # connectorx's "arrow" reads the whole table into memory; "arrow_stream" yields
+        # batches of chunk_rows, so memory stays flat however large the table grows. The
+        # pyarrow backend streams in chunk_size batches already.
+        backend_kwargs=(
+            {"return_type": "arrow_stream", "batch_size": table.chunk_rows}
+            if backend == "connectorx" else {}
+        ),
+        chunk_size=table.chunk_rows,
         # Reflect when the run starts, never when the code location loads.
         defer_table_reflect=True,
         reflection_level="full_with_precision",

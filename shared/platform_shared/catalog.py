@@ -28,6 +28,8 @@ _DEFAULTS = {
     "owner": "team:platform",
     "overlap_minutes": 15,
     "on_column_dropped": "fail",
+    # Rows per extracted batch: memory stays flat however large the table grows.
+    "chunk_rows": 100_000,
 }
 _TABLE_KEYS = {
     "source", "warehouse_name", "primary_key", "load", "cursor", "history", "columns",
@@ -61,6 +63,7 @@ class CatalogTable:
     owner: str = "team:platform"
     overlap_minutes: int = 15
     on_column_dropped: DropPolicy = "fail"
+    chunk_rows: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,9 @@ def _parse_table(path: Path, i: int, raw: object, defaults: dict) -> CatalogTabl
     settings = {**defaults, **{k: raw[k] for k in _DEFAULTS if k in raw}}
     if settings["on_column_dropped"] not in _DROP_POLICIES:
         raise _fail(path, where, f"on_column_dropped must be one of {list(_DROP_POLICIES)}")
+    chunk_rows = settings["chunk_rows"]
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise _fail(path, where, f"chunk_rows is {chunk_rows!r}; expected a positive whole number of rows")
     columns = _columns(path, where, raw.get("columns"))
     missing_pk = [c for c in pk if c in columns.exclude or (columns.select and c not in columns.select)]
     if missing_pk:
@@ -172,6 +178,7 @@ def _parse_table(path: Path, i: int, raw: object, defaults: dict) -> CatalogTabl
         owner=str(settings["owner"]),
         overlap_minutes=int(settings["overlap_minutes"]),
         on_column_dropped=settings["on_column_dropped"],
+        chunk_rows=chunk_rows,
     )
 
 

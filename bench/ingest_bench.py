@@ -1,0 +1,246 @@
+"""Ingestion speed and memory: `make ingest` beside the same loads without Dagster, the
+physical floor (Arrow-native drivers straight into a DuckDB file) and a naive baseline.
+
+    python bench/ingest_bench.py --scales 1,10,100      (make bench SCALES=1,10,100)
+
+For each scale the demo database is generated once into data/bench/scale_<N>/app.db
+(reused when present). Every variant runs in its own subprocess with a fresh warehouse
+under data/bench/run/, on the same source file:
+
+- make ingest: the whole command, `python tools/run_all.py --location ingestion`, wall
+  time from process start to exit (interpreter, imports, Dagster instance and run included);
+- library: `ingest_table` for each catalog table in catalog order (extract, drift, stage,
+  hard deletes, audit, publish), timed from the first table to the last: no Dagster,
+  no interpreter start; the difference to make ingest is the fixed orchestration overhead;
+- floor: connectorx (arrow_stream) and ADBC (adbc-driver-sqlite) record batches scanned by
+  DuckDB into `create table ... as`, no framework; the faster one is the floor;
+- naive: pandas `read_sql` of each whole table, then DuckDB `create table ... as`.
+
+Then, at library level, 1% of every table's rows get a newer updated_at and a changed
+value (in a copy of the source) and the tables are ingested again into the same warehouse.
+
+Peak memory is the child's ru_maxrss (os.wait4). Figures only: no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "data" / "bench"
+VARIANTS = {
+    "make_ingest": "make ingest (whole command)",
+    "library": "library (same loads, no Dagster)",
+    "floor_connectorx": "floor: connectorx -> DuckDB",
+    "floor_adbc": "floor: ADBC -> DuckDB",
+    "pandas": "naive: pandas read_sql -> DuckDB",
+}
+# The demo tables' value column that the 1% change edits, beside updated_at.
+CHANGES = {
+    "customers": "country = 'ZZ'",
+    "products": "price_cents = price_cents + 1",
+    "orders": "status = 'returned'",
+    "order_items": "quantity = quantity + 1",
+    "payments": "status = 'refunded'",
+    "web_sessions": "pages_viewed = pages_viewed + 1",
+}
+
+
+def _tables() -> list[str]:
+    """The source table of every catalog entry, in catalog order."""
+    from platform_shared import load_catalog, load_settings
+
+    return [t.source for t in load_catalog(load_settings().catalog_path).tables]
+
+
+# --- children: one variant each, printing one JSON line --------------------------------------
+
+
+def _child_library(source: Path, workdir: Path) -> dict:
+    from platform_ingestion.assets import ingest_table
+    from platform_ingestion.loading import LoadRequest
+    from platform_shared import DuckDBWarehouse, load_catalog, load_settings
+
+    catalog = load_catalog(load_settings().catalog_path)
+    warehouse = DuckDBWarehouse(path=str(workdir / "warehouse.duckdb"))
+
+    def ingest_all(url: str) -> float:
+        started = time.perf_counter()
+        for table in catalog.tables:
+            ingest_table(table, request=LoadRequest(), warehouse=warehouse, source_url=url,
+                         pipelines_dir=workdir / "dlt_pipelines", hash_key="")
+        return time.perf_counter() - started
+
+    seconds = ingest_all(f"sqlite:///{source}")
+    changed = workdir / "changed.db"
+    shutil.copyfile(source, changed)
+    with sqlite3.connect(changed) as conn:
+        n = 0
+        for t in catalog.tables:
+            n += conn.execute(
+                f"update {t.source} set updated_at = '2026-08-01 00:00:00.000000', "
+                f"{CHANGES[t.source]} where {t.primary_key[0]} % 100 = 0"
+            ).rowcount
+    return {"seconds": seconds, "reingest_seconds": ingest_all(f"sqlite:///{changed}"), "changed_rows": n}
+
+
+def _child_floor(source: Path, workdir: Path, driver: str) -> dict:
+    import duckdb
+
+    if driver == "adbc":
+        import adbc_driver_sqlite.dbapi as adbc
+    else:
+        import connectorx as cx
+    tables = _tables()
+    con = duckdb.connect(str(workdir / "warehouse.duckdb"))
+    started = time.perf_counter()
+    src = adbc.connect(str(source)) if driver == "adbc" else None
+    for table in tables:
+        if driver == "adbc":
+            cur = src.cursor()
+            cur.execute(f'select * from "{table}"')
+            reader = cur.fetch_record_batch()  # noqa: F841 (DuckDB scans it by name)
+        else:
+            reader = cx.read_sql(f"sqlite://{source}", f'select * from "{table}"',  # noqa: F841
+                                 return_type="arrow_stream", batch_size=100_000)
+        con.execute(f'create table "{table}" as select * from reader')
+    con.close()
+    return {"seconds": time.perf_counter() - started}
+
+
+def _child_pandas(source: Path, workdir: Path) -> dict:
+    import duckdb
+    import pandas as pd
+
+    tables = _tables()
+    con = duckdb.connect(str(workdir / "warehouse.duckdb"))
+    started = time.perf_counter()
+    with sqlite3.connect(source) as src:
+        for table in tables:
+            frame = pd.read_sql(f'select * from "{table}"', src)  # noqa: F841
+            con.execute(f'create table "{table}" as select * from frame')
+    con.close()
+    return {"seconds": time.perf_counter() - started}
+
+
+def child(variant: str, source: Path, workdir: Path) -> None:
+    if variant == "library":
+        out = _child_library(source, workdir)
+    elif variant.startswith("floor_"):
+        out = _child_floor(source, workdir, variant.removeprefix("floor_"))
+    else:
+        out = _child_pandas(source, workdir)
+    print(json.dumps(out))
+
+
+# --- parent ----------------------------------------------------------------------------------
+
+
+def source_database(scale: float) -> Path:
+    """The demo database of a scale, generated once (into a temporary name, then renamed)."""
+    path = BENCH / f"scale_{scale:g}" / "app.db"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        print(f"generating the demo database at scale {scale:g} into {path} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "platform_shared.demo_data", "--scale", str(scale)],
+                       env={**os.environ, "SOURCE_DATABASE_URL": f"sqlite:///{partial}"}, check=True)
+        partial.rename(path)
+    return path
+
+
+def _measure(args: list[str], env: dict, log: Path) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS in MB (the child's ru_maxrss, from wait4) and exit status."""
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode
+
+
+def run_variant(variant: str, source: Path, scale: float) -> dict:
+    workdir = BENCH / "run" / f"scale_{scale:g}" / variant
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "PII_HASH_KEY"}
+    env |= {"SOURCE_DATABASE_URL": f"sqlite:///{source}",
+            "WAREHOUSE_PATH": str(workdir / "warehouse.duckdb")}
+    log = workdir / "output.log"
+    if variant == "make_ingest":
+        (workdir / "dagster_home").mkdir()
+        shutil.copyfile(ROOT / "dagster.yaml", workdir / "dagster_home" / "dagster.yaml")
+        env["DAGSTER_HOME"] = str(workdir / "dagster_home")
+        args = [sys.executable, "tools/run_all.py", "--location", "ingestion"]
+    else:
+        args = [sys.executable, __file__, "--child", variant, "--source", str(source),
+                "--workdir", str(workdir)]
+    wall, peak_mb, status = _measure(args, env, log)
+    if status != 0:
+        raise SystemExit(f"{VARIANTS[variant]} failed at scale {scale:g} (exit {status}): see {log}")
+    result = {"seconds": wall, "peak_mb": peak_mb}
+    if variant != "make_ingest":
+        result |= json.loads(log.read_text().strip().splitlines()[-1])
+    return result
+
+
+def bench_scale(scale: float, variants: list[str]) -> list[tuple]:
+    source = source_database(scale)
+    with sqlite3.connect(source) as conn:
+        rows = sum(conn.execute(f'select count(*) from "{t}"').fetchone()[0] for t in _tables())
+    results = {}
+    for v in variants:
+        print(f"scale {scale:g}: {VARIANTS[v]} ...", flush=True)
+        results[v] = run_variant(v, source, scale)
+    floor = max((rows / r["seconds"] for v, r in results.items() if v.startswith("floor_")), default=None)
+    lines = []
+    for v, r in results.items():
+        rate = rows / r["seconds"]
+        lines.append((f"{scale:g}", VARIANTS[v], f"{rows:,}", f"{r['seconds']:.1f}", f"{rate:,.0f}",
+                      f"{rate / floor:.2f}" if floor else "-", f"{r['peak_mb']:,.0f}"))
+    if "library" in results:
+        lib = results["library"]
+        if "make_ingest" in results:
+            overhead = results["make_ingest"]["seconds"] - lib["seconds"]
+            lines.append((f"{scale:g}", "orchestration overhead (a - b)", "", f"{overhead:.1f}", "", "", ""))
+        ratio = lib["reingest_seconds"] / lib["seconds"]
+        lines.append((f"{scale:g}", f"re-ingest, 1% changed (library; {ratio:.2f} of full)",
+                      f"{lib['changed_rows']:,}", f"{lib['reingest_seconds']:.1f}", "", "", ""))
+    return lines
+
+
+def format_table(lines: list[tuple]) -> str:
+    header = ("scale", "variant", "rows", "seconds", "rows/s", "x floor", "peak MB")
+    cells = [header, *lines]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    fmt = lambda c: "  ".join(c[i].ljust(widths[i]) if i < 2 else c[i].rjust(widths[i])  # noqa: E731
+                              for i in range(len(header)))
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, lines)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scales", default="1,10", help="comma-separated demo scales (default 1,10)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    parser.add_argument("--child", choices=[v for v in VARIANTS if v != "make_ingest"], help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.source, args.workdir)
+    lines = []
+    for scale in (float(s) for s in args.scales.split(",")):
+        lines += bench_scale(scale, args.variants.split(","))
+        print("\n" + format_table(lines) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
