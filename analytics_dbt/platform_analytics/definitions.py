@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 from platform_shared import load_settings
+from platform_shared.automation import automation_sensor
 
 from .assets import build_dbt_assets, dashboard_specs
 from .project import analytics_project
@@ -17,5 +18,6 @@ def defs() -> dg.Definitions:
     manifest = json.loads(analytics_project.manifest_path.read_text())
     return dg.Definitions(
         assets=[build_dbt_assets(), *dashboard_specs(manifest, AnalyticsTranslator())],
+        sensors=[automation_sensor("analytics_dbt")],
         resources=build_resources(load_settings()),
     )

@@ -1,13 +1,18 @@
 """How dbt nodes become Dagster assets: one small helper per attribute."""
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 from platform_shared import ANALYTICS_TEAM, raw_asset_key
+from platform_shared.automation import on_upstream_update
 
 DASHBOARD_PREFIX = "dashboard"
+# Raw tables load hourly and must be at most 2 hours old; the marts that dashboards and
+# the ML team read follow within the hour after.
+MART_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))
 
 
 def _key(props: Mapping[str, Any]) -> dg.AssetKey:
@@ -35,7 +40,8 @@ def _blocking(test: Mapping[str, Any]) -> bool:
 
 class AnalyticsTranslator(DagsterDbtTranslator):
     """Keys sources as ``raw/<table>``, groups models by layer, owns them for analytics,
-    and makes error-severity dbt tests blocking checks."""
+    updates them when their upstream updated and passed its blocking checks, gives marts
+    a freshness policy, and makes error-severity dbt tests blocking checks."""
 
     def __init__(self) -> None:
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
@@ -45,9 +51,12 @@ class AnalyticsTranslator(DagsterDbtTranslator):
         props = self.get_resource_props(manifest, unique_id)
         if props["resource_type"] == "source":
             return spec
-        return spec.replace_attributes(owners=[ANALYTICS_TEAM]).merge_attributes(
-            kinds={_materialization(props)}
-        )
+        spec = spec.replace_attributes(
+            owners=[ANALYTICS_TEAM], automation_condition=on_upstream_update()
+        ).merge_attributes(kinds={_materialization(props)})
+        if _group(props) == "marts":
+            spec = spec.replace_attributes(freshness_policy=MART_FRESHNESS)
+        return spec
 
     def get_asset_check_spec(self, asset_spec, manifest, unique_id, project) -> dg.AssetCheckSpec | None:
         spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)

@@ -10,10 +10,12 @@ champion on the same held-out snapshot. Scores and drift always use the champion
 
 import base64
 import time
+from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
 from platform_shared import ML_TEAM, WAREHOUSE_POOL, DuckDBWarehouse, raw_asset_key, table_metadata
+from platform_shared.automation import on_cron, on_upstream_update
 
 from .features import (
     FEATURE_COLUMNS,
@@ -42,12 +44,19 @@ RAW_INPUTS = ("customers", "orders", "order_items", "payments", "web_sessions")
 # ROC AUC must be to be published; its Brier score must also beat that baseline's.
 BASELINE_MARGIN = 0.1
 GROUP = "ml"
+# Features and the model are rebuilt daily (after the 03:00 raw loads); what follows the
+# model (evaluation, promotion, scores, drift) runs when its upstream updated.
+RETRAIN_CRON = "0 4 * * *"
+DAILY_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 6 * * *", lower_bound_delta=timedelta(hours=24))
 
 
 def _asset(key: dg.AssetKey, deps: list, kinds: set[str], description: str, **kwargs):
-    """The settings every ML asset shares: group, owner, and the warehouse pool."""
+    """The settings every ML asset shares: group, owner, the warehouse pool, updating when
+    upstream updated, and a daily freshness deadline."""
     return dg.asset(key=key, deps=deps, group_name=GROUP, owners=[ML_TEAM], kinds=kinds,
-                    description=description, **{"pool": WAREHOUSE_POOL, **kwargs})
+                    description=description, **{"pool": WAREHOUSE_POOL,
+                                                 "automation_condition": on_upstream_update(),
+                                                 "freshness_policy": DAILY_FRESHNESS, **kwargs})
 
 
 def _read(warehouse: DuckDBWarehouse, sql: str) -> pd.DataFrame:
@@ -61,7 +70,8 @@ def _features(warehouse: DuckDBWarehouse) -> pd.DataFrame:
 
 @_asset(FEATURES_KEY, [raw_asset_key(t) for t in RAW_INPUTS], {"duckdb", "table"},
         "Recency, frequency, spend, basket, refunds, sessions, tenure and country per "
-        "customer as of monthly cut-offs (point in time), with the 60-day churn label.")
+        "customer as of monthly cut-offs (point in time), with the 60-day churn label.",
+        automation_condition=on_cron(RETRAIN_CRON))
 def customer_features(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
     with warehouse.connect() as conn:
         cutoffs = snapshot_dates(last_event_time(conn))
@@ -100,7 +110,8 @@ class TrainConfig(dg.Config):
 
 @_asset(MODEL_KEY, [FEATURES_KEY], {"scikitlearn"},
         "Churn in the next 60 days: gradient-boosted trees trained on earlier snapshots "
-        "(time split); each training saves a new versioned joblib artifact.")
+        "(time split); each training saves a new versioned joblib artifact.",
+        automation_condition=on_cron(RETRAIN_CRON))
 def churn_model(config: TrainConfig, warehouse: DuckDBWarehouse, model_store: ModelStore) -> dg.MaterializeResult:
     unknown = sorted(set(config.features) - set(FEATURE_COLUMNS))
     if unknown:

@@ -2,6 +2,7 @@
 
 import dagster as dg
 from platform_shared import load_settings
+from platform_shared.automation import automation_sensor
 
 from . import assets
 from .resources import build_resources
@@ -12,5 +13,6 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules([assets]),
         asset_checks=dg.load_asset_checks_from_modules([assets]),
+        sensors=[automation_sensor("ml_features")],
         resources=build_resources(load_settings()),
     )
