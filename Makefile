@@ -19,7 +19,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql test bench clean
+.PHONY: help setup seed seed-if-missing ingest discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,8 @@ discover: setup  ## write a catalog from SOURCE_DATABASE_URL to CATALOG_OUT (def
 run: seed-if-missing  ## set up and materialize every asset of the three locations
 	python tools/run_all.py
 
+# The alert sensors read the global graph from this webserver (impact of a failure).
+dev: export DAGSTER_WEBSERVER_URL = http://$(or $(HOST),127.0.0.1):$(or $(PORT),3000)
 dev: setup  ## the Dagster UI on http://127.0.0.1:3000 with the three locations
 	dagster dev -w workspace.yaml -h $(or $(HOST),127.0.0.1) -p $(or $(PORT),3000)
 
@@ -75,7 +77,14 @@ dbt-slim-ci: setup  ## dbt build --select state:modified+ --defer against DBT_ST
 lint-sql: setup  ## sqlfluff on the dbt models
 	cd analytics_dbt && sqlfluff lint models
 
-test: setup  ## set up and run the whole test suite
+check: setup  ## the contract of the global graph: undefined or duplicate keys, owners, unused tables
+	python tools/check_graph.py
+
+impact: setup  ## every asset downstream of one, by location: make impact ASSET=raw/orders [FORMAT=json]
+	@test -n "$(ASSET)" || { echo "usage: make impact ASSET=raw/orders [FORMAT=json]" >&2; exit 2; }
+	@python tools/impact.py $(ASSET) --format $(or $(FORMAT),text)
+
+test: setup check  ## set up, check the global graph and run the whole test suite
 	pytest $(PYTEST_ARGS)
 
 # Figures only, no assertions: demo databases of each scale are generated once under data/bench/.

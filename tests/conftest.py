@@ -6,13 +6,8 @@ built once and tests only read it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
 import run_all  # noqa: E402
+import webserver as tools_webserver  # noqa: E402
+from platform_shared import lineage  # noqa: E402
 
 TEST_SCALE = 0.1
 
@@ -52,6 +49,14 @@ def platform_env(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def fresh_env(tmp_path) -> dict[str, str]:
+    """The settings of a new platform in ``tmp_path``, with its demo source database."""
+    env = platform_env(tmp_path)
+    generate(env[platform_settings.SOURCE_DATABASE_URL], scale=TEST_SCALE)
+    return env
+
+
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory) -> Platform:
     root = tmp_path_factory.mktemp("platform")
@@ -68,81 +73,16 @@ def platform(tmp_path_factory) -> Platform:
     mp.undo()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Webserver:
     url: str
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        import requests
-
-        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
-
-_LOCATIONS_QUERY = """
-{ workspaceOrError { ... on Workspace { locationEntries {
-    name
-    locationOrLoadError { __typename ... on PythonError { message } }
-} } } }
-"""
+        return lineage.graphql(self.url, query, variables)
 
 
 @pytest.fixture(scope="session")
 def webserver(platform) -> Webserver:
     """The real Dagster webserver on workspace.yaml, loading the three locations."""
-    port = _free_port()
-    log = open(platform.root / "webserver.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env={**os.environ, **platform.env}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = Webserver(f"http://127.0.0.1:{port}")
-    try:
-        _wait_for_locations(server, proc, platform.root / "webserver.log")
-        yield server
-    finally:
-        _stop(proc)
-        log.close()
-
-
-def _wait_for_locations(server: Webserver, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"webserver exited: {log.read_text()[-3000:]}")
-        try:
-            entries = server.graphql(_LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
-            states = {e["name"]: e["locationOrLoadError"] for e in entries}
-            if states and all(s is not None for s in states.values()):
-                errors = {n: s for n, s in states.items() if s["__typename"] != "RepositoryLocation"}
-                assert not errors, errors
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"the webserver did not load the workspace in {timeout}s")
-
-
-def _stop(proc: subprocess.Popen, grace: float = 20) -> None:
-    """Signal the whole process group, wait a bounded time, then kill."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
+    with tools_webserver.webserver(env=platform.env, log=platform.root / "webserver.log") as url:
+        yield Webserver(url)

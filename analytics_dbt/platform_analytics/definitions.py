@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 from platform_shared import load_settings
+from platform_shared.alerts import alert_sensors
 from platform_shared.automation import automation_sensor
 
 from .assets import build_dbt_assets, dashboard_specs
@@ -18,6 +19,6 @@ def defs() -> dg.Definitions:
     manifest = json.loads(analytics_project.manifest_path.read_text())
     return dg.Definitions(
         assets=[build_dbt_assets(), *dashboard_specs(manifest, AnalyticsTranslator())],
-        sensors=[automation_sensor("analytics_dbt")],
+        sensors=[automation_sensor("analytics_dbt"), *alert_sensors("analytics_dbt")],
         resources=build_resources(load_settings()),
     )

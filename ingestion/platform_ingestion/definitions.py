@@ -2,6 +2,7 @@
 
 import dagster as dg
 from platform_shared import load_catalog, load_settings
+from platform_shared.alerts import alert_sensors
 
 from .assets import build_assets, build_schedules
 from .resources import build_resources
@@ -14,5 +15,6 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(catalog),
         schedules=build_schedules(catalog),
+        sensors=alert_sensors("ingestion"),
         resources=build_resources(settings),
     )

@@ -2,6 +2,7 @@
 
 import dagster as dg
 from platform_shared import load_settings
+from platform_shared.alerts import alert_sensors
 from platform_shared.automation import automation_sensor
 
 from . import assets
@@ -13,6 +14,6 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules([assets]),
         asset_checks=dg.load_asset_checks_from_modules([assets]),
-        sensors=[automation_sensor("ml_features")],
+        sensors=[automation_sensor("ml_features"), *alert_sensors("ml_features")],
         resources=build_resources(load_settings()),
     )

@@ -22,6 +22,11 @@ MODEL_DIR = "MODEL_DIR"
 DAGSTER_HOME = "DAGSTER_HOME"
 # A secret: the key of the HMAC that hashes personal-data columns (empty: plain SHA-256).
 PII_HASH_KEY = "PII_HASH_KEY"
+# Where alerts go: a webhook URL (JSON POST) when set, else appended to ALERT_LOG.
+ALERT_WEBHOOK_URL = "ALERT_WEBHOOK_URL"
+ALERT_LOG = "ALERT_LOG"
+# The webserver whose GraphQL API holds the global graph (impact of a failure).
+DAGSTER_WEBSERVER_URL = "DAGSTER_WEBSERVER_URL"
 
 # The folder that holds workspace.yaml; with an editable install this file sits at
 # <root>/shared/platform_shared/settings.py.
@@ -37,6 +42,9 @@ class Settings:
     model_dir: Path
     dagster_home: Path
     pii_hash_key_set: bool
+    alert_webhook_url: str | None
+    alert_log: Path
+    webserver_url: str
 
 
 def _absolute(path: str | Path, root: Path) -> Path:
@@ -72,4 +80,7 @@ def load_settings() -> Settings:
         model_dir=_absolute(os.getenv(MODEL_DIR, "data/models"), root),
         dagster_home=_absolute(os.getenv(DAGSTER_HOME, ".dagster"), root),
         pii_hash_key_set=bool(os.getenv(PII_HASH_KEY)),
+        alert_webhook_url=os.getenv(ALERT_WEBHOOK_URL) or None,
+        alert_log=_absolute(os.getenv(ALERT_LOG, "data/alerts.log"), root),
+        webserver_url=os.getenv(DAGSTER_WEBSERVER_URL, "http://127.0.0.1:3000"),
     )

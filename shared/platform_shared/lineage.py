@@ -1,0 +1,209 @@
+"""The global asset graph across code locations, read from the Dagster webserver's GraphQL API.
+
+`make check`, `make impact` and the alerts use it. Each location sees only its own assets
+(and grey stubs for keys it depends on); the webserver holds all of them. Reading its
+public GraphQL API keeps every location from importing another and from relying on
+Dagster's private modules. Plain urllib: the shared library needs no HTTP client for one
+POST.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+GRAPH_QUERY = """
+{ workspaceOrError {
+    __typename
+    ... on PythonError { message }
+    ... on Workspace { locationEntries {
+      name
+      locationOrLoadError {
+        __typename
+        ... on PythonError { message }
+        ... on RepositoryLocation { repositories { assetNodes {
+          assetKey { path }
+          dependencyKeys { path }
+          isAutoCreatedStub
+          kinds
+          owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+          assetMaterializations(limit: 1) { timestamp runId }
+          assetChecksOrError { ... on AssetChecks { checks {
+            name blocking executionForLatestMaterialization { status }
+          } } }
+          freshnessStatusInfo { freshnessStatus }
+        } } }
+      }
+    } }
+} }
+"""
+
+
+class GraphUnavailable(RuntimeError):
+    """The webserver could not be reached or answered with an error."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One asset as one code location defines it (or stubs it)."""
+
+    key: str
+    location: str
+    deps: tuple[str, ...]
+    kinds: tuple[str, ...]
+    owners: tuple[str, ...]
+    stub: bool  # created by Dagster for a key the location depends on but does not define
+    last_materialized: str | None = None  # ISO 8601, UTC
+    failing_checks: tuple[str, ...] = ()
+    freshness: str | None = None
+
+    @property
+    def role(self) -> str:
+        """What the asset is, for people: dashboard, dbt model, ML model or table."""
+        if "dashboard" in self.kinds:
+            return "dashboard"
+        if "dbt" in self.kinds:
+            return "dbt model"
+        if "scikitlearn" in self.kinds:
+            return "ML model"
+        return "table"
+
+
+@dataclass
+class Graph:
+    nodes: list[Node]
+    load_errors: dict[str, str] = field(default_factory=dict)  # location -> error message
+
+    def definitions(self) -> dict[str, list[Node]]:
+        """Every defined (non-stub) key with the nodes defining it: more than one is a clash."""
+        out: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            if not n.stub:
+                out.setdefault(n.key, []).append(n)
+        return out
+
+    def downstream(self, key: str) -> list[Node]:
+        """Every defined asset downstream of ``key``, in any location, sorted by location and key."""
+        defined = [n for n in self.nodes if not n.stub]
+        found: dict[str, Node] = {}
+        frontier = {key}
+        while frontier:
+            hit = [n for n in defined if n.key not in found and frontier & set(n.deps)]
+            found |= {n.key: n for n in hit}
+            frontier = {n.key for n in hit}
+        found.pop(key, None)
+        return sorted(found.values(), key=lambda n: (n.location, n.key))
+
+
+def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
+    """POST a query to ``<url>/graphql`` and return its data, raising GraphUnavailable."""
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.load(response)
+    except OSError as exc:  # connection refused, timeout, HTTP error
+        raise GraphUnavailable(f"the Dagster webserver at {url} did not answer: {exc}") from exc
+    if body.get("errors"):
+        raise GraphUnavailable(f"the Dagster webserver at {url} answered with errors: {body['errors']}")
+    return body["data"]
+
+
+def _path(key: dict) -> str:
+    return "/".join(key["path"])
+
+
+def _iso(timestamp_ms: str | float | None) -> str | None:
+    if timestamp_ms is None:
+        return None
+    return datetime.fromtimestamp(float(timestamp_ms) / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _node(raw: dict, location: str) -> Node:
+    checks = raw.get("assetChecksOrError") or {}
+    failing = tuple(
+        c["name"] for c in checks.get("checks", [])
+        if (c.get("executionForLatestMaterialization") or {}).get("status") in ("FAILED", "EXECUTION_FAILED")
+    )
+    materializations = raw.get("assetMaterializations") or []
+    return Node(
+        key=_path(raw["assetKey"]),
+        location=location,
+        deps=tuple(_path(d) for d in raw["dependencyKeys"]),
+        kinds=tuple(sorted(raw["kinds"])),
+        owners=tuple(o.get("team") and f"team:{o['team']}" or o.get("email", "") for o in raw["owners"]),
+        stub=raw["isAutoCreatedStub"],
+        last_materialized=_iso(materializations[0]["timestamp"]) if materializations else None,
+        failing_checks=failing,
+        freshness=(raw.get("freshnessStatusInfo") or {}).get("freshnessStatus"),
+    )
+
+
+def fetch_graph(url: str) -> Graph:
+    """The global graph as the webserver at ``url`` has loaded it."""
+    workspace = graphql(url, GRAPH_QUERY)["workspaceOrError"]
+    if workspace["__typename"] != "Workspace":
+        raise GraphUnavailable(f"the workspace did not load: {workspace.get('message')}")
+    graph = Graph(nodes=[])
+    for entry in workspace["locationEntries"]:
+        loaded = entry["locationOrLoadError"] or {"__typename": "PythonError", "message": "still loading"}
+        if loaded["__typename"] != "RepositoryLocation":
+            graph.load_errors[entry["name"]] = loaded.get("message", loaded["__typename"])
+            continue
+        for repository in loaded["repositories"]:
+            graph.nodes += [_node(raw, entry["name"]) for raw in repository["assetNodes"]]
+    return graph
+
+
+def impact(graph: Graph, key: str) -> dict:
+    """Every asset downstream of ``key`` across locations, grouped by location, with a summary."""
+    defined = graph.definitions().get(key)
+    if not defined:
+        raise KeyError(f"no code location defines the asset {key!r}")
+    hit = graph.downstream(key)
+    locations: dict[str, list[dict]] = {}
+    for n in hit:
+        locations.setdefault(n.location, []).append(
+            {k: v for k, v in asdict(n).items() if k not in ("location", "deps", "stub")} | {"role": n.role}
+        )
+    roles = Counter(n.role for n in hit)
+    teams = sorted({o.removeprefix("team:") for n in hit for o in n.owners if o.startswith("team:")})
+    parts = [f"{count} {role}{'s' if count > 1 else ''}" for role, count in sorted(roles.items())]
+    summary = (f"{key}: {len(hit)} assets downstream in {len(locations)} location{'s' if len(locations) != 1 else ''}"
+               + (f" ({', '.join(parts)})" if parts else "")
+               + (f", teams: {', '.join(teams)}" if teams else "")
+               # A location that failed to load hides its assets: never report a partial list as whole.
+               + (f"; INCOMPLETE, not loaded: {', '.join(sorted(graph.load_errors))}" if graph.load_errors else ""))
+    return {"asset": key, "location": defined[0].location, "downstream": locations,
+            "count": len(hit), "roles": dict(roles), "teams": teams, "summary": summary,
+            "locations_not_loaded": graph.load_errors}
+
+
+def _state(asset: dict) -> str:
+    if asset["role"] == "dashboard":
+        state = "external, reads the marts above"
+    else:
+        state = f"materialized {asset['last_materialized']}" if asset["last_materialized"] else "never materialized"
+    if asset["failing_checks"]:
+        state += f", failing checks: {', '.join(asset['failing_checks'])}"
+    if asset["freshness"] and asset["freshness"] not in ("HEALTHY", "UNKNOWN", "NOT_APPLICABLE"):
+        state += f", freshness {asset['freshness'].lower()}"
+    return state
+
+
+def format_impact(report: dict) -> str:
+    """The impact report as aligned text, one block per location, the summary last."""
+    lines = [f"Downstream of {report['asset']} (defined in {report['location']}):"]
+    for location, assets in report["downstream"].items():
+        lines.append(f"\n{location}")
+        owners = [",".join(o.removeprefix("team:") for o in a["owners"]) for a in assets]
+        key_w, owner_w = max(len(a["key"]) for a in assets), max(map(len, owners))
+        for a, owner in zip(assets, owners):
+            lines.append(f"  {a['key']:<{key_w}}  {a['role']:<9}  {owner:<{owner_w}}  {_state(a)}")
+    lines.append(f"\n{report['summary']}")
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""`make check` and `make impact` over the real webserver and its GraphQL API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from platform_shared import lineage, load_settings
+from platform_shared.settings import DAGSTER_WEBSERVER_URL, INGESTION_CATALOG
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+from check_graph import problems  # noqa: E402
+
+
+def _tool(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "tools" / name), *args], cwd=REPO,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+
+
+def test_the_real_workspace_keeps_the_contract(webserver):
+    graph = lineage.fetch_graph(webserver.url)
+    catalog = [f"raw/{t}" for t in ("customers", "products", "orders", "order_items", "payments", "web_sessions")]
+    assert problems(graph, catalog) == ([], [])
+    assert {n.location for n in graph.nodes} == {"ingestion", "analytics_dbt", "ml_features"}
+
+
+@pytest.fixture(scope="module")
+def broken_check(platform, tmp_path_factory) -> subprocess.CompletedProcess:
+    """`make check` on a workspace with a rogue fourth location and a catalog that lost
+    payments and gained a table nothing reads (one webserver start for all the cases)."""
+    tmp = tmp_path_factory.mktemp("broken")
+    catalog = yaml.safe_load(load_settings().catalog_path.read_text())
+    catalog["tables"] = [t for t in catalog["tables"] if t["source"] != "payments"]
+    catalog["tables"].append({"source": "audit_log", "primary_key": "id"})
+    (tmp / "catalog.yml").write_text(yaml.safe_dump(catalog))
+    workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())
+    workspace["load_from"].append({"python_file": {
+        "relative_path": str(REPO / "tests" / "fixtures" / "rogue_location.py"), "location_name": "rogue"}})
+    (tmp / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+    return _tool("check_graph.py", "--workspace", str(tmp / "workspace.yaml"),
+                 env={**platform.env, INGESTION_CATALOG: str(tmp / "catalog.yml")})
+
+
+def _lines(result: subprocess.CompletedProcess, prefix: str) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith(prefix)]
+
+
+def test_a_key_no_location_defines_fails_naming_key_and_every_location(broken_check):
+    errors = _lines(broken_check, "error: ")
+    assert broken_check.returncode == 1, broken_check.stdout + broken_check.stderr
+    assert any(e.startswith("error: raw/payments: no location defines it, yet analytics_dbt depends on it")
+               and "stg_app__payments" in e for e in errors), errors
+    assert any(e.startswith("error: raw/payments: no location defines it, yet ml_features depends on it")
+               for e in errors), errors
+    assert any(e.startswith("error: raw/ordres: no location defines it, yet rogue depends on it (from rogue/typo)")
+               for e in errors), errors
+
+
+def test_duplicate_keys_and_owners_fail_the_check(broken_check):
+    errors = _lines(broken_check, "error: ")
+    assert "error: raw/orders: defined by more than one location (ingestion, rogue)" in errors
+    assert any(e.startswith("error: rogue/unowned (rogue): no team among its owners") for e in errors), errors
+    assert any(e.startswith("error: rogue/typo (rogue): owner team:marketing is not a known team")
+               for e in errors), errors
+    assert broken_check.stdout.splitlines()[-1].startswith(f"FAILED: {len(errors)} errors, 1 warnings")
+
+
+def test_a_catalog_table_nobody_reads_is_a_warning_only(broken_check):
+    assert _lines(broken_check, "warning: ") == [
+        "warning: raw/audit_log: catalog table with no downstream consumer in any location"]
+
+
+def test_impact_of_raw_orders_across_locations(platform, webserver):
+    result = _tool("impact.py", "raw/orders", "--format", "json",
+                   env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["location"] == "ingestion"
+    by_location = {loc: {a["key"]: a for a in assets} for loc, assets in report["downstream"].items()}
+    assert set(by_location) == {"analytics_dbt", "ml_features"}
+    assert {"stg_app__orders", "orders", "daily_revenue"} <= set(by_location["analytics_dbt"])
+    assert {"features/customer_features", "ml/churn_model"} <= set(by_location["ml_features"])
+    assert by_location["ml_features"]["ml/churn_model"]["role"] == "ML model"
+    assert by_location["ml_features"]["ml/churn_model"]["owners"] == ["team:ml"]
+    dashboards = [k for k, a in by_location["analytics_dbt"].items() if a["role"] == "dashboard"]
+    assert dashboards and report["roles"]["dashboard"] == len(dashboards)
+    # The session platform materialized everything: the state comes from its instance.
+    assert by_location["analytics_dbt"]["orders"]["last_materialized"]
+    assert report["teams"] == ["analytics", "ml"]
+    assert report["count"] == sum(len(a) for a in by_location.values())
+    assert report["summary"].startswith(f"raw/orders: {report['count']} assets downstream in 2 locations (")
+
+    text = _tool("impact.py", "raw/orders", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url})
+    assert text.returncode == 0 and text.stdout.strip().splitlines()[-1] == report["summary"]
+    assert "\nml_features\n" in text.stdout and "\nanalytics_dbt\n" in text.stdout
+
+
+def test_impact_of_an_unknown_asset_names_it(platform, webserver):
+    result = _tool("impact.py", "raw/ordres", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url})
+    assert result.returncode == 2
+    assert "no code location defines the asset 'raw/ordres'" in result.stderr

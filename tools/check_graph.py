@@ -1,0 +1,87 @@
+"""`make check`: the contract of the global asset graph, over every location of workspace.yaml.
+
+Starts the real Dagster webserver on the workspace (as `make dev` does, with the current
+settings: INGESTION_CATALOG and the rest) and reads its GraphQL API. Errors:
+
+- a code location that fails to load;
+- an asset that depends on a key no location defines (Dagster shows such a key as a grey,
+  unmaterializable stub and `dagster definitions validate` accepts it);
+- a key defined by two locations;
+- an asset without a known team among its owners, or with a team owner that is not known
+  (people, as email owners, may be added beside a team).
+
+Warning: a catalog table that nothing downstream reads.
+
+Exit status 1 on any error. `--url` checks a webserver that is already running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from platform_shared import TEAMS, load_catalog, load_settings, raw_asset_key  # noqa: E402
+from platform_shared.lineage import Graph, fetch_graph  # noqa: E402
+from webserver import REPO, webserver  # noqa: E402
+
+
+def problems(graph: Graph, catalog_tables: list[str]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of the graph, each naming the key and the location."""
+    errors = [f"location {loc} failed to load: {msg.strip()}" for loc, msg in graph.load_errors.items()]
+    defined = graph.definitions()
+    for node in graph.nodes:
+        if node.stub and node.key not in defined:
+            users = sorted(n.key for n in graph.nodes if n.location == node.location and node.key in n.deps)
+            errors.append(f"{node.key}: no location defines it, yet {node.location} depends on it "
+                          f"(from {', '.join(users)})")
+    for key, nodes in defined.items():
+        if len(nodes) > 1:
+            errors.append(f"{key}: defined by more than one location ({', '.join(n.location for n in nodes)})")
+    for node in (n for nodes in defined.values() for n in nodes):
+        teams = [o for o in node.owners if o.startswith("team:")]
+        unknown = [t for t in teams if t not in TEAMS]
+        if unknown:
+            errors.append(f"{node.key} ({node.location}): owner {', '.join(unknown)} is not a known team "
+                          f"({', '.join(TEAMS)})")
+        elif not teams:
+            errors.append(f"{node.key} ({node.location}): no team among its owners "
+                          f"({', '.join(node.owners) or 'none'}); add one of {', '.join(TEAMS)}")
+    warnings = [
+        f"{key}: catalog table with no downstream consumer in any location"
+        for key in catalog_tables if key in defined and not graph.downstream(key)
+    ]
+    return errors, warnings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workspace", type=Path, default=REPO / "workspace.yaml")
+    parser.add_argument("--url", help="check a running webserver instead of starting one")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    settings = load_settings()
+    catalog = [raw_asset_key(t.warehouse_name).to_user_string() for t in load_catalog(settings.catalog_path).tables]
+    if args.url:
+        graph = fetch_graph(args.url)
+    else:
+        with webserver(args.workspace) as url:
+            graph = fetch_graph(url)
+    errors, warnings = problems(graph, catalog)
+    for w in warnings:
+        print(f"warning: {w}")
+    for e in errors:
+        print(f"error: {e}")
+    locations = sorted({n.location for n in graph.nodes} | set(graph.load_errors))
+    assets = len(graph.definitions())
+    verdict = f"FAILED: {len(errors)} errors" if errors else "OK"
+    print(f"{verdict}, {len(warnings)} warnings: {assets} assets in {len(locations)} locations "
+          f"({', '.join(locations)}), catalog {settings.catalog_path}, {time.perf_counter() - started:.1f}s")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Start the real Dagster webserver on workspace.yaml and wait until every location loaded.
+
+Used by `make check`, `make impact` (when no webserver is running) and the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from platform_shared.lineage import GraphUnavailable, graphql
+
+REPO = Path(__file__).resolve().parents[1]
+
+_LOCATIONS_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries {
+    name loadStatus
+} } } }
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_locations(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Return once every location has finished loading (successfully or not)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the webserver exited ({proc.returncode}): {log.read_text()[-3000:]}")
+        with contextlib.suppress(GraphUnavailable):
+            entries = graphql(url, _LOCATIONS_QUERY, timeout=10)["workspaceOrError"]["locationEntries"]
+            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"the webserver did not load the workspace in {timeout:.0f}s: see {log}")
+
+
+def stop(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Signal the whole process group (code servers too), wait a bounded time, then kill."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@contextlib.contextmanager
+def webserver(workspace: Path = REPO / "workspace.yaml", env: dict | None = None,
+              log: Path | None = None) -> Iterator[str]:
+    """Yield the URL of a webserver that has loaded ``workspace`` (settings from ``env``)."""
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "webserver.log"
+        out = stack.enter_context(open(log, "w"))
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-webserver"), "-w", str(workspace),
+             "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.callback(stop, proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_for_locations(url, proc, log)
+        yield url
