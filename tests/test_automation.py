@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 import pytest
 from platform_ml import assets as ml
+from platform_shared import alerts
 from platform_shared import settings as s
 
 import run_all
@@ -98,6 +99,10 @@ def test_a_failed_blocking_check_stops_bad_data_before_the_marts(world):
     result = _run(defs, instance, requested)
     failed = {c.check_name for c in result.get_asset_check_evaluations() if not c.passed}
     assert "unique_stg_app__orders_order_id" in failed
+    # What the run-failure alert reports: the assets not built and the failed check.
+    not_built, failed_checks = alerts.run_failures(instance, result.run_id)
+    assert set(not_built) == {k.to_user_string() for k in requested - {STAGING}}
+    assert "stg_app__orders:unique_stg_app__orders_order_id (error)" in failed_checks
     # The staging view was rebuilt (that is where the test ran); nothing past it was.
     assert _materialized_in(result, requested) == {STAGING}
     requested, cursor = _tick(defs, instance, cursor)  # the daemon ticks every 15 s
