@@ -19,7 +19,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test bench clean
+.PHONY: help setup seed seed-if-missing ingest discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,24 @@ analytics_dbt/target/manifest.json: $(VENV)/.synced $(DBT_SOURCES)
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
+
+# Team topology: each location's own environment (.venvs/<location>) from its own lock
+# file, exported from uv.lock so all three resolve the same versions.
+LOCATIONS := ingestion analytics_dbt ml_features
+PACKAGE_ingestion := platform-ingestion
+PACKAGE_analytics_dbt := platform-analytics
+PACKAGE_ml_features := platform-ml
+.venvs/%/.synced: %/requirements.lock
+	$(UV) venv -q --allow-existing --python python3 .venvs/$*
+	$(UV) pip sync -q --python .venvs/$*/bin/python $<
+	@touch $@
+
+envs: $(VENV)/.synced $(LOCATIONS:%=.venvs/%/.synced)  ## one environment per location, from its own lock file
+
+locks: $(VENV)/.synced  ## re-export each location's requirements.lock from uv.lock (after `uv lock`)
+	@for loc in $(LOCATIONS); do \
+		case $$loc in ingestion) pkg=$(PACKAGE_ingestion);; analytics_dbt) pkg=$(PACKAGE_analytics_dbt);; ml_features) pkg=$(PACKAGE_ml_features);; esac; \
+		$(UV) export -q --package $$pkg --frozen -o $$loc/requirements.lock; done
 
 setup: $(VENV)/.synced analytics_dbt/target/manifest.json $(DAGSTER_HOME)/dagster.yaml  ## install environments, build the dbt manifest, prepare the instance
 
@@ -84,8 +102,26 @@ impact: setup  ## every asset downstream of one, by location: make impact ASSET=
 	@test -n "$(ASSET)" || { echo "usage: make impact ASSET=raw/orders [FORMAT=json]" >&2; exit 2; }
 	@python tools/impact.py $(ASSET) --format $(or $(FORMAT),text)
 
-test: setup check  ## set up, check the global graph and run the whole test suite
-	pytest $(PYTEST_ARGS)
+test: setup envs check  ## set up, check the global graph, run the cross-location suite and each location's tests
+	pytest tests $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-locations
+
+# Each location's own tests, in its own environment (as its team's CI would run them).
+LOCATION_TESTS := ingestion analytics_dbt
+test-locations: envs  ## each location's tests in its own environment
+	@set -e; for loc in $(LOCATION_TESTS); do \
+		echo "== $$loc/tests in .venvs/$$loc"; \
+		PATH=$(CURDIR)/.venvs/$$loc/bin:/usr/sbin:/usr/bin:/sbin:/bin .venvs/$$loc/bin/pytest $$loc/tests $(LOCATION_PYTEST_ARGS); done
+
+# The PostgreSQL-backed instance: deploy/dagster.yaml in DEPLOY_HOME (the DAGSTER_HOME of the
+# deployment's webserver and daemon), connection from DAGSTER_PG_* (see .env.example).
+DEPLOY_HOME ?= $(CURDIR)/.dagster-deploy
+db-migrate: setup  ## apply the PostgreSQL instance schema (DEPLOY_HOME, DAGSTER_PG_*) before webserver and daemon start
+	@mkdir -p $(DEPLOY_HOME) && cp deploy/dagster.yaml $(DEPLOY_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DEPLOY_HOME) dagster instance migrate
+
+deploy-check: envs  ## run the whole team topology here (PostgreSQL, code servers, webserver, daemon) and check it
+	python tools/deploy_check.py
 
 # Figures only, no assertions: demo databases of each scale are generated once under data/bench/.
 SCALES ?= 1,10

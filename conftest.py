@@ -9,43 +9,22 @@ random password. Without PostgreSQL the tests that need it skip, unless
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
-import subprocess
-import time
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-TEST_ROLE = "platform_test"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
 
-
-def _local_cluster_url() -> str | None:
-    if not shutil.which("pg_lsclusters") or os.geteuid() != 0:
-        return None
-    clusters = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True).stdout.split()
-    if len(clusters) < 3:
-        return None
-    version, name, port = clusters[:3]
-    subprocess.run(["pg_ctlcluster", version, name, "start"], capture_output=True)  # fails if up: fine
-    password = secrets.token_hex(16)
-    sql = (f"do $$ begin if not exists (select from pg_roles where rolname = '{TEST_ROLE}') then "
-           f"create role {TEST_ROLE} login superuser; end if; end $$; "
-           f"alter role {TEST_ROLE} password '{password}';")
-    for _ in range(30):
-        done = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", port, "-qc", sql],
-                              capture_output=True, text=True)
-        if done.returncode == 0:
-            return f"postgresql+psycopg2://{TEST_ROLE}:{password}@127.0.0.1:{port}/postgres"
-        time.sleep(1)
-    return None
+import postgres  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
-    url = os.getenv("TEST_POSTGRES_URL") or _local_cluster_url()
+    url = postgres.admin_url()
     reason = "no PostgreSQL: set TEST_POSTGRES_URL or install the postgresql package"
     if url:
         try:

@@ -5,6 +5,7 @@ from platform_shared import load_catalog, load_settings
 from platform_shared.alerts import alert_sensors
 
 from .assets import build_assets, build_schedules
+from .operations import purge_old_runs, purge_schedule
 from .resources import build_resources
 
 
@@ -14,7 +15,8 @@ def defs() -> dg.Definitions:
     catalog = load_catalog(settings.catalog_path)
     return dg.Definitions(
         assets=build_assets(catalog),
-        schedules=build_schedules(catalog),
+        schedules=[*build_schedules(catalog), purge_schedule],
+        jobs=[purge_old_runs],
         sensors=alert_sensors("ingestion"),
         resources=build_resources(settings),
     )

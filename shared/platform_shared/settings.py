@@ -27,6 +27,8 @@ ALERT_WEBHOOK_URL = "ALERT_WEBHOOK_URL"
 ALERT_LOG = "ALERT_LOG"
 # The webserver whose GraphQL API holds the global graph (impact of a failure).
 DAGSTER_WEBSERVER_URL = "DAGSTER_WEBSERVER_URL"
+# Runs and their event logs older than this many days are deleted (purge_old_runs job).
+PURGE_RUNS_AFTER_DAYS = "PURGE_RUNS_AFTER_DAYS"
 
 # The folder that holds workspace.yaml; with an editable install this file sits at
 # <root>/shared/platform_shared/settings.py.
@@ -45,6 +47,7 @@ class Settings:
     alert_webhook_url: str | None
     alert_log: Path
     webserver_url: str
+    purge_runs_after_days: float
 
 
 def _absolute(path: str | Path, root: Path) -> Path:
@@ -83,4 +86,5 @@ def load_settings() -> Settings:
         alert_webhook_url=os.getenv(ALERT_WEBHOOK_URL) or None,
         alert_log=_absolute(os.getenv(ALERT_LOG, "data/alerts.log"), root),
         webserver_url=os.getenv(DAGSTER_WEBSERVER_URL, "http://127.0.0.1:3000"),
+        purge_runs_after_days=float(os.getenv(PURGE_RUNS_AFTER_DAYS, "30")),
     )

@@ -1,0 +1,151 @@
+"""Team deployments: the PostgreSQL-backed instance, per-location lock files, CODEOWNERS."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from platform_shared.lineage import graphql
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+import run_all  # noqa: E402
+import webserver as tools_webserver  # noqa: E402
+
+PACKAGES = {"ingestion": "platform-ingestion", "analytics_dbt": "platform-analytics", "ml_features": "platform-ml"}
+
+
+def _uv() -> list[str]:
+    return [shutil.which("uv")] if shutil.which("uv") else [sys.executable, "-m", "uv"]
+
+
+@pytest.mark.parametrize("location", PACKAGES)
+def test_each_location_lock_is_exported_from_the_one_resolution(location):
+    """requirements.lock equals `uv export` of uv.lock now: the three environments and the
+    dev one resolve the same versions (`make locks` after `uv lock`)."""
+    exported = subprocess.run([*_uv(), "export", "-q", "--package", PACKAGES[location], "--frozen"],
+                              cwd=REPO, capture_output=True, text=True, check=True).stdout
+    body = lambda text: [line for line in text.splitlines() if not line.startswith("#")]  # noqa: E731
+    assert body((REPO / location / "requirements.lock").read_text()) == body(exported), \
+        f"{location}/requirements.lock is stale: run `make locks`"
+
+
+def _codeowners() -> dict[str, str]:
+    owners = {}
+    for line in (REPO / "CODEOWNERS").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            path, owner = line.split()[:2]
+            owners[path.strip("/")] = owner
+    return owners
+
+
+@pytest.mark.parametrize("location", PACKAGES)
+def test_codeowners_and_asset_owners_name_the_same_team(location):
+    """@example-org/<team> in CODEOWNERS owns the folder; every asset of the location has
+    team:<team> among its Dagster owners."""
+    team = "team:" + _codeowners()[location].split("/")[-1]
+    specs = run_all.load_location(location).resolve_all_asset_specs()
+    stray = [s.key.to_user_string() for s in specs
+             if team not in s.owners and not s.metadata.get("dagster/auto_created_stub_asset")]
+    assert specs and stray == [], f"assets of {location} not owned by {team}"
+
+
+SCHEDULE = """{ scheduleOrError(scheduleSelector: {repositoryLocationName: "ingestion",
+    repositoryName: "__repository__", scheduleName: "raw_tables"}) {
+  ... on Schedule { id scheduleState { status } } } }"""
+STOP_SCHEDULE = """mutation($id: String) { stopRunningSchedule(id: $id) {
+  __typename ... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }"""
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run {
+  status eventConnection { events { __typename } } } } }"""
+TICKS = """{ sensorOrError(sensorSelector: {repositoryLocationName: "analytics_dbt",
+    repositoryName: "__repository__", sensorName: "analytics_dbt_automation"}) {
+  ... on Sensor { sensorState { ticks(limit: 100) { id } } } } }"""
+
+
+def _dagster_dev(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    port = tools_webserver.free_port()
+    url = f"http://127.0.0.1:{port}"
+    out = open(log, "a")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
+         "-p", str(port)], cwd=REPO, env={**os.environ, **env, "DAGSTER_WEBSERVER_URL": url},
+        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    tools_webserver.wait_for_locations(url, proc, log)
+    return proc, url
+
+
+def _until(probe, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(2)
+    raise TimeoutError(f"not within {timeout:.0f}s")
+
+
+def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
+        fresh_env, postgres_database, tmp_path, monkeypatch):
+    home = Path(fresh_env["DAGSTER_HOME"])
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    url = make_url(postgres_database)
+    env = fresh_env | {
+        "DAGSTER_PG_HOST": url.host, "DAGSTER_PG_PORT": str(url.port), "DAGSTER_PG_USER": url.username,
+        "DAGSTER_PG_PASSWORD": url.password, "DAGSTER_PG_DB": url.database,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
+                   env={**os.environ, **env}, check=True, capture_output=True)
+    log = tmp_path / "dagster_dev.log"
+
+    proc, server = _dagster_dev(env, log)
+    try:
+        params = {"selector": {"repositoryLocationName": "ingestion", "repositoryName": "__repository__",
+                               "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["raw", "customers"]}]}}
+        run_id = graphql(server, LAUNCH, {"params": params})["launchRun"]["run"]["runId"]
+        _until(lambda: graphql(server, RUN, {"id": run_id})["runOrError"]["status"] == "SUCCESS", 180)
+        schedule = graphql(server, SCHEDULE)["scheduleOrError"]
+        assert schedule["scheduleState"]["status"] == "RUNNING"
+        stopped = graphql(server, STOP_SCHEDULE, {"id": schedule["id"]})["stopRunningSchedule"]
+        assert stopped["scheduleState"]["status"] == "STOPPED", stopped
+        ticks = _until(lambda: graphql(server, TICKS)["sensorOrError"]["sensorState"]["ticks"], 120)
+        events = graphql(server, RUN, {"id": run_id})["runOrError"]["eventConnection"]["events"]
+    finally:
+        tools_webserver.stop(proc)
+
+    # A new webserver and daemon on the same PostgreSQL instance.
+    proc, server = _dagster_dev(env, log)
+    try:
+        run = graphql(server, RUN, {"id": run_id})["runOrError"]
+        assert run["status"] == "SUCCESS"
+        assert run["eventConnection"]["events"] == events
+        assert "MaterializationEvent" in {e["__typename"] for e in events}
+        assert graphql(server, SCHEDULE)["scheduleOrError"]["scheduleState"]["status"] == "STOPPED"
+        after = graphql(server, TICKS)["sensorOrError"]["sensorState"]["ticks"]
+        assert {t["id"] for t in ticks} <= {t["id"] for t in after}
+    finally:
+        tools_webserver.stop(proc)
+
+    # The purge job deletes finished runs and their event logs older than its cut-off.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from platform_ingestion.operations import purge_old_runs
+
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run_id) is not None
+        purge = purge_old_runs.execute_in_process(
+            instance=instance, run_config={"ops": {"purge_runs": {"config": {"older_than_days": 0}}}})
+        assert purge.success and purge.output_for_node("purge_runs") >= 1
+        assert instance.get_run_by_id(run_id) is None
+        assert instance.all_logs(run_id) == []
+        assert instance.get_run_by_id(purge.run_id) is not None  # not its own run
