@@ -37,18 +37,18 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-# Team topology: each location's own environment (.venvs/<location>) from its own lock
+# Team topology: each location's own environment (<location>/.venv) from its own lock
 # file, exported from uv.lock so all three resolve the same versions.
 LOCATIONS := ingestion analytics_dbt ml_features
 PACKAGE_ingestion := platform-ingestion
 PACKAGE_analytics_dbt := platform-analytics
 PACKAGE_ml_features := platform-ml
-.venvs/%/.synced: %/requirements.lock
-	$(UV) venv -q --allow-existing --python python3 .venvs/$*
-	$(UV) pip sync -q --python .venvs/$*/bin/python $<
+%/.venv/.synced: %/requirements.lock
+	$(UV) venv -q --allow-existing --python python3 $*/.venv
+	$(UV) pip sync -q --python $*/.venv/bin/python $<
 	@touch $@
 
-envs: $(VENV)/.synced $(LOCATIONS:%=.venvs/%/.synced)  ## one environment per location, from its own lock file
+envs: $(VENV)/.synced $(LOCATIONS:%=%/.venv/.synced)  ## one environment per location, from its own lock file
 
 locks: $(VENV)/.synced  ## re-export each location's requirements.lock from uv.lock (after `uv lock`)
 	@for loc in $(LOCATIONS); do \
@@ -110,8 +110,8 @@ test: setup envs check  ## set up, check the global graph, run the cross-locatio
 LOCATION_TESTS := ingestion analytics_dbt
 test-locations: envs  ## each location's tests in its own environment
 	@set -e; for loc in $(LOCATION_TESTS); do \
-		echo "== $$loc/tests in .venvs/$$loc"; \
-		PATH=$(CURDIR)/.venvs/$$loc/bin:/usr/sbin:/usr/bin:/sbin:/bin .venvs/$$loc/bin/pytest $$loc/tests $(LOCATION_PYTEST_ARGS); done
+		echo "== $$loc/tests in $$loc/.venv"; \
+		PATH=$(CURDIR)/$$loc/.venv/bin:/usr/sbin:/usr/bin:/sbin:/bin $$loc/.venv/bin/pytest $$loc/tests $(LOCATION_PYTEST_ARGS); done
 
 # The PostgreSQL-backed instance: deploy/dagster.yaml in DEPLOY_HOME (the DAGSTER_HOME of the
 # deployment's webserver and daemon), connection from DAGSTER_PG_* (see .env.example).

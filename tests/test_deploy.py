@@ -149,3 +149,13 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
         assert instance.get_run_by_id(run_id) is None
         assert instance.all_logs(run_id) == []
         assert instance.get_run_by_id(purge.run_id) is not None  # not its own run
+
+
+def test_dg_loads_the_three_projects_from_their_own_environments():
+    """dg.toml: `dg check defs` loads each project with <project>/.venv (make envs)."""
+    for location in PACKAGES:
+        assert (REPO / location / ".venv" / "bin" / "python").exists(), f"run `make envs` ({location})"
+    done = subprocess.run([str(Path(sys.executable).parent / "dg"), "check", "defs"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "All definitions loaded successfully." in done.stdout + done.stderr

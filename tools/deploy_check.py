@@ -1,7 +1,7 @@
 """`make deploy-check`: run the team topology on this machine and exit 0 only if it works.
 
 PostgreSQL instance (deploy/dagster.yaml) -> `dagster instance migrate` -> one gRPC code
-server per location, each from its own environment (.venvs/<location>, built from the
+server per location, each from its own environment (<location>/.venv, built from the
 location's requirements.lock) -> the webserver and the daemon on deploy/workspace.yaml ->
 load raw/customers through the webserver's GraphQL API -> wait until the daemon's
 automation has rebuilt its dbt dependent -> check the runs and materializations over
@@ -132,7 +132,7 @@ def _run(tmp: Path, pg_env: dict, procs: list) -> int:
     url = f"http://127.0.0.1:{port}"
     env["DAGSTER_WEBSERVER_URL"] = url
     for location, (module, grpc_port) in CODE_SERVERS.items():
-        venv = REPO / ".venvs" / location
+        venv = REPO / location / ".venv"
         # Its own environment only: nothing of the root .venv on PATH.
         start(location, [str(venv / "bin" / "dagster"), "code-server", "start", "-h", "127.0.0.1",
                          "-p", str(grpc_port), "-m", module, "--location-name", location],
