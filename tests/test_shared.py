@@ -25,7 +25,7 @@ def test_defaults_live_under_the_repo_root(monkeypatch):
 
 
 def test_postgres_urls_pass_through_unchanged():
-    url = "postgresql://app:secret@127.0.0.1:5432/app"
+    url = "postgresql://app:x@127.0.0.1:5432/app"
     assert s.absolute_database_url(url, Path("/x")) == url
 
 
