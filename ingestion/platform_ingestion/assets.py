@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from . import audit as wap
 from .loading import (
     LoadRequest,
+    configure_duckdb,
     load_to_stage,
     source_columns,
     source_keys,
@@ -68,21 +69,32 @@ def ingest_table(
 ) -> dict:
     """Extract, audit and publish one table; returns its metadata. No Dagster here."""
     columns = source_columns(source_url, table)
+    # The staged rows of an incremental table carry a generation, one above the last
+    # published: the audit and the publish then handle only the rows loaded since.
+    incremental = table.load == "incremental" and table.history != "scd2"
     with warehouse.connect() as conn:
         drift = wap.detect_drift(conn, table, columns)
+        published = wap.published_generation(conn, table) if incremental else None
     wap.check_drift(table, drift, full_refresh=request.full_refresh)
+    generation = (published or 0) + 1 if incremental else None
     result = load_to_stage(
         table, source_url=source_url, warehouse_path=warehouse.path_obj,
-        pipelines_dir=pipelines_dir, request=request, hash_key=hash_key,
+        pipelines_dir=pipelines_dir, request=request, hash_key=hash_key, generation=generation,
     )
     names = warehouse_column_names([*columns, *table.primary_key])
     key_columns = [names[c] for c in table.primary_key]
-    keys = source_keys(source_url, table, key_columns) if table.load == "incremental" else None
-    source_rows = keys.num_rows if keys is not None else source_row_count(source_url, table)
     with warehouse.connect() as conn:
-        deleted = wap.reconcile_deletes(conn, table, keys) if keys is not None else 0
-        wap.audit(conn, table, source_rows=source_rows, key_columns=key_columns)
-        wap.publish(conn, table, columns)
+        configure_duckdb(conn)
+        if table.load == "incremental":
+            keys = source_keys(source_url, table, key_columns)
+            deleted, source_rows = wap.reconcile_deletes(conn, table, keys)
+        else:
+            deleted, source_rows = 0, source_row_count(source_url, table)
+        since = published if (
+            published is not None and not request.full_refresh and wap.has_generation(conn, table)
+        ) else None
+        wap.audit(conn, table, source_rows=source_rows, key_columns=key_columns, since=since)
+        wap.publish(conn, table, columns, key_columns=key_columns, since=since, generation=generation)
         tags = {names[c]: {"pii": "hashed"} for c in table.columns.hash}
         meta = table_metadata(conn, RAW_SCHEMA, table.warehouse_name, tags)
     return {

@@ -14,10 +14,13 @@ import duckdb
 import pyarrow as pa
 from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, CatalogTable, PlatformError
 
-from .loading import STAGE_SCHEMA
+from .loading import GENERATION_COLUMN, STAGE_SCHEMA
 
 # The source schema each table was last published with, for drift detection.
 SNAPSHOT_TABLE = f"{STAGE_SCHEMA}._platform_source_columns"
+# The generation (loading.GENERATION_COLUMN) of the staged rows each incremental table
+# was last published up to: raw holds exactly the staged rows of that generation or older.
+PUBLISHED_TABLE = f"{STAGE_SCHEMA}._platform_published"
 _DLT_SCD2 = ("_dlt_valid_from", "_dlt_valid_to")
 
 
@@ -57,6 +60,16 @@ def _ensure_snapshot(conn: duckdb.DuckDBPyConnection) -> None:
         f"create table if not exists {SNAPSHOT_TABLE} "
         "(table_name varchar, column_name varchar, data_type varchar)"
     )
+    conn.execute(f"create table if not exists {PUBLISHED_TABLE} (table_name varchar, generation bigint)")
+
+
+def published_generation(conn: duckdb.DuckDBPyConnection, table: CatalogTable) -> int | None:
+    """The generation up to which the table's staged rows are published (None: unknown)."""
+    _ensure_snapshot(conn)
+    row = conn.execute(
+        f"select max(generation) from {PUBLISHED_TABLE} where table_name = ?", [table.warehouse_name]
+    ).fetchall()[0]
+    return row[0]
 
 
 def detect_drift(conn: duckdb.DuckDBPyConnection, table: CatalogTable, columns: dict[str, str]) -> Drift:
@@ -91,21 +104,35 @@ def check_drift(table: CatalogTable, drift: Drift, *, full_refresh: bool) -> Non
         )
 
 
-def reconcile_deletes(conn: duckdb.DuckDBPyConnection, table: CatalogTable, keys: pa.Table) -> int:
-    """Delete staged rows whose key is gone from the source; returns how many.
+def reconcile_deletes(
+    conn: duckdb.DuckDBPyConnection, table: CatalogTable, keys: pa.RecordBatchReader
+) -> tuple[int, int]:
+    """Delete staged rows whose key is gone from the source; returns how many, and how
+    many keys the source has.
 
-    A cursor never sees a hard delete, but comparing keys (one narrow column) does.
+    A cursor never sees a hard delete, but comparing keys (one narrow column) does. The
+    source keys stream into a temporary table (typed as the staged keys), which DuckDB
+    spills to disk past its memory limit.
     """
     stage = _rel(STAGE_SCHEMA, table.warehouse_name)
-    conn.register("source_keys", keys)
+    columns = keys.schema.names
+    conn.execute(
+        f"create or replace temp table _source_keys as select "
+        f"{', '.join(_quote(c) for c in columns)} from {stage} limit 0"
+    )
+    conn.register("_source_keys_stream", keys)
     try:
-        match = " and ".join(f"k.{_quote(c)} = s.{_quote(c)}" for c in keys.column_names)
+        (source_rows,) = conn.execute(
+            "insert into _source_keys select * from _source_keys_stream"
+        ).fetchall()[0]
+        match = " and ".join(f"k.{_quote(c)} = s.{_quote(c)}" for c in columns)
         (deleted,) = conn.execute(
-            f"delete from {stage} as s where not exists (select 1 from source_keys as k where {match})"
+            f"delete from {stage} as s where not exists (select 1 from _source_keys as k where {match})"
         ).fetchall()[0]
     finally:
-        conn.unregister("source_keys")
-    return deleted
+        conn.unregister("_source_keys_stream")
+        conn.execute("drop table if exists _source_keys")
+    return deleted, source_rows
 
 
 def _current(table: CatalogTable) -> str:
@@ -114,10 +141,28 @@ def _current(table: CatalogTable) -> str:
     return f"select * from {_rel(STAGE_SCHEMA, table.warehouse_name)}{where}"
 
 
+def has_generation(conn: duckdb.DuckDBPyConnection, table: CatalogTable) -> bool:
+    """Whether the staged rows carry their generation (an empty extract adds no column)."""
+    return any(c == GENERATION_COLUMN for c, _ in _columns(conn, STAGE_SCHEMA, table.warehouse_name))
+
+
+def _newer(table: CatalogTable, since: int) -> str:
+    """The staged rows loaded after generation ``since`` was published."""
+    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
+    return f"select * from {stage} where {_quote(GENERATION_COLUMN)} > {int(since)}"
+
+
 def audit(
-    conn: duckdb.DuckDBPyConnection, table: CatalogTable, *, source_rows: int, key_columns: list[str]
+    conn: duckdb.DuckDBPyConnection, table: CatalogTable, *, source_rows: int, key_columns: list[str],
+    since: int | None = None,
 ) -> int:
     """Audit the staged table; returns its row count.
+
+    Args:
+        since: the generation the table was last published up to (see ``publish``). The
+            rows of that generation or older passed this audit then and since were only
+            deleted, never added: a duplicate key now has a newer row, so only the keys of
+            newer rows are checked for duplicates.
 
     Raises:
         AuditFailed: naming the table and every audit that failed.
@@ -131,8 +176,13 @@ def audit(
         keys = ", ".join(_quote(c) for c in key_columns)
         nulls = " or ".join(f"{_quote(c)} is null" for c in key_columns)
         (null_keys,) = conn.execute(f"select count(*) from ({current}) where {nulls}").fetchall()[0]
+        checked = f"({current})"
+        if since is not None:
+            match = " and ".join(f"n.{_quote(c)} = c.{_quote(c)}" for c in key_columns)
+            newer = _newer(table, since)
+            checked = f"({current}) as c where exists (select 1 from ({newer}) as n where {match})"
         (dupes,) = conn.execute(
-            f"select count(*) from (select {keys} from ({current}) group by all having count(*) > 1)"
+            f"select count(*) from (select {keys} from {checked} group by all having count(*) > 1)"
         ).fetchall()[0]
         if null_keys:
             failures.append(f"{null_keys} row(s) with a null primary key ({keys})")
@@ -147,26 +197,78 @@ def audit(
     return rows
 
 
-def publish(conn: duckdb.DuckDBPyConnection, table: CatalogTable, columns: dict[str, str]) -> None:
-    """Swap the audited copy into ``raw`` and record its source schema, atomically."""
+def _columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[tuple[str, str]]:
+    return conn.execute(
+        "select column_name, data_type from information_schema.columns where table_schema = ? "
+        "and table_name = ? order by ordinal_position", [schema, table],
+    ).fetchall()
+
+
+def _count(conn: duckdb.DuckDBPyConnection, relation: str) -> int:
+    return conn.execute(f"select count(*) from {relation}").fetchall()[0][0]
+
+
+def _publish_changes(
+    conn: duckdb.DuckDBPyConnection, table: CatalogTable, select: str, key_columns: list[str], since: int
+) -> bool:
+    """Bring ``raw`` from the staged rows of generation ``since`` up to all staged rows:
+    replace the rows whose key was loaded since, drop those whose key left the stage.
+    Returns False if ``raw`` then does not hold as many rows as the stage (the caller
+    then copies the whole table instead, in the same transaction)."""
     stage = _rel(STAGE_SCHEMA, table.warehouse_name)
-    names = [c for (c,) in conn.execute(
-        "select column_name from information_schema.columns where table_schema = ? "
-        "and table_name = ? order by ordinal_position", [STAGE_SCHEMA, table.warehouse_name],
-    ).fetchall() if not c.startswith("_dlt_")]
-    select = ", ".join(_quote(c) for c in names)
+    raw = _rel(RAW_SCHEMA, table.warehouse_name)
+    newer = _newer(table, since)
+    match = " and ".join(f"r.{_quote(c)} = s.{_quote(c)}" for c in key_columns)
+    conn.execute(
+        f"delete from {raw} as r where exists (select 1 from ({newer}) as s where {match})"
+    ).fetchall()
+    # Every staged row of generation `since` or older is in raw; any other row of raw
+    # had its key deleted from the stage (a hard delete) since.
+    older = _count(conn, stage) - _count(conn, f"({newer})")
+    if _count(conn, raw) != older:
+        conn.execute(
+            f"delete from {raw} as r where not exists (select 1 from {stage} as s where {match})"
+        ).fetchall()
+    conn.execute(f"insert into {raw} ({select}) select {select} from ({newer})").fetchall()
+    return _count(conn, raw) == _count(conn, stage)
+
+
+def publish(
+    conn: duckdb.DuckDBPyConnection, table: CatalogTable, columns: dict[str, str], *,
+    key_columns: list[str] = (), since: int | None = None, generation: int | None = None,
+) -> None:
+    """Swap the audited copy into ``raw`` and record its source schema, atomically.
+
+    Args:
+        key_columns, since: with the generation ``raw`` was last published up to (and the
+            same columns in ``raw`` and the stage), only the staged rows newer than it are
+            copied, and the rows gone from the stage deleted; else the whole table is copied.
+        generation: the generation of the newest staged rows, recorded as published.
+    """
+    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
+    staged = [(c, t) for c, t in _columns(conn, STAGE_SCHEMA, table.warehouse_name)
+              if not c.startswith("_dlt_") and c != GENERATION_COLUMN]
+    select = ", ".join(_quote(c) for c, _ in staged)
+    incremental = (
+        since is not None and bool(key_columns) and table.history != "scd2"
+        and _columns(conn, RAW_SCHEMA, table.warehouse_name) == staged
+    )
     conn.execute("begin transaction")
     try:
         conn.execute(f"create schema if not exists {_quote(RAW_SCHEMA)}")
-        conn.execute(
-            f"create or replace table {_rel(RAW_SCHEMA, table.warehouse_name)} as "
-            f"select {select} from ({_current(table)})"
-        )
+        if not (incremental and _publish_changes(conn, table, select, list(key_columns), since)):
+            conn.execute(
+                f"create or replace table {_rel(RAW_SCHEMA, table.warehouse_name)} as "
+                f"select {select} from ({_current(table)})"
+            )
         if table.history == "scd2":
             conn.execute(
                 f"create or replace table {_rel(RAW_SCHEMA, table.warehouse_name + HISTORY_SUFFIX)} as "
                 f"select {select}, _dlt_valid_from as valid_from, _dlt_valid_to as valid_to from {stage}"
             )
+        conn.execute(f"delete from {PUBLISHED_TABLE} where table_name = ?", [table.warehouse_name])
+        if generation is not None:
+            conn.execute(f"insert into {PUBLISHED_TABLE} values (?, ?)", [table.warehouse_name, generation])
         conn.execute(f"delete from {SNAPSHOT_TABLE} where table_name = ?", [table.warehouse_name])
         conn.executemany(
             f"insert into {SNAPSHOT_TABLE} values (?, ?, ?)",

@@ -117,3 +117,41 @@ def test_tiny_chunks_load_exactly_the_source_rows_through_updates_and_deletes(in
     for table in TABLES:
         ingestion.assert_raw_equals_source(table)
 
+
+
+INCREMENTAL_EVENTS = """
+tables:
+  - source: events
+    primary_key: event_id
+    load: incremental
+    cursor: updated_at
+"""
+
+
+def test_changes_kept_back_by_a_failed_audit_are_published_by_the_next_good_run(ingestion):
+    ingestion.sql(
+        "create table events (event_id integer, kind text, updated_at timestamp);"
+        "insert into events values (1, 'click', '2026-01-01 10:00:00'), (2, 'view', '2026-01-01 11:00:00'),"
+        " (3, 'view', '2026-01-01 12:00:00');"
+    )
+    ingestion.catalog_path.write_text(INCREMENTAL_EVENTS)
+    assert ingestion.run("events").success
+    # An update, a hard delete and a bad row (null key) in one run: the audit fails.
+    ingestion.sql(
+        "update events set kind = 'buy', updated_at = '2026-02-01 00:00:00' where event_id = 1;"
+        "delete from events where event_id = 3;"
+        "insert into events values (null, 'orphan', '2026-03-01 00:00:00');"
+    )
+    assert not ingestion.run("events").success
+    assert ingestion.query("select event_id, kind from raw.events order by 1") == [(1, "click"), (2, "view"), (3, "view")]
+    # The bad row goes; the next run's cursor window no longer reaches the update.
+    ingestion.sql("delete from events where event_id is null; insert into events values (4, 'view', '2026-03-02 00:00:00')")
+    assert ingestion.run("events").success
+    ingestion.assert_raw_equals_source("events")
+    # A new column is published too, and an emptied source table empties raw.
+    ingestion.sql("alter table events add column channel text; update events set channel = 'web', updated_at = '2026-03-03 00:00:00'")
+    assert ingestion.run("events").success
+    ingestion.assert_raw_equals_source("events")
+    ingestion.sql("delete from events")
+    assert ingestion.run("events").success
+    assert ingestion.query("select count(*) from raw.events") == [(0,)]
