@@ -3,7 +3,7 @@
 import json
 
 import dagster as dg
-from platform_shared import load_settings
+from platform_shared import RUN_EXECUTOR, load_settings
 from platform_shared.alerts import alert_sensors
 from platform_shared.automation import automation_sensor
 
@@ -18,6 +18,7 @@ def defs() -> dg.Definitions:
     analytics_project.prepare_if_dev()
     manifest = json.loads(analytics_project.manifest_path.read_text())
     return dg.Definitions(
+        executor=RUN_EXECUTOR,
         assets=[build_dbt_assets(), *dashboard_specs(manifest, AnalyticsTranslator())],
         sensors=[automation_sensor("analytics_dbt"), *alert_sensors("analytics_dbt")],
         resources=build_resources(load_settings()),

@@ -18,5 +18,6 @@ from .keys import WAREHOUSE_POOL as WAREHOUSE_POOL
 from .keys import raw_asset_key as raw_asset_key
 from .settings import Settings as Settings
 from .settings import load_settings as load_settings
+from .warehouse import RUN_EXECUTOR as RUN_EXECUTOR
 from .warehouse import DuckDBWarehouse as DuckDBWarehouse
 from .warehouse import table_metadata as table_metadata

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+import tempfile
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 
 from .errors import WarehouseError
+
+
+# The executor of every location's runs. Every asset takes the one `warehouse` pool, so the
+# steps of a run never run in parallel anyway, and a subprocess per step (Dagster's default)
+# costs about 6 s on these machines: steps run in the run's own process.
+RUN_EXECUTOR = dg.in_process_executor
 
 
 class DuckDBWarehouse(dg.ConfigurableResource):
@@ -28,11 +35,31 @@ class DuckDBWarehouse(dg.ConfigurableResource):
     def path_obj(self) -> Path:
         return Path(self.path)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every step that uses the warehouse writes it: fail before any work, naming the file.
+        self.check_writable()
+
+    def check_writable(self) -> None:
+        """Raise WarehouseError unless the file (or, when it does not exist yet, its folder,
+        created if missing) can be written. Nothing is written."""
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                open(path, "r+b").close()
+            else:
+                tempfile.TemporaryFile(dir=path.parent).close()
+        except OSError as e:
+            raise WarehouseError(
+                f"The warehouse {path} cannot be written ({e.strerror or e}): check WAREHOUSE_PATH "
+                f"and the permissions of {path.parent}. Nothing was loaded."
+            ) from e
+
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         path = Path(self.path)
         if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self.check_writable()
         try:
             conn = duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as e:
