@@ -49,12 +49,22 @@ def platform_env(root: Path) -> dict[str, str]:
     }
 
 
+def new_platform(root: Path, scale: float = TEST_SCALE) -> dict[str, str]:
+    """The settings of a new platform in ``root``, with its demo source database."""
+    env = platform_env(root)
+    generate(env[platform_settings.SOURCE_DATABASE_URL], scale=scale)
+    return env
+
+
 @pytest.fixture
 def fresh_env(tmp_path) -> dict[str, str]:
-    """The settings of a new platform in ``tmp_path``, with its demo source database."""
-    env = platform_env(tmp_path)
-    generate(env[platform_settings.SOURCE_DATABASE_URL], scale=TEST_SCALE)
-    return env
+    return new_platform(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def platform_factory():
+    """``new_platform`` for fixtures of a wider scope than a test."""
+    return new_platform
 
 
 @pytest.fixture(scope="session")

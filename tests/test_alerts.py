@@ -4,9 +4,7 @@ and the real daemon (`dagster dev`) runs the automation and the alert sensors.""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -130,39 +128,25 @@ def _wait_materialized(url, key: list[str], timeout: float) -> str:
 
 def test_with_a_real_daemon_a_failed_table_alerts_and_a_good_one_flows_on(fresh_env, tmp_path, receiver):
     """`dagster dev` (webserver and daemon) on a source whose orders table is gone."""
-    # As under `make dev`: the environment's bin first on PATH (dagster dev parses the dbt
-    # project with the `dbt` it finds there).
-    bin_dir = str(Path(sys.executable).parent)
-    env = fresh_env | {ALERT_WEBHOOK_URL: receiver.url, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = fresh_env | {ALERT_WEBHOOK_URL: receiver.url}
     with sqlite3.connect(tmp_path / "app.db") as conn:
         conn.execute("drop table orders")
-    port = tools_webserver.free_port()
-    env[DAGSTER_WEBSERVER_URL] = url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "dagster_dev.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml",
-             "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            tools_webserver.wait_for_locations(url, proc, log)
-            assert lineage.fetch_graph(url).load_errors == {}
-            failed_run = _launch(url, ["raw", "orders"])
-            good_run = _launch(url, ["raw", "customers"])
+    with tools_webserver.dagster_dev(env, tmp_path / "dagster_dev.log") as url:
+        assert lineage.fetch_graph(url).load_errors == {}
+        failed_run = _launch(url, ["raw", "orders"])
+        good_run = _launch(url, ["raw", "customers"])
 
-            # The ingestion location's run-failure sensor, in the daemon, posts the alert.
-            alert = receiver.wait_for(lambda a: a.get("run_id") == failed_run, timeout=240)
-            assert alert["kind"] == "run_failure" and alert["location"] == "ingestion"
-            assert alert["failed_assets"] == ["raw/orders"]
-            assert "orders" in alert["error"] or "orders" in alert["text"]
-            report = alert["impact"]["raw/orders"]
-            assert set(report["downstream"]) == {"analytics_dbt", "ml_features"}
-            assert report["roles"]["dashboard"] >= 1 and report["summary"] in alert["text"]
+        # The ingestion location's run-failure sensor, in the daemon, posts the alert.
+        alert = receiver.wait_for(lambda a: a.get("run_id") == failed_run, timeout=240)
+        assert alert["kind"] == "run_failure" and alert["location"] == "ingestion"
+        assert alert["failed_assets"] == ["raw/orders"]
+        assert "orders" in alert["error"] or "orders" in alert["text"]
+        report = alert["impact"]["raw/orders"]
+        assert set(report["downstream"]) == {"analytics_dbt", "ml_features"}
+        assert report["roles"]["dashboard"] >= 1 and report["summary"] in alert["text"]
 
-            # raw/customers passed its checks: the analytics automation sensor, in the
-            # daemon, runs its staging model in a run of its own.
-            _wait_materialized(url, ["raw", "customers"], timeout=120)
-            assert _wait_materialized(url, ["stg_app__customers"], timeout=240) != good_run
-        finally:
-            tools_webserver.stop(proc)
+        # raw/customers passed its checks: the analytics automation sensor, in the
+        # daemon, runs its staging model in a run of its own.
+        _wait_materialized(url, ["raw", "customers"], timeout=120)
+        assert _wait_materialized(url, ["stg_app__customers"], timeout=240) != good_run
 

@@ -72,18 +72,6 @@ TICKS = """{ sensorOrError(sensorSelector: {repositoryLocationName: "analytics_d
   ... on Sensor { sensorState { ticks(limit: 100) { id } } } } }"""
 
 
-def _dagster_dev(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    port = tools_webserver.free_port()
-    url = f"http://127.0.0.1:{port}"
-    out = open(log, "a")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
-         "-p", str(port)], cwd=REPO, env={**os.environ, **env, "DAGSTER_WEBSERVER_URL": url},
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    tools_webserver.wait_for_locations(url, proc, log)
-    return proc, url
-
-
 def _until(probe, timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,14 +90,12 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
     env = fresh_env | {
         "DAGSTER_PG_HOST": url.host, "DAGSTER_PG_PORT": str(url.port), "DAGSTER_PG_USER": url.username,
         "DAGSTER_PG_PASSWORD": url.password, "DAGSTER_PG_DB": url.database,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
                    env={**os.environ, **env}, check=True, capture_output=True)
     log = tmp_path / "dagster_dev.log"
 
-    proc, server = _dagster_dev(env, log)
-    try:
+    with tools_webserver.dagster_dev(env, log) as server:
         params = {"selector": {"repositoryLocationName": "ingestion", "repositoryName": "__repository__",
                                "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["raw", "customers"]}]}}
         run_id = graphql(server, LAUNCH, {"params": params})["launchRun"]["run"]["runId"]
@@ -120,12 +106,9 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
         assert stopped["scheduleState"]["status"] == "STOPPED", stopped
         ticks = _until(lambda: graphql(server, TICKS)["sensorOrError"]["sensorState"]["ticks"], 120)
         events = graphql(server, RUN, {"id": run_id})["runOrError"]["eventConnection"]["events"]
-    finally:
-        tools_webserver.stop(proc)
 
     # A new webserver and daemon on the same PostgreSQL instance.
-    proc, server = _dagster_dev(env, log)
-    try:
+    with tools_webserver.dagster_dev(env, log) as server:
         run = graphql(server, RUN, {"id": run_id})["runOrError"]
         assert run["status"] == "SUCCESS"
         assert run["eventConnection"]["events"] == events
@@ -133,8 +116,6 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
         assert graphql(server, SCHEDULE)["scheduleOrError"]["scheduleState"]["status"] == "STOPPED"
         after = graphql(server, TICKS)["sensorOrError"]["sensorState"]["ticks"]
         assert {t["id"] for t in ticks} <= {t["id"] for t in after}
-    finally:
-        tools_webserver.stop(proc)
 
     # The purge job deletes finished runs and their event logs older than its cut-off.
     for name, value in env.items():

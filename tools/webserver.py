@@ -78,3 +78,23 @@ def webserver(workspace: Path = REPO / "workspace.yaml", env: dict | None = None
         url = f"http://127.0.0.1:{port}"
         wait_for_locations(url, proc, log)
         yield url
+
+
+@contextlib.contextmanager
+def dagster_dev(env: dict, log: Path, workspace: Path = REPO / "workspace.yaml") -> Iterator[str]:
+    """`dagster dev` (webserver and daemon) with settings ``env``, as `make dev` runs it (this
+    environment's bin first on PATH, DAGSTER_WEBSERVER_URL set); yields its URL once every
+    location loaded, stops the whole process group after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    full = {**os.environ, **env, "DAGSTER_WEBSERVER_URL": url, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    with open(log, "a") as out:
+        proc = subprocess.Popen(
+            [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_locations(url, proc, log)
+            yield url
+        finally:
+            stop(proc)
