@@ -1,0 +1,61 @@
+# Code location `ml_features` (platform-ml, ML team): its gRPC code server, port 4002.
+# Build from the repo root; the image takes shared/ and ml_features/ only:
+#   docker build -f deploy/docker/ml_features.Dockerfile -t platform-ml-features .
+# Its environment is ml_features/requirements.lock (exported from the root uv.lock).
+FROM python:3.11-slim
+
+# Why `uv pip sync` and not `pip install --no-deps -r <lock>`: the lock exported by
+# `uv export` holds hashed registry pins AND editable local paths (-e ./shared, -e ./ml_features).
+# pip switches to hash-checking mode as soon as one requirement has a hash, then rejects
+# every editable: "The editable requirement file:///... cannot be installed when requiring
+# hashes, because there is no single file to hash" (checked with pip 23.2.1 and 26.3).
+# uv accepts the mix and still verifies every hash it is given (a changed hash fails the
+# build): the registry packages go first under --require-hashes (a cached layer while the
+# lock is unchanged), then the two editables.
+# --no-sources: the members declare `platform-shared = { workspace = true }`, which only
+# resolves inside the root uv workspace (not in this image); the lock pins -e ./shared.
+ARG UV_VERSION=0.13.9
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1 \
+    UV_NO_CACHE=1 \
+    PLATFORM_ROOT=/app \
+    DAGSTER_HOME=/opt/dagster/home \
+    MPLBACKEND=Agg
+
+RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
+    && python -m venv /opt/venv \
+    && groupadd --system --gid 10001 dagster \
+    && useradd --system --uid 10001 --gid dagster \
+        --home-dir /opt/dagster/home --no-create-home dagster
+
+WORKDIR /app
+
+# 1. Registry packages only, every one hash-checked, wheels only (the slim image has no compiler).
+COPY ml_features/requirements.lock ml_features/requirements.lock
+RUN grep -v '^-e ' ml_features/requirements.lock > /tmp/registry.lock \
+    && uv pip sync --require-hashes --no-build --python /opt/venv/bin/python /tmp/registry.lock \
+    && rm /tmp/registry.lock
+
+# 2. The shared library and this location, editable, exactly as the lock lists them.
+COPY shared/ shared/
+COPY ml_features/ ml_features/
+RUN uv pip sync --no-sources --python /opt/venv/bin/python ml_features/requirements.lock \
+    && uv pip check --python /opt/venv/bin/python
+
+# The instance: runs launched by the daemon execute in this container (DefaultRunLauncher
+# over gRPC). DAGSTER_PG_* come from the environment (.env, compose, a secret), never the image.
+# /data: the shared volume (DuckDB warehouse, demo source, models, alert log).
+# /opt/dagster/home/storage: compute logs, a volume shared with the webserver.
+COPY deploy/dagster.yaml /opt/dagster/home/dagster.yaml
+RUN mkdir -p /data /opt/dagster/home/storage \
+    && chown dagster:dagster /data /opt/dagster/home /opt/dagster/home/storage
+
+USER dagster
+EXPOSE 4002
+CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4002", \
+     "-m", "platform_ml.definitions", "--location-name", "ml_features"]
