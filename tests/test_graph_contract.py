@@ -41,8 +41,9 @@ def broken_check(platform, tmp_path_factory) -> subprocess.CompletedProcess:
     catalog["tables"].append({"source": "audit_log", "primary_key": "id"})
     (tmp / "catalog.yml").write_text(yaml.safe_dump(catalog))
     workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())
-    workspace["load_from"].append({"python_file": {
-        "relative_path": str(REPO / "tests" / "fixtures" / "rogue_location.py"), "location_name": "rogue"}})
+    for name in ("rogue", "broken"):
+        workspace["load_from"].append({"python_file": {
+            "relative_path": str(REPO / "tests" / "fixtures" / f"{name}_location.py"), "location_name": name}})
     (tmp / "workspace.yaml").write_text(yaml.safe_dump(workspace))
     return _tool("check_graph.py", "--workspace", str(tmp / "workspace.yaml"),
                  env={**platform.env, INGESTION_CATALOG: str(tmp / "catalog.yml")})
@@ -70,6 +71,11 @@ def test_duplicate_keys_and_owners_fail_the_check(broken_check):
     assert any(e.startswith("error: rogue/typo (rogue): owner team:marketing is not a known team")
                for e in errors), errors
     assert broken_check.stdout.splitlines()[-1].startswith(f"FAILED: {len(errors)} errors, 1 warnings")
+
+
+def test_a_location_that_fails_to_load_fails_the_check_naming_it(broken_check):
+    errors = _lines(broken_check, "error: ")
+    assert any(e.startswith("error: location broken failed to load:") and "a bad deploy" in e for e in errors), errors
 
 
 def test_a_catalog_table_nobody_reads_is_a_warning_only(broken_check):

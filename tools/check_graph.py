@@ -31,7 +31,7 @@ from webserver import REPO, webserver  # noqa: E402
 
 def problems(graph: Graph, catalog_tables: list[str]) -> tuple[list[str], list[str]]:
     """(errors, warnings) of the graph, each naming the key and the location."""
-    errors = [f"location {loc} failed to load: {msg.strip()}" for loc, msg in graph.load_errors.items()]
+    errors = [f"location {loc} failed to load: {' '.join(msg.split())[:600]}" for loc, msg in graph.load_errors.items()]
     defined = graph.definitions()
     for node in graph.nodes:
         if node.stub and node.key not in defined:

@@ -23,7 +23,7 @@ GRAPH_QUERY = """
       name
       locationOrLoadError {
         __typename
-        ... on PythonError { message }
+        ... on PythonError { message causes { message } }
         ... on RepositoryLocation { repositories { assetNodes {
           assetKey { path }
           dependencyKeys { path }
@@ -153,7 +153,9 @@ def fetch_graph(url: str) -> Graph:
     for entry in workspace["locationEntries"]:
         loaded = entry["locationOrLoadError"] or {"__typename": "PythonError", "message": "still loading"}
         if loaded["__typename"] != "RepositoryLocation":
-            graph.load_errors[entry["name"]] = loaded.get("message", loaded["__typename"])
+            # The root cause (the user's own exception) says more than Dagster's wrapper.
+            causes = [c["message"] for c in loaded.get("causes") or []]
+            graph.load_errors[entry["name"]] = (causes or [loaded.get("message", loaded["__typename"])])[-1]
             continue
         for repository in loaded["repositories"]:
             graph.nodes += [_node(raw, entry["name"]) for raw in repository["assetNodes"]]
