@@ -44,7 +44,8 @@ def postgres_admin_url() -> str:
 def postgres_database(postgres_admin_url):
     """A fresh, empty database; its URL. Dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart the server, which cuts the pooled connection.
+    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(sa.text(f'create database "{name}"'))
     yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)

@@ -38,6 +38,14 @@ def local_cluster_url(role: str = ROLE) -> str | None:
     return None
 
 
+def restart_local_cluster() -> None:
+    """Restart the machine's cluster (fast mode: every connection is cut), as a server
+    restart or failover does to its clients; back up when this returns."""
+    version, name = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True,
+                                   check=True).stdout.split()[:2]
+    subprocess.run(["pg_ctlcluster", version, name, "restart", "-m", "fast"], check=True, capture_output=True)
+
+
 def admin_url() -> str | None:
     """TEST_POSTGRES_URL when set, else the machine's cluster, else None."""
     return os.getenv("TEST_POSTGRES_URL") or local_cluster_url()
