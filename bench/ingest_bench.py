@@ -67,10 +67,10 @@ def _tables() -> list[str]:
 def _child_library(source: Path, workdir: Path) -> dict:
     from platform_ingestion.assets import ingest_table
     from platform_ingestion.loading import LoadRequest
-    from platform_shared import DuckDBWarehouse, load_catalog, load_settings
+    from platform_shared import Warehouse, load_catalog, load_settings
 
     catalog = load_catalog(load_settings().catalog_path)
-    warehouse = DuckDBWarehouse(path=str(workdir / "warehouse.duckdb"))
+    warehouse = Warehouse(path=str(workdir / "warehouse.duckdb"))
 
     def ingest_all(url: str) -> float:
         started = time.perf_counter()

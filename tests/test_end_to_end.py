@@ -24,8 +24,12 @@ def _frame(df: pd.DataFrame, pk: tuple[str, ...]) -> pd.DataFrame:
     return df.sort_values(list(pk)).reset_index(drop=True)
 
 
-def assert_raw_equals_source(source_url: str, warehouse, table: str) -> None:
-    """raw.<table> holds exactly the source's rows (personal-data columns compared hashed)."""
+def assert_raw_equals_source(source_url: str, warehouse, table: str, read=None) -> None:
+    """raw.<table> holds exactly the source's rows (personal-data columns compared hashed).
+
+    Args:
+        read: SQL -> DataFrame on the warehouse; by default the DuckDB file ``warehouse``.
+    """
     entry = load_catalog(load_settings().catalog_path).table(table)
     engine = sa.create_engine(source_url)
     with engine.connect() as conn:
@@ -33,8 +37,11 @@ def assert_raw_equals_source(source_url: str, warehouse, table: str) -> None:
     engine.dispose()
     hashing = pii_hasher(entry.columns.hash, "")
     source = hashing(pa.Table.from_pandas(source, preserve_index=False)).to_pandas()
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        raw = conn.execute(f'select * from raw."{table}"').df()
+    if read is None:
+        with duckdb.connect(str(warehouse), read_only=True) as conn:
+            raw = conn.execute(f'select * from raw."{table}"').df()
+    else:
+        raw = read(f'select * from raw."{table}"')
     assert len(raw) == len(source) > 0
     pd.testing.assert_frame_equal(
         _frame(raw, entry.primary_key), _frame(source, entry.primary_key), check_dtype=False

@@ -4,5 +4,6 @@
 {%- endmacro %}
 
 {% macro default__cents_to_dollars(column_name) -%}
-    ({{ column_name }} / 100)::numeric(16, 2)
+    {#- 100.0: an integer division would drop the cents on PostgreSQL. #}
+    cast({{ column_name }} / 100.0 as numeric(16, 2))
 {%- endmacro %}

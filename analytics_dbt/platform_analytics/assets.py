@@ -2,7 +2,7 @@
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
-from platform_shared import ANALYTICS_TEAM, WAREHOUSE_POOL, DuckDBWarehouse, table_metadata
+from platform_shared import ANALYTICS_TEAM, Warehouse, load_settings, table_metadata, warehouse_pool
 
 from .project import analytics_project
 from .translator import DASHBOARD_PREFIX, AnalyticsTranslator
@@ -13,10 +13,10 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         manifest=analytics_project.manifest_path,
         dagster_dbt_translator=AnalyticsTranslator(),
         project=analytics_project,
-        pool=WAREHOUSE_POOL,
+        pool=warehouse_pool(load_settings()),
     )
     def analytics_models(
-        context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBWarehouse
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse
     ):
         invocation = dbt.cli(["build"], context=context, raise_on_error=False)
         # Held back until dbt exits: DuckDB lets no other process read the file while dbt

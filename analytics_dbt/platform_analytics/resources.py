@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource
-from platform_shared import DuckDBWarehouse, Settings
+from platform_shared import Settings, build_warehouse
 
 from .project import analytics_project
 
@@ -19,5 +19,5 @@ def _dbt_executable() -> str:
 def build_resources(settings: Settings) -> dict:
     return {
         "dbt": DbtCliResource(project_dir=analytics_project, dbt_executable=_dbt_executable()),
-        "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
+        "warehouse": build_warehouse(settings),
     }

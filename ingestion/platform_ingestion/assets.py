@@ -5,13 +5,14 @@ from datetime import datetime, timedelta
 import dagster as dg
 from platform_shared import (
     RAW_SCHEMA,
-    WAREHOUSE_POOL,
     Catalog,
     CatalogTable,
-    DuckDBWarehouse,
+    Warehouse,
     PlatformError,
     raw_asset_key,
+    load_settings,
     table_metadata,
+    warehouse_pool,
 )
 from sqlalchemy.engine import make_url
 
@@ -64,7 +65,7 @@ def is_transient(error: BaseException) -> bool:
 
 
 def ingest_table(
-    table: CatalogTable, *, request: LoadRequest, warehouse: DuckDBWarehouse,
+    table: CatalogTable, *, request: LoadRequest, warehouse: Warehouse,
     source_url: str, pipelines_dir, hash_key: str,
 ) -> dict:
     """Extract, audit and publish one table; returns its metadata. No Dagster here."""
@@ -78,13 +79,14 @@ def ingest_table(
     wap.check_drift(table, drift, full_refresh=request.full_refresh)
     generation = (published or 0) + 1 if incremental else None
     result = load_to_stage(
-        table, source_url=source_url, warehouse_path=warehouse.path_obj,
+        table, source_url=source_url, warehouse=warehouse,
         pipelines_dir=pipelines_dir, request=request, hash_key=hash_key, generation=generation,
     )
     names = warehouse_column_names([*columns, *table.primary_key])
     key_columns = [names[c] for c in table.primary_key]
     with warehouse.connect() as conn:
-        configure_duckdb(conn)
+        if warehouse.is_duckdb:
+            configure_duckdb(conn)
         if table.load == "incremental":
             keys = source_keys(source_url, table, key_columns)
             deleted, source_rows = wap.reconcile_deletes(conn, table, keys)
@@ -123,8 +125,8 @@ def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
         key=raw_asset_key(table.warehouse_name),
         group_name=RAW_GROUP,
         owners=[table.owner],
-        kinds={"dlt", "duckdb"},
-        pool=WAREHOUSE_POOL,
+        kinds={"dlt", load_settings().warehouse},
+        pool=warehouse_pool(load_settings()),
         description=table.description or f"Source table {table.source}, loaded as is.",
         tags={"pii": "hashed"} if table.columns.hash else None,
         freshness_policy=dg.FreshnessPolicy.time_window(
@@ -142,7 +144,7 @@ def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
     def _asset(
         context: dg.AssetExecutionContext,
         config: LoadConfig,
-        warehouse: DuckDBWarehouse,
+        warehouse: Warehouse,
         source_db: SourceDatabase,
         dlt_state: DltState,
         pii: PiiHasher,

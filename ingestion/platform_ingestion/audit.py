@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import duckdb
 import pyarrow as pa
-from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, CatalogTable, PlatformError
+from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, CatalogTable, PlatformError, replace_table
+from platform_shared.warehouse import PostgresConnection
 
 from .loading import GENERATION_COLUMN, STAGE_SCHEMA
 
@@ -54,7 +54,7 @@ def _rel(schema: str, table: str) -> str:
     return f"{_quote(schema)}.{_quote(table)}"
 
 
-def _ensure_snapshot(conn: duckdb.DuckDBPyConnection) -> None:
+def _ensure_snapshot(conn) -> None:
     conn.execute(f"create schema if not exists {_quote(STAGE_SCHEMA)}")
     conn.execute(
         f"create table if not exists {SNAPSHOT_TABLE} "
@@ -63,7 +63,7 @@ def _ensure_snapshot(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute(f"create table if not exists {PUBLISHED_TABLE} (table_name varchar, generation bigint)")
 
 
-def published_generation(conn: duckdb.DuckDBPyConnection, table: CatalogTable) -> int | None:
+def published_generation(conn, table: CatalogTable) -> int | None:
     """The generation up to which the table's staged rows are published (None: unknown)."""
     _ensure_snapshot(conn)
     row = conn.execute(
@@ -72,7 +72,7 @@ def published_generation(conn: duckdb.DuckDBPyConnection, table: CatalogTable) -
     return row[0]
 
 
-def detect_drift(conn: duckdb.DuckDBPyConnection, table: CatalogTable, columns: dict[str, str]) -> Drift:
+def detect_drift(conn, table: CatalogTable, columns: dict[str, str]) -> Drift:
     """Compare the source's columns now with those of the last published load."""
     _ensure_snapshot(conn)
     before = dict(conn.execute(
@@ -105,7 +105,7 @@ def check_drift(table: CatalogTable, drift: Drift, *, full_refresh: bool) -> Non
 
 
 def reconcile_deletes(
-    conn: duckdb.DuckDBPyConnection, table: CatalogTable, keys: pa.RecordBatchReader
+    conn, table: CatalogTable, keys: pa.RecordBatchReader
 ) -> tuple[int, int]:
     """Delete staged rows whose key is gone from the source; returns how many, and how
     many keys the source has.
@@ -116,22 +116,29 @@ def reconcile_deletes(
     """
     stage = _rel(STAGE_SCHEMA, table.warehouse_name)
     columns = keys.schema.names
+    conn.execute("drop table if exists _source_keys").fetchall()
     conn.execute(
-        f"create or replace temp table _source_keys as select "
+        f"create temp table _source_keys as select "
         f"{', '.join(_quote(c) for c in columns)} from {stage} limit 0"
-    )
-    conn.register("_source_keys_stream", keys)
+    ).fetchall()
     try:
-        (source_rows,) = conn.execute(
-            "insert into _source_keys select * from _source_keys_stream"
-        ).fetchall()[0]
+        if isinstance(conn, PostgresConnection):
+            source_rows = conn.copy_arrow("_source_keys", keys)
+            conn.execute("analyze _source_keys").fetchall()
+        else:
+            conn.register("_source_keys_stream", keys)
+            try:
+                (source_rows,) = conn.execute(
+                    "insert into _source_keys select * from _source_keys_stream"
+                ).fetchall()[0]
+            finally:
+                conn.unregister("_source_keys_stream")
         match = " and ".join(f"k.{_quote(c)} = s.{_quote(c)}" for c in columns)
         (deleted,) = conn.execute(
             f"delete from {stage} as s where not exists (select 1 from _source_keys as k where {match})"
         ).fetchall()[0]
     finally:
-        conn.unregister("_source_keys_stream")
-        conn.execute("drop table if exists _source_keys")
+        conn.execute("drop table if exists _source_keys").fetchall()
     return deleted, source_rows
 
 
@@ -141,7 +148,7 @@ def _current(table: CatalogTable) -> str:
     return f"select * from {_rel(STAGE_SCHEMA, table.warehouse_name)}{where}"
 
 
-def has_generation(conn: duckdb.DuckDBPyConnection, table: CatalogTable) -> bool:
+def has_generation(conn, table: CatalogTable) -> bool:
     """Whether the staged rows carry their generation (an empty extract adds no column)."""
     return any(c == GENERATION_COLUMN for c, _ in _columns(conn, STAGE_SCHEMA, table.warehouse_name))
 
@@ -153,7 +160,7 @@ def _newer(table: CatalogTable, since: int) -> str:
 
 
 def audit(
-    conn: duckdb.DuckDBPyConnection, table: CatalogTable, *, source_rows: int, key_columns: list[str],
+    conn, table: CatalogTable, *, source_rows: int, key_columns: list[str],
     since: int | None = None,
 ) -> int:
     """Audit the staged table; returns its row count.
@@ -168,21 +175,21 @@ def audit(
         AuditFailed: naming the table and every audit that failed.
     """
     current = _current(table)
-    (rows,) = conn.execute(f"select count(*) from ({current})").fetchall()[0]
+    (rows,) = conn.execute(f"select count(*) from ({current}) as c").fetchall()[0]
     failures = []
     if rows != source_rows:
         failures.append(f"row count {rows} in the staged load, {source_rows} in the source")
     if key_columns:
         keys = ", ".join(_quote(c) for c in key_columns)
         nulls = " or ".join(f"{_quote(c)} is null" for c in key_columns)
-        (null_keys,) = conn.execute(f"select count(*) from ({current}) where {nulls}").fetchall()[0]
-        checked = f"({current})"
+        (null_keys,) = conn.execute(f"select count(*) from ({current}) as c where {nulls}").fetchall()[0]
+        checked = f"({current}) as c"
         if since is not None:
             match = " and ".join(f"n.{_quote(c)} = c.{_quote(c)}" for c in key_columns)
             newer = _newer(table, since)
             checked = f"({current}) as c where exists (select 1 from ({newer}) as n where {match})"
         (dupes,) = conn.execute(
-            f"select count(*) from (select {keys} from {checked} group by all having count(*) > 1)"
+            f"select count(*) from (select {keys} from {checked} group by {keys} having count(*) > 1) as d"
         ).fetchall()[0]
         if null_keys:
             failures.append(f"{null_keys} row(s) with a null primary key ({keys})")
@@ -197,19 +204,19 @@ def audit(
     return rows
 
 
-def _columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[tuple[str, str]]:
+def _columns(conn, schema: str, table: str) -> list[tuple[str, str]]:
     return conn.execute(
         "select column_name, data_type from information_schema.columns where table_schema = ? "
         "and table_name = ? order by ordinal_position", [schema, table],
     ).fetchall()
 
 
-def _count(conn: duckdb.DuckDBPyConnection, relation: str) -> int:
-    return conn.execute(f"select count(*) from {relation}").fetchall()[0][0]
+def _count(conn, relation: str) -> int:
+    return conn.execute(f"select count(*) from {relation} as t").fetchall()[0][0]
 
 
 def _publish_changes(
-    conn: duckdb.DuckDBPyConnection, table: CatalogTable, select: str, key_columns: list[str], since: int
+    conn, table: CatalogTable, select: str, key_columns: list[str], since: int
 ) -> bool:
     """Bring ``raw`` from the staged rows of generation ``since`` up to all staged rows:
     replace the rows whose key was loaded since, drop those whose key left the stage.
@@ -229,12 +236,12 @@ def _publish_changes(
         conn.execute(
             f"delete from {raw} as r where not exists (select 1 from {stage} as s where {match})"
         ).fetchall()
-    conn.execute(f"insert into {raw} ({select}) select {select} from ({newer})").fetchall()
+    conn.execute(f"insert into {raw} ({select}) select {select} from ({newer}) as n").fetchall()
     return _count(conn, raw) == _count(conn, stage)
 
 
 def publish(
-    conn: duckdb.DuckDBPyConnection, table: CatalogTable, columns: dict[str, str], *,
+    conn, table: CatalogTable, columns: dict[str, str], *,
     key_columns: list[str] = (), since: int | None = None, generation: int | None = None,
 ) -> None:
     """Swap the audited copy into ``raw`` and record its source schema, atomically.
@@ -257,15 +264,10 @@ def publish(
     try:
         conn.execute(f"create schema if not exists {_quote(RAW_SCHEMA)}")
         if not (incremental and _publish_changes(conn, table, select, list(key_columns), since)):
-            conn.execute(
-                f"create or replace table {_rel(RAW_SCHEMA, table.warehouse_name)} as "
-                f"select {select} from ({_current(table)})"
-            )
+            replace_table(conn, RAW_SCHEMA, table.warehouse_name, f"select {select} from ({_current(table)}) as c")
         if table.history == "scd2":
-            conn.execute(
-                f"create or replace table {_rel(RAW_SCHEMA, table.warehouse_name + HISTORY_SUFFIX)} as "
-                f"select {select}, _dlt_valid_from as valid_from, _dlt_valid_to as valid_to from {stage}"
-            )
+            replace_table(conn, RAW_SCHEMA, table.warehouse_name + HISTORY_SUFFIX,
+                          f"select {select}, _dlt_valid_from as valid_from, _dlt_valid_to as valid_to from {stage}")
         conn.execute(f"delete from {PUBLISHED_TABLE} where table_name = ?", [table.warehouse_name])
         if generation is not None:
             conn.execute(f"insert into {PUBLISHED_TABLE} values (?, ?)", [table.warehouse_name, generation])

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.sources.sql_database import sql_table
-from platform_shared import CatalogTable, PlatformError
+from platform_shared import CatalogTable, PlatformError, Warehouse
 from sqlalchemy.engine import make_url
 
 Backend = Literal["connectorx", "pyarrow"]
@@ -215,13 +215,16 @@ def configure_duckdb(conn) -> None:
         conn.execute(f"set {name} = {value!r}" if isinstance(value, str) else f"set {name} = {value}")
 
 
-def build_pipeline(table: CatalogTable, *, warehouse_path: Path, pipelines_dir: Path) -> dlt.Pipeline:
+def build_pipeline(table: CatalogTable, *, warehouse: Warehouse, pipelines_dir: Path) -> dlt.Pipeline:
+    if warehouse.is_duckdb:
+        destination = dlt.destinations.duckdb(DuckDbCredentials(warehouse.path, global_config=dict(DUCKDB_CONFIG)))
+    else:
+        url = make_url(warehouse.url)
+        destination = dlt.destinations.postgres(url.set(drivername="postgresql").render_as_string(hide_password=False))
     return dlt.pipeline(
         pipeline_name=f"raw_{table.warehouse_name}",
         pipelines_dir=str(pipelines_dir),
-        destination=dlt.destinations.duckdb(
-            DuckDbCredentials(str(warehouse_path), global_config=dict(DUCKDB_CONFIG))
-        ),
+        destination=destination,
         dataset_name=STAGE_SCHEMA,
     )
 
@@ -314,7 +317,7 @@ def load_to_stage(
     table: CatalogTable,
     *,
     source_url: str,
-    warehouse_path: Path,
+    warehouse: Warehouse,
     pipelines_dir: Path,
     request: LoadRequest = LoadRequest(),
     hash_key: str = "",
@@ -325,13 +328,16 @@ def load_to_stage(
     Args:
         table: the catalog entry.
         source_url: SQLAlchemy URL of the application database (read only).
-        warehouse_path: the DuckDB file.
+        warehouse: the warehouse (a DuckDB file or a PostgreSQL server).
         pipelines_dir: where dlt keeps this table's pipeline state (its cursor).
         request: a backfill window or a full refresh, if asked for.
         hash_key: the key of the HMAC that hashes personal-data columns.
         generation: marks the staged rows (``GENERATION_COLUMN``) of an incremental table.
     """
-    pipeline = build_pipeline(table, warehouse_path=warehouse_path, pipelines_dir=pipelines_dir)
+    pipeline = build_pipeline(table, warehouse=warehouse, pipelines_dir=pipelines_dir)
+    # Arrow batches reach PostgreSQL as CSV through COPY; its default, INSERT statements,
+    # is many times slower.
+    file_format = None if warehouse.is_duckdb else "csv"
     started = time.perf_counter()
     for replace_invalid_utf8 in (False, True):
         resource, backend = build_resource(
@@ -342,7 +348,8 @@ def load_to_stage(
         # run, ignoring the new extract: start every run clean.
         pipeline.abort_packages()
         try:
-            info = pipeline.run(resource, refresh="drop_resources" if request.full_refresh else None)
+            info = pipeline.run(resource, refresh="drop_resources" if request.full_refresh else None,
+                                loader_file_format=file_format)
             break
         except BaseException as exc:
             # Invalid UTF-8 in a SQLite text column: connectorx panics (pyo3's PanicException,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from platform_shared import DuckDBWarehouse, Settings
+from platform_shared import Settings, build_warehouse
 from platform_shared.settings import PII_HASH_KEY, SOURCE_DATABASE_URL
 from sqlalchemy.engine import make_url
 
@@ -37,7 +37,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     # shows the variable's name and never the secret.
     url = settings.source_database_url
     return {
-        "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
+        "warehouse": build_warehouse(settings),
         "source_db": SourceDatabase(url=dg.EnvVar(SOURCE_DATABASE_URL) if make_url(url).password else url),
         "dlt_state": DltState(pipelines_dir=str(settings.warehouse_path.parent / "dlt_pipelines")),
         "pii": PiiHasher(key=dg.EnvVar(PII_HASH_KEY) if settings.pii_hash_key_set else ""),

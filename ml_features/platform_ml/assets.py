@@ -14,7 +14,15 @@ from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
-from platform_shared import ML_TEAM, WAREHOUSE_POOL, DuckDBWarehouse, raw_asset_key, table_metadata
+from platform_shared import (
+    ML_TEAM,
+    Warehouse,
+    load_settings,
+    raw_asset_key,
+    table_metadata,
+    warehouse_pool,
+    write_dataframe,
+)
 from platform_shared.automation import on_cron, on_upstream_update
 
 from .features import (
@@ -54,25 +62,25 @@ def _asset(key: dg.AssetKey, deps: list, kinds: set[str], description: str, **kw
     """The settings every ML asset shares: group, owner, the warehouse pool, updating when
     upstream updated, and a daily freshness deadline."""
     return dg.asset(key=key, deps=deps, group_name=GROUP, owners=[ML_TEAM], kinds=kinds,
-                    description=description, **{"pool": WAREHOUSE_POOL,
+                    description=description, **{"pool": warehouse_pool(load_settings()),
                                                  "automation_condition": on_upstream_update(),
                                                  "freshness_policy": DAILY_FRESHNESS, **kwargs})
 
 
-def _read(warehouse: DuckDBWarehouse, sql: str) -> pd.DataFrame:
+def _read(warehouse: Warehouse, sql: str) -> pd.DataFrame:
     with warehouse.connect(read_only=True) as conn:
         return conn.execute(sql).df()
 
 
-def _features(warehouse: DuckDBWarehouse) -> pd.DataFrame:
+def _features(warehouse: Warehouse) -> pd.DataFrame:
     return _read(warehouse, f"select * from {FEATURES_SCHEMA}.{FEATURE_TABLE}")
 
 
-@_asset(FEATURES_KEY, [raw_asset_key(t) for t in RAW_INPUTS], {"duckdb", "table"},
+@_asset(FEATURES_KEY, [raw_asset_key(t) for t in RAW_INPUTS], {load_settings().warehouse, "table"},
         "Recency, frequency, spend, basket, refunds, sessions, tenure and country per "
         "customer as of monthly cut-offs (point in time), with the 60-day churn label.",
         automation_condition=on_cron(RETRAIN_CRON))
-def customer_features(context: dg.AssetExecutionContext, warehouse: DuckDBWarehouse) -> dg.MaterializeResult:
+def customer_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     with warehouse.connect() as conn:
         cutoffs = snapshot_dates(last_event_time(conn))
         point_in_time = has_customer_history(conn)
@@ -88,9 +96,9 @@ def customer_features(context: dg.AssetExecutionContext, warehouse: DuckDBWareho
     })
 
 
-@dg.asset_check(asset=FEATURES_KEY, blocking=True, pool=WAREHOUSE_POOL,
+@dg.asset_check(asset=FEATURES_KEY, blocking=True, pool=warehouse_pool(load_settings()),
                 description="No nulls, values in range, one row per customer and cut-off.")
-def features_are_valid(warehouse: DuckDBWarehouse) -> dg.AssetCheckResult:
+def features_are_valid(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.connect(read_only=True) as conn:
         problems = feature_problems(conn)
     return dg.AssetCheckResult(
@@ -112,7 +120,7 @@ class TrainConfig(dg.Config):
         "Churn in the next 60 days: gradient-boosted trees trained on earlier snapshots "
         "(time split); each training saves a new versioned joblib artifact.",
         automation_condition=on_cron(RETRAIN_CRON))
-def churn_model(config: TrainConfig, warehouse: DuckDBWarehouse, model_store: ModelStore) -> dg.MaterializeResult:
+def churn_model(config: TrainConfig, warehouse: Warehouse, model_store: ModelStore) -> dg.MaterializeResult:
     unknown = sorted(set(config.features) - set(FEATURE_COLUMNS))
     if unknown:
         raise ValueError(f"Unknown feature(s) {unknown}: choose from {FEATURE_COLUMNS}.")
@@ -145,7 +153,7 @@ def churn_model(config: TrainConfig, warehouse: DuckDBWarehouse, model_store: Mo
         check_specs=[dg.AssetCheckSpec("beats_baseline", asset=EVALUATION_KEY, blocking=True,
                                        description=f"ROC AUC at least {0.5 + BASELINE_MARGIN} and a Brier score "
                                        "below the constant baseline's.")])
-def churn_model_evaluation(warehouse: DuckDBWarehouse, model_store: ModelStore):
+def churn_model_evaluation(warehouse: Warehouse, model_store: ModelStore):
     version = model_store.newest(MODEL)
     test = time_split(_features(warehouse)).test
     fitted = model_store.load(MODEL, version)
@@ -215,12 +223,12 @@ def churn_model_champion(context: dg.AssetExecutionContext, model_store: ModelSt
     })
 
 
-@_asset(SCORES_KEY, [FEATURES_KEY, CHAMPION_KEY], {"duckdb", "table"},
+@_asset(SCORES_KEY, [FEATURES_KEY, CHAMPION_KEY], {load_settings().warehouse, "table"},
         "Churn probability for every current customer from the champion model, for the "
         "analytics team (ml.customer_churn_scores).",
         check_specs=[dg.AssetCheckSpec("scores_valid", asset=SCORES_KEY, blocking=True,
                                        description="Probabilities in [0, 1], one row per customer.")])
-def customer_churn_scores(warehouse: DuckDBWarehouse, model_store: ModelStore):
+def customer_churn_scores(warehouse: Warehouse, model_store: ModelStore):
     champion = model_store.champion(MODEL)
     if champion is None:
         raise FileNotFoundError(f"No champion in {model_store.folder(MODEL)}: materialize the champion first.")
@@ -231,12 +239,9 @@ def customer_churn_scores(warehouse: DuckDBWarehouse, model_store: ModelStore):
         "churn_probability": predict(model_store.load(MODEL, champion), current),
         "model_version": champion,
     })
+    scores["scored_at"] = pd.Timestamp.now("UTC").tz_localize(None)
     with warehouse.connect() as conn:
-        conn.execute(f"create schema if not exists {ML_SCHEMA}")
-        conn.register("scores", scores)
-        conn.execute(f"create or replace table {ML_SCHEMA}.customer_churn_scores as "
-                     "select *, now()::timestamp as scored_at from scores")
-        conn.unregister("scores")
+        write_dataframe(conn, ML_SCHEMA, "customer_churn_scores", scores)
         (bad, dupes) = conn.execute(
             f"select count(*) filter (where churn_probability is null or churn_probability not between 0 and 1), "
             f"count(*) - count(distinct customer_id) from {ML_SCHEMA}.customer_churn_scores"
@@ -250,12 +255,12 @@ def customer_churn_scores(warehouse: DuckDBWarehouse, model_store: ModelStore):
     )
 
 
-@_asset(DRIFT_KEY, [FEATURES_KEY, CHAMPION_KEY], {"duckdb", "table"},
+@_asset(DRIFT_KEY, [FEATURES_KEY, CHAMPION_KEY], {load_settings().warehouse, "table"},
         "Population stability index of each feature: today's customers against the "
         "champion's training data (ml.feature_drift).",
         check_specs=[dg.AssetCheckSpec("drift_under_threshold", asset=DRIFT_KEY,
                                        description=f"Every feature's PSI under {PSI_ALERT}.")])
-def feature_drift(warehouse: DuckDBWarehouse, model_store: ModelStore):
+def feature_drift(warehouse: Warehouse, model_store: ModelStore):
     champion = model_store.champion(MODEL)
     if champion is None:
         raise FileNotFoundError(f"No champion in {model_store.folder(MODEL)}: materialize the champion first.")
@@ -263,10 +268,7 @@ def feature_drift(warehouse: DuckDBWarehouse, model_store: ModelStore):
     values = psi(profile, time_split(_features(warehouse)).score)
     drift = pd.DataFrame({"feature": list(values), "psi": list(values.values()), "model_version": champion})
     with warehouse.connect() as conn:
-        conn.execute(f"create schema if not exists {ML_SCHEMA}")
-        conn.register("drift", drift)
-        conn.execute(f"create or replace table {ML_SCHEMA}.feature_drift as select * from drift")
-        conn.unregister("drift")
+        write_dataframe(conn, ML_SCHEMA, "feature_drift", drift)
     drifted = {f: v for f, v in values.items() if v >= PSI_ALERT}
     yield dg.MaterializeResult(metadata={
         "model_version": champion,

@@ -16,8 +16,7 @@ is not over yet.
 
 from datetime import datetime, timedelta
 
-import duckdb
-from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA
+from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, replace_table
 
 FEATURES_SCHEMA = "features"
 FEATURE_TABLE = "customer_features"
@@ -58,12 +57,13 @@ _CUSTOMER_VERSIONS = {
     """,
 }
 
+# The SQL runs on DuckDB and on PostgreSQL alike: day counts as date differences,
+# intervals as strings, explicit casts where integer division would differ.
 _FEATURES_SQL = f"""
-create or replace table {FEATURES_SCHEMA}.{FEATURE_TABLE} as
 with
 
 cutoffs as (
-    select unnest($cutoffs::timestamp[]) as as_of
+    select cast(v.as_of as timestamp) as as_of from (values {{cutoffs}}) as v(as_of)
 ),
 
 customer_versions as ({{customer_versions}}),
@@ -102,8 +102,8 @@ order_stats as (
         c.as_of,
         o.customer_id,
         count(*) as frequency,
-        date_diff('day', max(o.created_at), c.as_of) as recency_days,
-        sum(o.total_cents) / 100.0 as monetary
+        cast(c.as_of as date) - cast(max(o.created_at) as date) as recency_days,
+        cast(sum(o.total_cents) as double precision) / 100 as monetary
     from cutoffs as c
     join orders as o on o.created_at < c.as_of
     group by c.as_of, o.customer_id
@@ -131,7 +131,7 @@ session_stats as (
         count(*) filter (where s.funnel_step in ('cart', 'checkout', 'purchase')) as cart_sessions_30d
     from cutoffs as c
     join sessions as s
-        on s.started_at < c.as_of and s.started_at >= c.as_of - interval 30 day
+        on s.started_at < c.as_of and s.started_at >= c.as_of - interval '30 days'
     group by 1, 2
 ),
 
@@ -140,32 +140,32 @@ future_orders as (
     from cutoffs as c
     join orders as o
         on o.created_at >= c.as_of
-        and o.created_at < c.as_of + interval {CHURN_WINDOW_DAYS} day
+        and o.created_at < c.as_of + interval '{CHURN_WINDOW_DAYS} days'
     group by 1, 2
 ),
 
 horizon as (
-    select date_trunc('day', max(created_at)) + interval 1 day as last_seen from orders
+    select date_trunc('day', max(created_at)) + interval '1 day' as last_seen from orders
 ),
 
 final as (
     select
         cu.as_of,
         cu.customer_id,
-        date_diff('day', cu.created_at, cu.as_of) as tenure_days,
+        cast(cu.as_of as date) - cast(cu.created_at as date) as tenure_days,
         os.frequency,
         os.recency_days,
         os.monetary,
         os.monetary / os.frequency as avg_order_value,
-        coalesce(its.units, 0) / os.frequency as items_per_order,
+        cast(coalesce(its.units, 0) as double precision) / os.frequency as items_per_order,
         coalesce(its.products, 0) as distinct_products,
-        least(coalesce(rs.refunds, 0) / os.frequency, 1.0) as refund_rate,
+        least(cast(coalesce(rs.refunds, 0) as double precision) / os.frequency, 1.0) as refund_rate,
         coalesce(ss.sessions_30d, 0) as sessions_30d,
         coalesce(ss.cart_sessions_30d, 0) as cart_sessions_30d,
         cu.country,
         cu.signup_channel,
         case
-            when cu.as_of + interval {CHURN_WINDOW_DAYS} day > h.last_seen then null
+            when cu.as_of + interval '{CHURN_WINDOW_DAYS} days' > h.last_seen then null
             else coalesce(fo.orders_next, 0) = 0
         end as churned
     from customers_as_of as cu
@@ -196,7 +196,7 @@ def snapshot_dates(last_event: datetime) -> list[datetime]:
     return [today, test, *train]
 
 
-def has_customer_history(conn: duckdb.DuckDBPyConnection) -> bool:
+def has_customer_history(conn) -> bool:
     (n,) = conn.execute(
         "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
         [RAW_SCHEMA, f"customers{HISTORY_SUFFIX}"],
@@ -204,15 +204,16 @@ def has_customer_history(conn: duckdb.DuckDBPyConnection) -> bool:
     return n == 1
 
 
-def build_features(conn: duckdb.DuckDBPyConnection, cutoffs: list[datetime]) -> int:
+def build_features(conn, cutoffs: list[datetime]) -> int:
     """(Re)build the feature table for the given cut-offs; returns its row count."""
-    conn.execute(f"create schema if not exists {FEATURES_SCHEMA}")
-    sql = _FEATURES_SQL.replace("{customer_versions}", _CUSTOMER_VERSIONS[has_customer_history(conn)])
-    conn.execute(sql, {"cutoffs": cutoffs})
+    conn.execute(f"create schema if not exists {FEATURES_SCHEMA}").fetchall()
+    sql = (_FEATURES_SQL.replace("{customer_versions}", _CUSTOMER_VERSIONS[has_customer_history(conn)])
+           .replace("{cutoffs}", ", ".join(f"('{c.isoformat(sep=' ')}')" for c in cutoffs)))
+    replace_table(conn, FEATURES_SCHEMA, FEATURE_TABLE, sql)
     return conn.execute(f"select count(*) from {FEATURES_SCHEMA}.{FEATURE_TABLE}").fetchall()[0][0]
 
 
-def last_event_time(conn: duckdb.DuckDBPyConnection) -> datetime:
+def last_event_time(conn) -> datetime:
     return conn.execute(f"select max(created_at) from {RAW_SCHEMA}.orders").fetchall()[0][0]
 
 
@@ -229,7 +230,7 @@ FEATURE_RULES = [
 ]
 
 
-def feature_problems(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def feature_problems(conn) -> dict[str, int]:
     """Rows breaking each rule in the feature table (only the rules with offenders), plus
     duplicate (as_of, customer_id) pairs."""
     table = f"{FEATURES_SCHEMA}.{FEATURE_TABLE}"
@@ -239,7 +240,8 @@ def feature_problems(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     ).fetchall()[0]
     problems = {name: n for (_, name), n in zip(FEATURE_RULES, counts) if n}
     (dupes,) = conn.execute(
-        f"select count(*) from (select as_of, customer_id from {table} group by all having count(*) > 1)"
+        f"select count(*) from (select as_of, customer_id from {table} group by as_of, customer_id "
+        "having count(*) > 1) as d"
     ).fetchall()[0]
     if dupes:
         problems["duplicate (as_of, customer_id)"] = dupes

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import joblib
-from platform_shared import DuckDBWarehouse, Settings
+from platform_shared import Settings, build_warehouse
 
 CHAMPION_FILE = "champion.json"
 
@@ -74,6 +74,6 @@ class ModelStore(dg.ConfigurableResource):
 
 def build_resources(settings: Settings) -> dict:
     return {
-        "warehouse": DuckDBWarehouse(path=str(settings.warehouse_path)),
+        "warehouse": build_warehouse(settings),
         "model_store": ModelStore(model_dir=str(settings.model_dir)),
     }

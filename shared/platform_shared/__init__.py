@@ -14,10 +14,13 @@ from .keys import ML_TEAM as ML_TEAM
 from .keys import PLATFORM_TEAM as PLATFORM_TEAM
 from .keys import RAW_SCHEMA as RAW_SCHEMA
 from .keys import TEAMS as TEAMS
-from .keys import WAREHOUSE_POOL as WAREHOUSE_POOL
 from .keys import raw_asset_key as raw_asset_key
 from .settings import Settings as Settings
 from .settings import load_settings as load_settings
 from .warehouse import RUN_EXECUTOR as RUN_EXECUTOR
-from .warehouse import DuckDBWarehouse as DuckDBWarehouse
+from .warehouse import Warehouse as Warehouse
+from .warehouse import build_warehouse as build_warehouse
+from .warehouse import replace_table as replace_table
+from .warehouse import warehouse_pool as warehouse_pool
+from .warehouse import write_dataframe as write_dataframe
 from .warehouse import table_metadata as table_metadata

@@ -18,10 +18,6 @@ RAW_SCHEMA = RAW_PREFIX
 # raw.<warehouse name>_history (columns valid_from / valid_to), part of the same asset.
 HISTORY_SUFFIX = "_history"
 
-# The one concurrency pool that every asset touching the DuckDB file takes:
-# DuckDB allows one writing process, and readers in other processes fail meanwhile.
-WAREHOUSE_POOL = "warehouse"
-
 # Teams, as Dagster owners. CODEOWNERS maps the location folders to the same teams.
 PLATFORM_TEAM = "team:platform"
 ANALYTICS_TEAM = "team:analytics"

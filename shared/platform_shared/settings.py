@@ -17,6 +17,12 @@ from sqlalchemy.engine import make_url
 PLATFORM_ROOT = "PLATFORM_ROOT"
 SOURCE_DATABASE_URL = "SOURCE_DATABASE_URL"
 WAREHOUSE_PATH = "WAREHOUSE_PATH"
+# Which warehouse: "duckdb" (the file at WAREHOUSE_PATH, the default) or "postgres" (the
+# server at WAREHOUSE_URL, for locations deployed on separate hosts).
+WAREHOUSE = "WAREHOUSE"
+WAREHOUSE_URL = "WAREHOUSE_URL"
+# Steps that may use a server warehouse at once, all locations together (its pool's limit).
+WAREHOUSE_CONCURRENCY = "WAREHOUSE_CONCURRENCY"
 INGESTION_CATALOG = "INGESTION_CATALOG"
 MODEL_DIR = "MODEL_DIR"
 DAGSTER_HOME = "DAGSTER_HOME"
@@ -39,7 +45,9 @@ _DEFAULT_ROOT = Path(__file__).resolve().parents[2]
 class Settings:
     root: Path
     source_database_url: str
+    warehouse: str
     warehouse_path: Path
+    warehouse_url: str | None
     catalog_path: Path
     model_dir: Path
     dagster_home: Path
@@ -73,12 +81,20 @@ def load_settings() -> Settings:
         'warehouse.duckdb'
     """
     root = Path(os.getenv(PLATFORM_ROOT, str(_DEFAULT_ROOT))).resolve()
+    warehouse = os.getenv(WAREHOUSE, "duckdb")
+    if warehouse not in ("duckdb", "postgres"):
+        raise ValueError(f"{WAREHOUSE}={warehouse!r}: expected duckdb or postgres")
+    warehouse_url = os.getenv(WAREHOUSE_URL) or None
+    if warehouse == "postgres" and not warehouse_url:
+        raise ValueError(f"{WAREHOUSE}=postgres needs {WAREHOUSE_URL}=postgresql://user:password@host:port/db")
     return Settings(
         root=root,
         source_database_url=absolute_database_url(
             os.getenv(SOURCE_DATABASE_URL, "sqlite:///data/app.db"), root
         ),
+        warehouse=warehouse,
         warehouse_path=_absolute(os.getenv(WAREHOUSE_PATH, "data/warehouse.duckdb"), root),
+        warehouse_url=warehouse_url,
         catalog_path=_absolute(os.getenv(INGESTION_CATALOG, "ingestion/catalog.yml"), root),
         model_dir=_absolute(os.getenv(MODEL_DIR, "data/models"), root),
         dagster_home=_absolute(os.getenv(DAGSTER_HOME, ".dagster"), root),

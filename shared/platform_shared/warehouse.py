@@ -1,43 +1,160 @@
-"""The DuckDB warehouse as a Dagster resource, and the table metadata every location records."""
+"""The warehouse as a Dagster resource (a DuckDB file, or a PostgreSQL server), and the
+table metadata every location records."""
 
 from __future__ import annotations
 
+import io
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 
 from .errors import WarehouseError
+from .settings import WAREHOUSE_URL, Settings
 
-
-# The executor of every location's runs. Every asset takes the one `warehouse` pool, so the
-# steps of a run never run in parallel anyway, and a subprocess per step (Dagster's default)
-# costs about 6 s on these machines: steps run in the run's own process.
+# The executor of every location's runs. With DuckDB every asset takes the one
+# `warehouse` pool, so the steps of a run never run in parallel anyway, and a subprocess
+# per step (Dagster's default) costs about 6 s on these machines: steps run in the run's
+# own process.
 RUN_EXECUTOR = dg.in_process_executor
 
+# The pool of every asset that reads or writes the warehouse, in every location. DuckDB:
+# one process at a time (limit 1, `default_limit` in dagster.yaml): it allows one writer,
+# and readers in other processes fail meanwhile. A server warehouse takes as many steps
+# at once as WAREHOUSE_CONCURRENCY (`make instance` sets the limit of its pool).
+DUCKDB_POOL = "warehouse"
+SERVER_POOL = "warehouse_server"
 
-class DuckDBWarehouse(dg.ConfigurableResource):
-    """The warehouse file. Every asset that opens it must take the ``warehouse`` pool.
+
+def warehouse_pool(settings: Settings) -> str:
+    return SERVER_POOL if settings.warehouse == "postgres" else DUCKDB_POOL
+
+
+class PostgresConnection:
+    """A PostgreSQL connection with the part of DuckDB's Python API the platform uses.
+
+    Written by hand because the SQL of ingestion's write-audit-publish and of the ML
+    features runs on either warehouse: ``execute(sql, params)`` with ``?`` placeholders
+    returns something to ``fetchall()``; a statement without result rows (insert,
+    delete) fetches ``[(rows affected,)]``, as in DuckDB. Autocommit, as DuckDB: a
+    transaction is an explicit ``begin`` ... ``commit``."""
+
+    def __init__(self, url: str):
+        import psycopg2
+
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        try:
+            self._conn = psycopg2.connect(
+                host=parsed.host, port=parsed.port or 5432, user=parsed.username, password=parsed.password,
+                dbname=parsed.database, options="-c timezone=UTC", connect_timeout=30,
+            )
+        except psycopg2.Error as e:
+            raise WarehouseError(
+                f"Cannot connect to the warehouse {parsed.render_as_string(hide_password=True)}: "
+                f"{str(e).strip()}. Check {WAREHOUSE_URL}."
+            ) from e
+        self._conn.autocommit = True
+        self.url = parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+
+    def execute(self, sql: str, params=None) -> _Result:
+        cursor = self._conn.cursor()
+        cursor.execute(_pg_params(sql) if params is not None else sql, params)
+        return _Result(cursor)
+
+    def executemany(self, sql: str, rows) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_pg_params(sql), list(rows))
+
+    def copy_arrow(self, relation: str, batches) -> int:
+        """Append a stream of Arrow batches to ``relation`` with COPY; returns the rows."""
+        import pyarrow.csv as pa_csv
+
+        rows = 0
+        with self._conn.cursor() as cursor:
+            for batch in batches:
+                buffer = io.BytesIO()
+                pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
+                buffer.seek(0)
+                cursor.copy_expert(f"copy {relation} from stdin with (format csv)", buffer)
+                rows += batch.num_rows
+        return rows
+
+    def write_dataframe(self, schema: str, table: str, frame) -> None:
+        """Replace ``schema.table`` with a pandas DataFrame (pandas' own ``to_sql``)."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url)
+        try:
+            frame.to_sql(table, engine, schema=schema, if_exists="replace", index=False, chunksize=10_000)
+        finally:
+            engine.dispose()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _Result:
+    def __init__(self, cursor):
+        self._cursor = cursor
+
+    def fetchall(self) -> list[tuple]:
+        try:
+            if self._cursor.description is None:
+                return [(self._cursor.rowcount,)]
+            return self._cursor.fetchall()
+        finally:
+            self._cursor.close()
+
+    def df(self):
+        """The rows as a pandas DataFrame; numeric columns as floats, as DuckDB gives them."""
+        import pandas as pd
+
+        columns = [c.name for c in self._cursor.description]
+        frame = pd.DataFrame(self.fetchall(), columns=columns)
+        for name in columns:
+            if frame[name].dtype == object and frame[name].map(lambda v: type(v).__name__ == "Decimal").any():
+                frame[name] = frame[name].astype(float)
+        return frame
+
+
+def _pg_params(sql: str) -> str:
+    # psycopg2 takes %s placeholders; our SQL has no '?' or '%' inside its literals.
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The warehouse: the DuckDB file at ``path`` (``kind="duckdb"``), or the PostgreSQL
+    database at ``url`` (``kind="postgres"``). Every asset that opens it takes the pool
+    of ``warehouse_pool``.
 
     Example:
-        >>> wh = DuckDBWarehouse(path="/tmp/example.duckdb")
+        >>> wh = Warehouse(path="/tmp/example.duckdb")
         >>> with wh.connect() as conn:
         ...     conn.execute("select 42").fetchall()
         [(42,)]
     """
 
-    path: str
+    kind: str = "duckdb"
+    path: str = ""
+    url: str = ""
 
     @property
     def path_obj(self) -> Path:
         return Path(self.path)
 
+    @property
+    def is_duckdb(self) -> bool:
+        return self.kind == "duckdb"
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Every step that uses the warehouse writes it: fail before any work, naming the file.
-        self.check_writable()
+        if self.is_duckdb:
+            self.check_writable()
 
     def check_writable(self) -> None:
         """Raise WarehouseError unless the file (or, when it does not exist yet, its folder,
@@ -56,7 +173,14 @@ class DuckDBWarehouse(dg.ConfigurableResource):
             ) from e
 
     @contextmanager
-    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection | PostgresConnection]:
+        if not self.is_duckdb:
+            conn = PostgresConnection(self.url)
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
         path = Path(self.path)
         if not read_only:
             self.check_writable()
@@ -74,8 +198,54 @@ class DuckDBWarehouse(dg.ConfigurableResource):
             conn.close()
 
 
+def build_warehouse(settings: Settings) -> Warehouse:
+    """The warehouse resource of the settings; a server URL reaches Dagster as an EnvVar,
+    so the UI shows the variable's name, never the password."""
+    if settings.warehouse == "postgres":
+        return Warehouse(kind="postgres", url=dg.EnvVar(WAREHOUSE_URL))
+    return Warehouse(path=str(settings.warehouse_path))
+
+
+def write_dataframe(conn, schema: str, table: str, frame) -> None:
+    """Replace ``schema.table`` with a pandas DataFrame, on either warehouse."""
+    conn.execute(f"create schema if not exists {schema}").fetchall()
+    if isinstance(conn, PostgresConnection):
+        conn.write_dataframe(schema, table, frame)
+        return
+    conn.register("_frame", frame)
+    try:
+        conn.execute(f"create or replace table {schema}.{table} as select * from _frame").fetchall()
+    finally:
+        conn.unregister("_frame")
+
+
+def replace_table(conn, schema: str, table: str, select: str) -> None:
+    """``create or replace table schema.table as <select>`` on either warehouse.
+
+    PostgreSQL has no ``create or replace table``, and a table that dbt's views read
+    cannot be dropped without dropping them: when the columns stay the same, its rows are
+    replaced (truncate and insert: atomic inside a transaction); when they change, the
+    table is dropped with its dependent views (dbt's next build recreates them)."""
+    relation = f'"{schema}"."{table}"'
+    if not isinstance(conn, PostgresConnection):
+        conn.execute(f"create or replace table {relation} as {select}").fetchall()
+        return
+    new = f'"{schema}"."{table}__new"'
+    conn.execute(f"drop table if exists {new}").fetchall()
+    conn.execute(f"create table {new} as {select}").fetchall()
+    columns = ("select column_name, data_type from information_schema.columns "
+               "where table_schema = ? and table_name = ? order by ordinal_position")
+    if conn.execute(columns, [schema, table]).fetchall() == conn.execute(columns, [schema, f"{table}__new"]).fetchall():
+        conn.execute(f"truncate {relation}").fetchall()
+        conn.execute(f"insert into {relation} select * from {new}").fetchall()
+        conn.execute(f"drop table {new}").fetchall()
+    else:
+        conn.execute(f"drop table if exists {relation} cascade").fetchall()
+        conn.execute(f'alter table {new} rename to "{table}"').fetchall()
+
+
 def table_metadata(
-    conn: duckdb.DuckDBPyConnection, schema: str, table: str, column_tags: dict | None = None
+    conn, schema: str, table: str, column_tags: dict | None = None
 ) -> dict:
     """Row count, column schema and table name of a warehouse table, as Dagster metadata.
 

@@ -31,7 +31,7 @@ cohort_sizes as (
 retention as (
     select
         cohort_month,
-        date_diff('month', cohort_month, active_month) as months_since_first,
+        cast({{ dbt.datediff('cohort_month', 'active_month', 'month') }} as bigint) as months_since_first,
         count(distinct customer_id) as active_customers
     from activity
     group by cohort_month, months_since_first
@@ -43,7 +43,7 @@ final as (
         retention.months_since_first,
         cohort_sizes.cohort_customers,
         retention.active_customers,
-        retention.active_customers / cohort_sizes.cohort_customers as retention_rate
+        cast(retention.active_customers as double precision) / cohort_sizes.cohort_customers as retention_rate
     from retention
     inner join cohort_sizes on retention.cohort_month = cohort_sizes.cohort_month
 )

@@ -26,8 +26,8 @@ final as (
         refunded,
         amount_captured,
         amount_refunded,
-        failed / attempts as failure_rate,
-        refunded / attempts as refund_rate
+        cast(failed as double precision) / attempts as failure_rate,
+        cast(refunded as double precision) / attempts as refund_rate
     from daily
 )
 

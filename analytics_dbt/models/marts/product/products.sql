@@ -34,7 +34,7 @@ final as (
         coalesce(sales.units_returned, 0) as units_returned,
         case
             when coalesce(sales.units_sold, 0) = 0 then 0
-            else sales.units_returned / sales.units_sold
+            else cast(sales.units_returned as double precision) / sales.units_sold
         end as return_rate,
         sales.last_sold_on
     from products

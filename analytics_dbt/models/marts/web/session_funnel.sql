@@ -20,7 +20,7 @@ daily as (
 final as (
     select
         *,
-        purchases / sessions as conversion_rate
+        cast(purchases as double precision) / sessions as conversion_rate
     from daily
 )
 

@@ -19,7 +19,7 @@ sessions as (
     select * from {{ ref('stg_app__web_sessions') }}
     {% if is_incremental() %}
         where updated_at >= (
-            select max(updated_at) - interval {{ var('session_lookback_days', 3) }} day
+            select max(updated_at) - interval '{{ var('session_lookback_days', 3) }} days'
             from {{ this }}
         )
     {% endif %}
