@@ -1,5 +1,7 @@
 """Ingestion speed and memory: `make ingest` beside the same loads without Dagster, the
-physical floor (Arrow-native drivers straight into a DuckDB file) and a naive baseline.
+physical floor (Arrow-native drivers straight into a DuckDB file) and a naive baseline;
+then, when a PostgreSQL server is at hand, the same into the server warehouse against
+its own floor (ADBC's bulk ingest, which streams Arrow batches with COPY).
 
     python bench/ingest_bench.py --scales 1,10,100      (make bench SCALES=1,10,100)
 
@@ -42,7 +44,13 @@ VARIANTS = {
     "floor_connectorx": "floor: connectorx -> DuckDB",
     "floor_adbc": "floor: ADBC -> DuckDB",
     "pandas": "naive: pandas read_sql -> DuckDB",
+    # The server warehouse (WAREHOUSE=postgres), when a PostgreSQL server is at hand:
+    # BENCH_POSTGRES_URL (a role that may create databases), else the machine's cluster.
+    "pg_make_ingest": "PostgreSQL: make ingest (whole command)",
+    "pg_library": "PostgreSQL: library (same loads, no Dagster)",
+    "pg_floor_adbc": "PostgreSQL: floor: ADBC -> COPY",
 }
+PG_VARIANTS = [v for v in VARIANTS if v.startswith("pg_")]
 # The demo tables' value column that the 1% change edits, beside updated_at.
 CHANGES = {
     "customers": "country = 'ZZ'",
@@ -69,8 +77,10 @@ def _child_library(source: Path, workdir: Path) -> dict:
     from platform_ingestion.loading import LoadRequest
     from platform_shared import Warehouse, load_catalog, load_settings
 
-    catalog = load_catalog(load_settings().catalog_path)
-    warehouse = Warehouse(path=str(workdir / "warehouse.duckdb"))
+    settings = load_settings()
+    catalog = load_catalog(settings.catalog_path)
+    warehouse = (Warehouse(kind="postgres", url=settings.warehouse_url) if settings.warehouse == "postgres"
+                 else Warehouse(path=str(settings.warehouse_path)))
 
     def ingest_all(url: str) -> float:
         started = time.perf_counter()
@@ -116,6 +126,24 @@ def _child_floor(source: Path, workdir: Path, driver: str) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
+def _child_pg_floor(source: Path, url: str) -> dict:
+    """Arrow batches from SQLite (ADBC) into PostgreSQL with ADBC's bulk ingest (COPY)."""
+    import adbc_driver_postgresql.dbapi as adbc_pg
+    import adbc_driver_sqlite.dbapi as adbc
+    from sqlalchemy.engine import make_url
+
+    uri = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    started = time.perf_counter()
+    with adbc.connect(str(source)) as src, adbc_pg.connect(uri) as dst:
+        for table in _tables():
+            cur = src.cursor()
+            cur.execute(f'select * from "{table}"')
+            with dst.cursor() as out:
+                out.adbc_ingest(table, cur.fetch_record_batch(), mode="replace")
+            dst.commit()
+    return {"seconds": time.perf_counter() - started}
+
+
 def _child_pandas(source: Path, workdir: Path) -> dict:
     import duckdb
     import pandas as pd
@@ -132,8 +160,10 @@ def _child_pandas(source: Path, workdir: Path) -> dict:
 
 
 def child(variant: str, source: Path, workdir: Path) -> None:
-    if variant == "library":
+    if variant in ("library", "pg_library"):
         out = _child_library(source, workdir)
+    elif variant == "pg_floor_adbc":
+        out = _child_pg_floor(source, os.environ["WAREHOUSE_URL"])
     elif variant.startswith("floor_"):
         out = _child_floor(source, workdir, variant.removeprefix("floor_"))
     else:
@@ -167,15 +197,37 @@ def _measure(args: list[str], env: dict, log: Path) -> tuple[float, float, int]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024, proc.returncode
 
 
-def run_variant(variant: str, source: Path, scale: float) -> dict:
+def postgres_admin_url() -> str | None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    import postgres
+
+    return os.getenv("BENCH_POSTGRES_URL") or postgres.local_cluster_url()
+
+
+def fresh_postgres_database(admin_url: str, name: str) -> str:
+    """An empty database ``name`` on the server (dropped first if there); its URL."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
+        conn.execute(sa.text(f'create database "{name}"'))
+    engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None = None) -> dict:
     workdir = BENCH / "run" / f"scale_{scale:g}" / variant
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "PII_HASH_KEY"}
     env |= {"SOURCE_DATABASE_URL": f"sqlite:///{source}",
             "WAREHOUSE_PATH": str(workdir / "warehouse.duckdb")}
+    if variant in PG_VARIANTS:
+        env |= {"WAREHOUSE": "postgres", "WAREHOUSE_URL": fresh_postgres_database(pg_admin, f"bench_{variant}")}
     log = workdir / "output.log"
-    if variant == "make_ingest":
+    if variant in ("make_ingest", "pg_make_ingest"):
         (workdir / "dagster_home").mkdir()
         shutil.copyfile(ROOT / "dagster.yaml", workdir / "dagster_home" / "dagster.yaml")
         env["DAGSTER_HOME"] = str(workdir / "dagster_home")
@@ -187,7 +239,7 @@ def run_variant(variant: str, source: Path, scale: float) -> dict:
     if status != 0:
         raise SystemExit(f"{VARIANTS[variant]} failed at scale {scale:g} (exit {status}): see {log}")
     result = {"seconds": wall, "peak_mb": peak_mb}
-    if variant != "make_ingest":
+    if variant not in ("make_ingest", "pg_make_ingest"):
         result |= json.loads(log.read_text().strip().splitlines()[-1])
     return result
 
@@ -196,23 +248,32 @@ def bench_scale(scale: float, variants: list[str]) -> list[tuple]:
     source = source_database(scale)
     with sqlite3.connect(source) as conn:
         rows = sum(conn.execute(f'select count(*) from "{t}"').fetchone()[0] for t in _tables())
+    pg_admin = postgres_admin_url() if set(variants) & set(PG_VARIANTS) else None
+    if pg_admin is None:
+        variants = [v for v in variants if v not in PG_VARIANTS]
+        print("no PostgreSQL server (BENCH_POSTGRES_URL or the machine's cluster): DuckDB only", flush=True)
     results = {}
     for v in variants:
         print(f"scale {scale:g}: {VARIANTS[v]} ...", flush=True)
-        results[v] = run_variant(v, source, scale)
-    floor = max((rows / r["seconds"] for v, r in results.items() if v.startswith("floor_")), default=None)
+        results[v] = run_variant(v, source, scale, pg_admin)
     lines = []
     for v, r in results.items():
+        # Each warehouse's variants against its own floor.
+        group = "pg_" if v in PG_VARIANTS else ""
+        floor = max((rows / q["seconds"] for u, q in results.items()
+                     if u.startswith(f"{group}floor_")), default=None)
         rate = rows / r["seconds"]
         lines.append((f"{scale:g}", VARIANTS[v], f"{rows:,}", f"{r['seconds']:.1f}", f"{rate:,.0f}",
                       f"{rate / floor:.2f}" if floor else "-", f"{r['peak_mb']:,.0f}"))
-    if "library" in results:
-        lib = results["library"]
-        if "make_ingest" in results:
-            overhead = results["make_ingest"]["seconds"] - lib["seconds"]
-            lines.append((f"{scale:g}", "orchestration overhead (a - b)", "", f"{overhead:.1f}", "", "", ""))
+    for prefix, label in (("", ""), ("pg_", "PostgreSQL: ")):
+        if f"{prefix}library" not in results:
+            continue
+        lib = results[f"{prefix}library"]
+        if f"{prefix}make_ingest" in results:
+            overhead = results[f"{prefix}make_ingest"]["seconds"] - lib["seconds"]
+            lines.append((f"{scale:g}", f"{label}orchestration overhead (a - b)", "", f"{overhead:.1f}", "", "", ""))
         ratio = lib["reingest_seconds"] / lib["seconds"]
-        lines.append((f"{scale:g}", f"re-ingest, 1% changed (library; {ratio:.2f} of full)",
+        lines.append((f"{scale:g}", f"{label}re-ingest, 1% changed (library; {ratio:.2f} of full)",
                       f"{lib['changed_rows']:,}", f"{lib['reingest_seconds']:.1f}", "", "", ""))
     return lines
 
@@ -230,7 +291,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", default="1,10", help="comma-separated demo scales (default 1,10)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
-    parser.add_argument("--child", choices=[v for v in VARIANTS if v != "make_ingest"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[v for v in VARIANTS if not v.endswith("make_ingest")],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
