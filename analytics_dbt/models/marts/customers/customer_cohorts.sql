@@ -31,7 +31,11 @@ cohort_sizes as (
 retention as (
     select
         cohort_month,
-        cast({{ dbt.datediff('cohort_month', 'active_month', 'month') }} as bigint) as months_since_first,
+        -- Whole months between two month starts (date_part: the same on DuckDB and PostgreSQL).
+        cast(
+            (date_part('year', active_month) - date_part('year', cohort_month)) * 12
+            + date_part('month', active_month) - date_part('month', cohort_month) as bigint
+        ) as months_since_first,
         count(distinct customer_id) as active_customers
     from activity
     group by cohort_month, months_since_first

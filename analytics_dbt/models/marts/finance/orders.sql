@@ -16,7 +16,7 @@ item_totals as (
     select
         order_id,
         count(*) as item_lines,
-        sum(quantity)::bigint as item_quantity,
+        cast(sum(quantity) as bigint) as item_quantity,
         sum(line_total) as items_total
     from order_items
     group by order_id

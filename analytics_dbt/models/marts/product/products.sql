@@ -12,9 +12,9 @@ sales as (
     select
         product_id,
         count(distinct order_id) as orders,
-        sum(quantity)::bigint as units_sold,
+        cast(sum(quantity) as bigint) as units_sold,
         sum(line_total) as gross_revenue,
-        sum(case when order_status = 'returned' then quantity else 0 end)::bigint as units_returned,
+        cast(sum(case when order_status = 'returned' then quantity else 0 end) as bigint) as units_returned,
         max(order_date) as last_sold_on
     from lines
     where order_status != 'cancelled'
