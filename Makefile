@@ -10,10 +10,14 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 # Dagster reads DAGSTER_HOME before any project code, so it is set (absolute) here.
 export DAGSTER_HOME := $(abspath $(or $(DAGSTER_HOME),.dagster))
 
+# The machine's python3, found before .venv/bin goes first on PATH: uv installed from PyPI
+# lands beside it, so `$(PYTHON3) -m uv` works in every recipe (the venv has no uv).
+PYTHON3 := $(shell command -v python3)
+UV := $(shell command -v uv 2>/dev/null || echo $(PYTHON3) -m uv)
+export UV
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
-UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 SCALE ?= 1
 DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>/dev/null) \
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
@@ -25,7 +29,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.synced: $(PYPROJECTS)
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv>=0.9'
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON3) -m pip install --quiet 'uv>=0.9'
 	$(UV) sync --frozen
 	@touch $@
 

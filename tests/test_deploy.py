@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,9 @@ PACKAGES = {"ingestion": "platform-ingestion", "analytics_dbt": "platform-analyt
 
 
 def _uv() -> list[str]:
+    # The Makefile exports how it runs uv (on PATH, or as a module of the machine's python3).
+    if os.environ.get("UV"):
+        return shlex.split(os.environ["UV"])
     return [shutil.which("uv")] if shutil.which("uv") else [sys.executable, "-m", "uv"]
 
 
