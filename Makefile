@@ -126,7 +126,7 @@ db-migrate: setup  ## apply the PostgreSQL instance schema (DEPLOY_HOME, DAGSTER
 	@mkdir -p $(DEPLOY_HOME) && cp deploy/dagster.yaml $(DEPLOY_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DEPLOY_HOME) dagster instance migrate
 
-deploy-check: envs  ## run the whole team topology here (PostgreSQL, code servers, webserver, daemon) and check it
+deploy-check: setup envs  ## run the whole team topology here (PostgreSQL, code servers, webserver, daemon) and check it
 	python tools/deploy_check.py
 
 # Figures only, no assertions: demo databases of each scale are generated once under data/bench/.

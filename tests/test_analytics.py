@@ -98,6 +98,29 @@ def test_selecting_a_few_models_runs_only_those(warehouse):
     assert {e.asset_key for e in result.get_asset_materialization_events()} == set(picked)
 
 
+def test_a_model_builds_alone_on_a_warehouse_where_its_neighbours_were_never_built(platform, tmp_path, monkeypatch):
+    # Regression: automation rebuilt stg_app__customers alone on a new warehouse, and dbt's
+    # eager test selection added the relationship test from stg_app__orders, which did not
+    # exist yet: the run failed (seen in `make deploy-check`).
+    fresh = tmp_path / "only_customers.duckdb"
+    with duckdb.connect(str(fresh)) as conn:
+        conn.execute(f"attach '{platform.warehouse}' as session (read_only)")
+        conn.execute("create schema raw")
+        conn.execute("create table raw.customers as select * from session.raw.customers")
+    monkeypatch.setenv(s.WAREHOUSE_PATH, str(fresh))
+    from platform_analytics.definitions import defs
+
+    picked = dg.AssetKey(["stg_app__customers"])
+    result = defs().resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[picked], instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert {e.asset_key for e in result.get_asset_materialization_events()} == {picked}
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks and all(checks.values()), checks
+    assert _query(fresh, "select count(*) from staging.stg_app__customers") == _query(
+        platform.warehouse, "select count(*) from raw.customers")
+
+
 def _manifest() -> dict:
     return json.loads((PROJECT_DIR / "target" / "manifest.json").read_text())
 

@@ -9,6 +9,9 @@ GraphQL -> tear everything down (every process group, even on failure) and drop 
 instance database.
 
 Everything lives in a temporary folder: demo source database, DuckDB warehouse, models.
+With WAREHOUSE=postgres the warehouse is a fresh database on the same PostgreSQL server
+(separate from the instance's), dropped at the end like the instance database, and the
+`warehouse_server` pool gets WAREHOUSE_CONCURRENCY slots.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import postgres  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from platform_shared.demo_data import generate  # noqa: E402
+from platform_shared.keys import raw_asset_key  # noqa: E402
 from platform_shared.lineage import GraphUnavailable, graphql  # noqa: E402
+from platform_shared.settings import WAREHOUSE, WAREHOUSE_CONCURRENCY, WAREHOUSE_URL  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from webserver import REPO, free_port, stop, wait_for_locations  # noqa: E402
 
@@ -49,6 +54,7 @@ query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset 
 } } }
 """
 
+RAW_CUSTOMERS = raw_asset_key("customers")
 _started = time.monotonic()
 
 
@@ -80,19 +86,27 @@ def main() -> int:
         print("deploy-check needs PostgreSQL: set TEST_POSTGRES_URL or install the postgresql package",
               file=sys.stderr)
         return 1
-    database = f"dagster_deploy_check_{uuid.uuid4().hex[:8]}"
+    run_id = uuid.uuid4().hex[:8]
+    database = f"dagster_deploy_check_{run_id}"
+    server_warehouse = os.getenv(WAREHOUSE) == "postgres"
+    databases = [database] + ([f"warehouse_deploy_check_{run_id}"] if server_warehouse else [])
     engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(sa.text(f'create database "{database}"'))
-    say(f"PostgreSQL up; instance database {database}")
+        for name in databases:
+            conn.execute(sa.text(f'create database "{name}"'))
+    say(f"PostgreSQL up; instance database {database}"
+        + (f", warehouse database {databases[1]}" if server_warehouse else ""))
     procs: list[subprocess.Popen] = []
     try:
         with tempfile.TemporaryDirectory(prefix="deploy-check-") as tmp:
+            env = instance_env(admin, database)
+            if server_warehouse:
+                env[WAREHOUSE_URL] = make_url(admin).set(database=databases[1]).render_as_string(hide_password=False)
             try:
-                return _run(Path(tmp), instance_env(admin, database), procs)
+                return _run(Path(tmp), env, procs)
             except Exception as exc:
                 for log in sorted(Path(tmp).glob("*.log")):
-                    print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-15:]))
+                    print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-(int(os.getenv("DEPLOY_CHECK_LOG_LINES", "15"))):]))
                 print(f"FAILED: {exc}", file=sys.stderr)
                 return 1
     finally:
@@ -100,10 +114,11 @@ def main() -> int:
             stop(proc)
         left = [p.pid for p in procs if p.poll() is None]
         with engine.connect() as conn:
-            conn.execute(sa.text(f'drop database if exists "{database}" with (force)'))
+            for name in databases:
+                conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
         engine.dispose()
         say(f"torn down: {len(procs)} process groups stopped"
-            + (f", STILL ALIVE: {left}" if left else ", none left") + f"; dropped {database}")
+            + (f", STILL ALIVE: {left}" if left else ", none left") + f"; dropped {', '.join(databases)}")
 
 
 def _run(tmp: Path, pg_env: dict, procs: list) -> int:
@@ -120,6 +135,12 @@ def _run(tmp: Path, pg_env: dict, procs: list) -> int:
     subprocess.run([str(bin_dir / "dagster"), "instance", "migrate"], env=env, check=True,
                    capture_output=True, text=True)
     say("instance schema migrated (dagster instance migrate)")
+    if env.get(WAREHOUSE) == "postgres":
+        # The server warehouse is not limited to one writer: its pool takes several steps.
+        limit = env.get(WAREHOUSE_CONCURRENCY, "4")
+        subprocess.run([str(bin_dir / "dagster"), "instance", "concurrency", "set", "warehouse_server", limit],
+                       env=env, check=True, capture_output=True, text=True)
+        say(f"server warehouse {make_url(env[WAREHOUSE_URL]).database}: pool warehouse_server at {limit}")
 
     def start(name: str, args: list[str], extra: dict | None = None) -> subprocess.Popen:
         log = open(tmp / f"{name}.log", "w")
@@ -158,18 +179,16 @@ def _run(tmp: Path, pg_env: dict, procs: list) -> int:
     say("daemon started")
 
     params = {"selector": {"repositoryLocationName": "ingestion", "repositoryName": "__repository__",
-                           "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["raw", "customers"]}]}}
+                           "jobName": "__ASSET_JOB", "assetSelection": [{"path": RAW_CUSTOMERS.path}]}}
     launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
     if launched["__typename"] != "LaunchRunSuccess":
         raise RuntimeError(f"launching raw/customers failed: {launched}")
     run_id = launched["run"]["runId"]
     say(f"launched raw/customers: run {run_id}")
-    status = wait("the raw/customers run to finish",
-                  lambda: graphql(url, RUN, {"id": run_id})["runOrError"]["status"] in ("SUCCESS", "FAILURE")
-                  and graphql(url, RUN, {"id": run_id})["runOrError"]["status"], timeout=300)
+    status = wait("the raw/customers run to finish", lambda: _ended(url, run_id), timeout=300)
     if status != "SUCCESS":
         raise RuntimeError(f"the raw/customers run ended {status}: see {tmp / 'ingestion.log'}")
-    raw = graphql(url, LATEST, {"path": ["raw", "customers"]})["assetOrError"]["assetMaterializations"][0]
+    raw = graphql(url, LATEST, {"path": RAW_CUSTOMERS.path})["assetOrError"]["assetMaterializations"][0]
     rows_in_table = {m["label"]: m.get("intValue") for m in raw["metadataEntries"]}.get("dagster/row_count")
     say(f"raw/customers materialized by {run_id}: {rows_in_table} rows")
 
@@ -182,8 +201,43 @@ def _run(tmp: Path, pg_env: dict, procs: list) -> int:
     if tags.get("dagster/sensor_name") != "analytics_dbt_automation":
         raise RuntimeError(f"stg_app__customers was not rebuilt by automation: run {auto_run}, tags {tags}")
     say(f"automation rebuilt stg_app__customers in run {auto_run} (analytics_dbt code server)")
+    status = wait(f"the automation run {auto_run} to finish", lambda: _ended(url, auto_run), timeout=300)
+    if status != "SUCCESS":
+        raise RuntimeError(f"the automation run {auto_run} ended {status}: see {tmp / 'analytics_dbt.log'}")
+    counts = _warehouse_counts(env, ["raw.customers", "staging.stg_app__customers"])
+    if len(set(counts.values())) != 1 or rows_in_table not in counts.values():
+        raise RuntimeError(f"the warehouse disagrees with the materializations: {counts}, {rows_in_table} rows")
+    say(f"warehouse ({env.get(WAREHOUSE, 'duckdb')}): " + ", ".join(f"{t} {n} rows" for t, n in counts.items()))
     say("OK: the team topology works")
     return 0
+
+
+def _ended(url: str, run_id: str) -> str | None:
+    """The run's status once it has ended, else None."""
+    status = graphql(url, RUN, {"id": run_id})["runOrError"]["status"]
+    return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+
+def _warehouse_counts(env: dict, tables: list[str]) -> dict[str, int]:
+    """Rows of each table, read straight from the warehouse the code servers wrote."""
+    if env.get(WAREHOUSE) == "postgres":
+        engine = sa.create_engine(env[WAREHOUSE_URL])
+        with engine.connect() as conn:
+            counts = {t: conn.execute(sa.text(f"select count(*) from {t}")).scalar_one() for t in tables}
+        engine.dispose()
+        return counts
+    import duckdb
+
+    # Automation may be writing the file for the next models (DuckDB has one writer, and a
+    # reader in another process fails meanwhile): retry until the writer is done.
+    for attempt in range(60):
+        try:
+            with duckdb.connect(env["WAREHOUSE_PATH"], read_only=True) as conn:
+                return {t: conn.execute(f"select count(*) from {t}").fetchall()[0][0] for t in tables}
+        except duckdb.IOException:
+            if attempt == 59:
+                raise
+            time.sleep(2)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ RUN_EXECUTOR = dg.in_process_executor
 # The pool of every asset that reads or writes the warehouse, in every location. DuckDB:
 # one process at a time (limit 1, `default_limit` in dagster.yaml): it allows one writer,
 # and readers in other processes fail meanwhile. A server warehouse takes as many steps
-# at once as WAREHOUSE_CONCURRENCY (`make instance` sets the limit of its pool).
+# at once as WAREHOUSE_CONCURRENCY (`make dev` and `make deploy-check` set its limit).
 DUCKDB_POOL = "warehouse"
 SERVER_POOL = "warehouse_server"
 
