@@ -87,7 +87,7 @@ def ingest_table(
     with warehouse.connect() as conn:
         if warehouse.is_duckdb:
             configure_duckdb(conn)
-        if table.load == "incremental":
+        if table.load == "incremental" and not wap.holds_only_this_load(conn, table, result.rows_loaded):
             keys = source_keys(source_url, table, key_columns)
             deleted, source_rows = wap.reconcile_deletes(conn, table, keys)
         else:
