@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from platform_shared import Settings, build_warehouse
+from platform_shared import Settings, build_warehouse, safe_name
 from platform_shared.settings import PII_HASH_KEY, SOURCE_DATABASE_URL
 from sqlalchemy.engine import make_url
 
@@ -17,7 +17,8 @@ class SourceDatabase(dg.ConfigurableResource):
 
 
 class DltState(dg.ConfigurableResource):
-    """Where the per-table dlt pipelines keep their state (beside the warehouse file)."""
+    """Where the per-table dlt pipelines keep their state (their cursors), one folder per
+    warehouse (``dlt_state_dir``)."""
 
     pipelines_dir: str
 
@@ -32,6 +33,19 @@ class PiiHasher(dg.ConfigurableResource):
     key: str = ""
 
 
+def dlt_state_dir(settings: Settings) -> Path:
+    """The dlt state folder of this warehouse, under ``dlt_pipelines/`` beside the DuckDB file.
+
+    One folder per warehouse: a PostgreSQL warehouse loaded after the DuckDB one shared its
+    cursors, extracted only the rows above them, and the audit refused every incremental
+    table. A new folder starts from the state dlt keeps in the warehouse itself."""
+    root = settings.warehouse_path.parent / "dlt_pipelines"
+    if settings.warehouse == "postgres":
+        url = make_url(settings.warehouse_url)
+        return root / safe_name(f"postgres_{url.host}_{url.port or 5432}_{url.database}")
+    return root / safe_name(f"duckdb_{settings.warehouse_path.stem}")
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     # A URL with a password is passed as an EnvVar, resolved at run time, so the UI
     # shows the variable's name and never the secret.
@@ -39,6 +53,6 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "warehouse": build_warehouse(settings),
         "source_db": SourceDatabase(url=dg.EnvVar(SOURCE_DATABASE_URL) if make_url(url).password else url),
-        "dlt_state": DltState(pipelines_dir=str(settings.warehouse_path.parent / "dlt_pipelines")),
+        "dlt_state": DltState(pipelines_dir=str(dlt_state_dir(settings))),
         "pii": PiiHasher(key=dg.EnvVar(PII_HASH_KEY) if settings.pii_hash_key_set else ""),
     }

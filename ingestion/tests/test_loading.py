@@ -7,6 +7,7 @@ from datetime import datetime
 import pyarrow as pa
 from platform_ingestion.loading import LoadRequest, build_resource
 from platform_shared import load_catalog
+from platform_shared import settings as s
 from platform_shared.demo_data import simulate_day
 
 TABLES = ["customers", "products", "orders", "order_items", "payments", "web_sessions"]
@@ -175,3 +176,15 @@ def test_rows_left_in_stage_by_a_failed_first_load_are_reconciled_on_the_next(in
     assert retry.success
     assert retry.get_asset_materialization_events()[0].materialization.metadata["rows_deleted"].value >= 2
     ingestion.assert_raw_equals_source("payments")
+
+
+def test_a_second_warehouse_in_the_same_folder_gets_every_row(ingestion, monkeypatch):
+    # Regression: the dlt state (cursors) lived in one folder beside the warehouse file,
+    # shared by every warehouse there; a second warehouse (a PostgreSQL one, or another
+    # DuckDB file) extracted only the rows above the first one's cursor and failed its audit.
+    assert ingestion.run("orders").success
+    other = ingestion.root / "other.duckdb"
+    monkeypatch.setenv(s.WAREHOUSE_PATH, str(other))
+    assert ingestion.run("orders").success
+    ingestion.warehouse = other
+    ingestion.assert_raw_equals_source("orders")
