@@ -113,7 +113,7 @@ test: setup envs check  ## set up, check the global graph, run the cross-locatio
 	$(MAKE) --no-print-directory test-locations
 
 # Each location's own tests, in its own environment (as its team's CI would run them).
-LOCATION_TESTS := ingestion analytics_dbt
+LOCATION_TESTS := ingestion analytics_dbt ml_features
 test-locations: envs  ## each location's tests in its own environment
 	@set -e; for loc in $(LOCATION_TESTS); do \
 		echo "== $$loc/tests in $$loc/.venv"; \

@@ -1,0 +1,65 @@
+"""The ML location in its own environment: the model's pure helpers, and a spec snapshot."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from platform_ml.model import PSI_ALERT, precision_at, psi, reference_profile, time_split
+
+
+def _snapshots() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    rows = []
+    for as_of, label in (("2026-01-01", 1.0), ("2026-02-01", 0.0), ("2026-03-01", 1.0), ("2026-04-01", None)):
+        for customer in range(50):
+            rows.append({"customer_id": customer, "as_of": pd.Timestamp(as_of), "churned": label,
+                         "recency_days": float(rng.integers(0, 300)), "country": "US" if customer % 3 else "DE"})
+    return pd.DataFrame(rows)
+
+
+def test_the_time_split_tests_on_the_newest_labelled_snapshot_only():
+    split = time_split(_snapshots())
+    assert set(split.train["as_of"]) == {pd.Timestamp("2026-01-01"), pd.Timestamp("2026-02-01")}
+    assert set(split.test["as_of"]) == {pd.Timestamp("2026-03-01")}
+    assert set(split.score["as_of"]) == {pd.Timestamp("2026-04-01")} and split.score["churned"].isna().all()
+    assert split.train["as_of"].max() < split.test["as_of"].min()
+
+
+def test_precision_at_counts_the_riskiest_share():
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1])
+    scores = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.05])
+    assert precision_at(y, scores, share=0.3) == 2 / 3
+    assert precision_at(y, scores, share=0.1) == 1.0
+
+
+def test_drift_is_near_zero_on_the_training_data_and_flags_a_shift():
+    frame = _snapshots()
+    profile = reference_profile(frame, ["recency_days", "country"])
+    assert max(psi(profile, frame).values()) < 0.01
+    shifted = frame.assign(recency_days=frame["recency_days"] + 250, country="FR")
+    drift = psi(profile, shifted)
+    assert drift["recency_days"] > PSI_ALERT and drift["country"] > PSI_ALERT
+
+
+def _specs() -> list[dict]:
+    from platform_ml.definitions import defs
+
+    d = defs()
+    graph = d.resolve_asset_graph()
+    checks = [c for a in [*d.assets, *(d.asset_checks or [])] if isinstance(a, dg.AssetsDefinition)
+              for c in a.check_specs]
+    return [{
+        "key": key.to_user_string(),
+        "deps": sorted(p.to_user_string() for p in graph.get(key).parent_keys),
+        "owners": graph.get(key).owners,
+        "kinds": sorted(graph.get(key).kinds),
+        "group": graph.get(key).group_name,
+        "pools": sorted(graph.get(key).pools),
+        "checks": sorted(f"{c.name} blocking={c.blocking}" for c in checks if c.asset_key == key),
+    } for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
+        if graph.get(key).is_materializable]
+
+
+def test_asset_specs_snapshot(snapshot):
+    """Keys, deps, owners, kinds, pools and checks of the location; review the diff with
+    `pytest --snapshot-update` when a change is meant."""
+    assert _specs() == snapshot
