@@ -106,7 +106,7 @@ def main() -> int:
                 return _run(Path(tmp), env, procs)
             except Exception as exc:
                 for log in sorted(Path(tmp).glob("*.log")):
-                    print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-(int(os.getenv("DEPLOY_CHECK_LOG_LINES", "15"))):]))
+                    print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-40:]))
                 print(f"FAILED: {exc}", file=sys.stderr)
                 return 1
     finally:
