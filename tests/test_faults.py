@@ -140,12 +140,14 @@ LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $pa
 def daemon(platform_factory, tmp_path_factory):
     """`dagster dev` (webserver, daemon) on a half-scale source; web_sessions streams in
     chunks of 50 rows (slow enough to kill its worker mid-load); run monitoring polls every
-    5 s; the automation sensors are stopped, so only the test's runs run."""
+    5 s and frees a dead run's slot after 5 s; the automation sensors are stopped, so only
+    the test's runs run."""
     root = tmp_path_factory.mktemp("daemon")
     platform = platform_factory(root, scale=0.5)
     home = Path(platform["DAGSTER_HOME"])
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
     config["run_monitoring"]["poll_interval_seconds"] = 5
+    config["run_monitoring"]["free_slots_after_run_end_seconds"] = 5
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     catalog = yaml.safe_load(load_settings().catalog_path.read_text())
     for table in catalog["tables"]:
@@ -245,7 +247,8 @@ def test_a_killed_run_worker_loses_nothing_and_frees_the_pool(daemon):
     killed_at = time.monotonic()
     assert _finished(instance, [killed], 120) == {killed: "FAILURE"}, "the reload was not killed mid-load"
     assert time.monotonic() - killed_at < 60  # bounded: marked failed within a minute here
-    # The daemon gives the slot back (free_slots_after_run_end_seconds: 30 in dagster.yaml).
+    # The daemon gives the slot back (free_slots_after_run_end_seconds: 30 in dagster.yaml,
+    # 5 in this fixture).
     deadline = time.monotonic() + 120
     while killed in {slot.run_id for slot in instance.event_log_storage.get_concurrency_info("warehouse").claimed_slots}:
         assert time.monotonic() < deadline, "the killed run still holds the warehouse slot"

@@ -1,6 +1,7 @@
 """The analytics code location: the dbt project and its dashboards."""
 
 import json
+import os
 
 import dagster as dg
 from platform_shared import RUN_EXECUTOR, load_settings
@@ -8,14 +9,14 @@ from platform_shared.alerts import alert_sensors
 from platform_shared.automation import automation_sensor
 
 from .assets import build_dbt_assets, dashboard_specs
-from .project import analytics_project
+from .project import analytics_project, prepare_if_changed
 from .resources import build_resources
 from .translator import AnalyticsTranslator
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    analytics_project.prepare_if_dev()
+    prepare_if_changed(dict(os.environ))
     manifest = json.loads(analytics_project.manifest_path.read_text())
     return dg.Definitions(
         executor=RUN_EXECUTOR,
