@@ -1,7 +1,6 @@
 """The analytics code location: the dbt project and its dashboards."""
 
 import json
-import os
 
 import dagster as dg
 from platform_shared import RUN_EXECUTOR, load_settings
@@ -16,7 +15,7 @@ from .translator import AnalyticsTranslator
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    prepare_if_changed(dict(os.environ))
+    prepare_if_changed()
     manifest = json.loads(analytics_project.manifest_path.read_text())
     return dg.Definitions(
         executor=RUN_EXECUTOR,

@@ -6,6 +6,7 @@ when what the manifest is parsed from changed.
 """
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -41,23 +42,22 @@ def manifest_inputs(project_dir: Path, environ: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
-def _manifest_stat(manifest: Path) -> str:
+def _stamp(manifest: Path) -> str:
+    """What the stamp holds once `dagster dev` parsed: the inputs, and the manifest it wrote."""
     stat = manifest.stat()
-    return f"{stat.st_size} {stat.st_mtime_ns}"
+    return f"{manifest_inputs(PROJECT_DIR, dict(os.environ))}\n{stat.st_size} {stat.st_mtime_ns}"
 
 
-def prepare_if_changed(environ: dict[str, str]) -> bool:
+def prepare_if_changed() -> None:
     """Under ``dagster dev``, dagster-dbt's ``prepare_if_dev`` (a ``dbt parse``, about 9 s
     of every load on these cores, and `dagster dev` loads the locations one after another),
     unless the manifest was parsed by it from the same inputs and not rewritten since (an
-    analyst's `dbt build` rewrites it). Returns whether it parsed."""
+    analyst's `dbt build` rewrites it)."""
     if not using_dagster_dev():
-        return False
+        return
     manifest = analytics_project.manifest_path
     stamp = manifest.parent / _STAMP_NAME
-    inputs = manifest_inputs(PROJECT_DIR, environ)
-    if manifest.exists() and stamp.exists() and stamp.read_text() == f"{inputs}\n{_manifest_stat(manifest)}":
-        return False
+    if manifest.exists() and stamp.exists() and stamp.read_text() == _stamp(manifest):
+        return
     analytics_project.prepare_if_dev()
-    stamp.write_text(f"{inputs}\n{_manifest_stat(manifest)}")
-    return True
+    stamp.write_text(_stamp(manifest))
