@@ -45,6 +45,7 @@ def platform_env(root: Path) -> dict[str, str]:
         platform_settings.SOURCE_DATABASE_URL: f"sqlite:///{root}/app.db",
         platform_settings.WAREHOUSE_PATH: str(root / "warehouse.duckdb"),
         platform_settings.MODEL_DIR: str(root / "models"),
+        platform_settings.ALERT_LOG: str(root / "alerts.log"),
         platform_settings.DAGSTER_HOME: str(home),
     }
 

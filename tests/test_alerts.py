@@ -96,6 +96,33 @@ def test_an_unreachable_webhook_loses_no_alert(tmp_path, monkeypatch):
     assert load_settings().alert_log == tmp_path / "alerts.log"
 
 
+def test_a_run_that_will_be_retried_alerts_only_through_its_retry(tmp_path, monkeypatch):
+    """With run_retries (deploy/dagster.yaml) the instance tags a failed run it will retry:
+    the sensor stays quiet about it and alerts on a run that will not be retried."""
+    monkeypatch.setenv(ALERT_LOG, str(tmp_path / "alerts.log"))
+    monkeypatch.setenv(DAGSTER_WEBSERVER_URL, "http://127.0.0.1:9")  # nothing listens: impact unavailable
+
+    @dg.asset
+    def breaks() -> None:
+        raise RuntimeError("the source went away")
+
+    sensor = alerts.alert_sensors("ingestion")[0]
+    with dg.instance_for_test() as instance:
+        sent = []
+        for will_retry in ("true", "false"):
+            run_id = dg.materialize([breaks], instance=instance, raise_on_error=False).run_id
+            instance.add_run_tags(run_id, {alerts.WILL_RETRY_TAG: will_retry})
+            (failure,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            sensor(dg.build_run_status_sensor_context(
+                sensor_name=sensor.name, dagster_event=failure.dagster_event, dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(run_id)).for_run_failure())
+            log = tmp_path / "alerts.log"
+            sent.append([json.loads(line)["run_id"] for line in log.read_text().splitlines()] if log.exists() else [])
+    assert sent[0] == [] and sent[1] == [run_id]
+    (alert,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert alert["failed_assets"] == ["breaks"] and "breaks not materialized" in alert["text"]
+
+
 LAUNCH = """
 mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }

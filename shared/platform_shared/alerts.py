@@ -21,6 +21,9 @@ import dagster as dg
 from .lineage import GraphUnavailable, fetch_graph, impact
 from .settings import Settings, load_settings
 
+# Set by the instance on a failed run, "true" when run_retries will launch a retry of it.
+WILL_RETRY_TAG = "dagster/will_retry"
+
 
 def deliver(alert: dict, settings: Settings | None = None) -> str:
     """Send one alert; return where it went (the webhook URL or the log file)."""
@@ -92,11 +95,15 @@ def alert_sensors(location: str) -> list[dg.SensorDefinition]:
     def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
         settings = load_settings()
         run = context.dagster_run
+        if run.tags.get(WILL_RETRY_TAG) == "true":
+            # The instance retries it (run_retries in deploy/dagster.yaml): alert on the retry.
+            context.log.info(f"run {run.run_id} failed and will be retried: no alert")
+            return
         assets, checks = run_failures(context.instance, run.run_id)
         reports = impact_of(assets, settings)
-        headline = (f"[{location}] run {run.run_id} failed: "
-                    f"{', '.join(assets) or 'no asset'} not materialized"
-                    + (f"; failed checks: {', '.join(checks)}" if checks else ""))
+        what = [f"{', '.join(assets)} not materialized"] if assets else []
+        what += [f"failed checks: {', '.join(checks)}"] if checks else []
+        headline = f"[{location}] run {run.run_id} failed: {'; '.join(what) or context.failure_event.message}"
         where = deliver({"kind": "run_failure", "location": location, "run_id": run.run_id,
                          "job": run.job_name, "failed_assets": assets, "failed_checks": checks,
                          "error": context.failure_event.message, "impact": reports,
