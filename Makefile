@@ -52,12 +52,16 @@ PACKAGE_ml_features := platform-ml
 	$(UV) pip sync -q --python $*/.venv/bin/python $<
 	@touch $@
 
-envs: $(VENV)/.synced $(LOCATIONS:%=%/.venv/.synced)  ## one environment per location, from its own lock file
+# The analytics location runs dbt from an environment of its own (analytics_dbt/engine):
+# its code server then loads without importing dbt-core.
+DBT_ENGINE := analytics_dbt/engine
+envs: $(VENV)/.synced $(LOCATIONS:%=%/.venv/.synced) $(DBT_ENGINE)/.venv/.synced  ## one environment per location (and dbt's), from its own lock file
 
 locks: $(VENV)/.synced  ## re-export each location's requirements.lock from uv.lock (after `uv lock`)
 	@for loc in $(LOCATIONS); do \
 		case $$loc in ingestion) pkg=$(PACKAGE_ingestion);; analytics_dbt) pkg=$(PACKAGE_analytics_dbt);; ml_features) pkg=$(PACKAGE_ml_features);; esac; \
 		$(UV) export -q --package $$pkg --frozen -o $$loc/requirements.lock; done
+	$(UV) export -q --package platform-dbt-engine --no-emit-project --frozen -o $(DBT_ENGINE)/requirements.lock
 
 setup: $(VENV)/.synced analytics_dbt/target/manifest.json $(DAGSTER_HOME)/dagster.yaml  ## install environments, build the dbt manifest, prepare the instance
 

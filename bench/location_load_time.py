@@ -2,9 +2,12 @@
 
 Each measurement is a fresh interpreter that imports the location's module and builds
 its Definitions (what a code server does on start), timed from interpreter start, so
-`import dagster` (seconds on these cores) is in both. Prints the median of N runs.
+`import dagster` (seconds on these cores) is in both. Each location loads in its own
+environment (<location>/.venv, `make envs`), as a team deploys it, and the trivial
+location is timed in that same environment; `--dev` loads all in the dev environment
+instead. Prints the median of N runs.
 
-    python bench/location_load_time.py [--runs 5]
+    python bench/location_load_time.py [--runs 5] [--dev]
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import argparse
 import statistics
 import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 TRIVIAL = """
 import dagster as dg
@@ -33,18 +39,18 @@ defs.resolve_asset_graph()
 print(time.perf_counter() - t0)
 """
 
+TRIVIAL_LOAD = "exec(compile({src!r}, 'trivial', 'exec'))".format(src=TRIVIAL)
 LOCATIONS = {
-    "trivial (one asset)": "exec(compile({src!r}, 'trivial', 'exec'))".format(src=TRIVIAL),
     "ingestion": "from platform_ingestion.definitions import defs",
     "analytics_dbt": "from platform_analytics.definitions import defs",
     "ml_features": "from platform_ml.definitions import defs",
 }
 
 
-def measure(load: str, runs: int) -> float:
+def measure(python: str, load: str, runs: int) -> float:
     times = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", PROBE.format(load=load)],
+        out = subprocess.run([python, "-c", PROBE.format(load=load)], cwd=REPO,
                              capture_output=True, text=True, check=True)
         times.append(float(out.stdout.strip().splitlines()[-1]))
     return statistics.median(times)
@@ -53,12 +59,15 @@ def measure(load: str, runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--dev", action="store_true", help="load every location in the dev environment")
     args = parser.parse_args()
-    results = {name: measure(load, args.runs) for name, load in LOCATIONS.items()}
-    base = results["trivial (one asset)"]
-    print(f"{'location':<22}{'load s (median)':>16}{'over trivial s':>16}")
-    for name, seconds in results.items():
-        print(f"{name:<22}{seconds:>16.2f}{seconds - base:>16.2f}")
+    print(f"{'location':<16}{'environment':<26}{'trivial s':>10}{'load s':>10}{'over trivial s':>16}")
+    for name, load in LOCATIONS.items():
+        own = REPO / name / ".venv" / "bin" / "python"
+        python = sys.executable if args.dev or not own.exists() else str(own)
+        trivial, seconds = measure(python, TRIVIAL_LOAD, args.runs), measure(python, load, args.runs)
+        where = Path(python).parent.parent.relative_to(REPO) if Path(python).is_relative_to(REPO) else python
+        print(f"{name:<16}{str(where):<26}{trivial:>10.2f}{seconds:>10.2f}{seconds - trivial:>16.2f}")
 
 
 if __name__ == "__main__":

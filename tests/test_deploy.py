@@ -35,15 +35,18 @@ def _uv() -> list[str]:
     return [shutil.which("uv")] if shutil.which("uv") else [sys.executable, "-m", "uv"]
 
 
-@pytest.mark.parametrize("location", PACKAGES)
-def test_each_location_lock_is_exported_from_the_one_resolution(location):
-    """requirements.lock equals `uv export` of uv.lock now: the three environments and the
-    dev one resolve the same versions (`make locks` after `uv lock`)."""
-    exported = subprocess.run([*_uv(), "export", "-q", "--package", PACKAGES[location], "--frozen"],
+LOCKS = {f"{location}/requirements.lock": ["--package", package] for location, package in PACKAGES.items()}
+LOCKS["analytics_dbt/engine/requirements.lock"] = ["--package", "platform-dbt-engine", "--no-emit-project"]
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_each_location_lock_is_exported_from_the_one_resolution(lock):
+    """requirements.lock equals `uv export` of uv.lock now: the three environments, dbt's
+    and the dev one resolve the same versions (`make locks` after `uv lock`)."""
+    exported = subprocess.run([*_uv(), "export", "-q", *LOCKS[lock], "--frozen"],
                               cwd=REPO, capture_output=True, text=True, check=True).stdout
     body = lambda text: [line for line in text.splitlines() if not line.startswith("#")]  # noqa: E731
-    assert body((REPO / location / "requirements.lock").read_text()) == body(exported), \
-        f"{location}/requirements.lock is stale: run `make locks`"
+    assert body((REPO / lock).read_text()) == body(exported), f"{lock} is stale: run `make locks`"
 
 
 def _codeowners() -> dict[str, str]:

@@ -8,14 +8,40 @@ when what the manifest is parsed from changed.
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 
-from dagster_dbt import DbtProject
+from dagster_dbt import DbtCliResource, DbtProject
 from dagster_dbt.dbt_project import using_dagster_dev
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 analytics_project = DbtProject(project_dir=PROJECT_DIR, profiles_dir=PROJECT_DIR)
+
+
+def dbt_executable() -> str:
+    """dbt beside this Python (the dev environment has it), else the engine's environment
+    (analytics_dbt/engine/.venv, `make envs`: the location's own environment has no
+    dbt-core), else `dbt` on PATH (the image puts the engine's bin/ there)."""
+    for candidate in (Path(sys.executable).parent / "dbt", PROJECT_DIR / "engine" / ".venv" / "bin" / "dbt"):
+        if candidate.exists():
+            return str(candidate)
+    return "dbt"
+
+
+class EngineDbtCliResource(DbtCliResource):
+    """dagster-dbt's resource, for a dbt that runs from another environment.
+
+    Written by hand because dagster-dbt has no switch for it: before each `dbt` command
+    of dbt-core (not Fusion) it opens an in-process dbt adapter, which only serves its
+    ``fetch_row_counts`` and ``fetch_column_metadata`` (this project records row counts
+    and columns itself, after dbt exits). Without dbt-core in this environment that logs a
+    warning with a traceback on every run; with it, it loads the profile and macros in
+    process for nothing. The dbt command runs the same either way."""
+
+    def _initialize_dbt_core_adapter(self, args):  # dagster-dbt 0.29.27 (pinned)
+        return None
+
 
 # Beside the manifest: the inputs it was parsed from, when `dagster dev` last parsed it.
 _STAMP_NAME = "platform_manifest_inputs.txt"
@@ -49,15 +75,19 @@ def _stamp(manifest: Path) -> str:
 
 
 def prepare_if_changed() -> None:
-    """Under ``dagster dev``, dagster-dbt's ``prepare_if_dev`` (a ``dbt parse``, about 9 s
-    of every load on these cores, and `dagster dev` loads the locations one after another),
-    unless the manifest was parsed by it from the same inputs and not rewritten since (an
-    analyst's `dbt build` rewrites it)."""
+    """Under ``dagster dev``, a ``dbt parse`` (what dagster-dbt's ``prepare_if_dev`` runs;
+    about 9 s of every load on these cores, and `dagster dev` loads the locations one after
+    another), unless the manifest was parsed here from the same inputs and not rewritten
+    since (an analyst's `dbt build` rewrites it)."""
     if not using_dagster_dev():
         return
     manifest = analytics_project.manifest_path
     stamp = manifest.parent / _STAMP_NAME
     if manifest.exists() and stamp.exists() and stamp.read_text() == _stamp(manifest):
         return
-    analytics_project.prepare_if_dev()
+    # What dagster-dbt's prepare_if_dev runs (the project has no dbt packages: hub packages
+    # cannot be installed here), with the engine's dbt: its preparer takes `dbt` from PATH,
+    # which the location's own environment lacks.
+    EngineDbtCliResource(project_dir=analytics_project, dbt_executable=dbt_executable()).cli(
+        ["parse", "--quiet"], target_path=analytics_project.target_path).wait()
     stamp.write_text(_stamp(manifest))

@@ -1,7 +1,10 @@
 # Code location `analytics_dbt` (platform-analytics, dbt): its gRPC code server, port 4001.
 # Build from the repo root; the image takes shared/ and analytics_dbt/ only:
 #   docker build -f deploy/docker/analytics_dbt.Dockerfile -t platform-analytics-dbt .
-# Its environment is analytics_dbt/requirements.lock (exported from the root uv.lock).
+# Its environment is analytics_dbt/requirements.lock (exported from the root uv.lock), without
+# dbt-core; dbt runs from an environment of its own, analytics_dbt/engine/requirements.lock
+# (/opt/dbt, its bin/ on PATH after the location's), so the code server loads without
+# importing dbt-core.
 FROM python:3.11-slim
 
 # Why `uv pip sync` and not `pip install --no-deps -r <lock>`: the lock exported by
@@ -18,7 +21,7 @@ ARG UV_VERSION=0.13.9
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH \
+    PATH=/opt/venv/bin:/opt/dbt/bin:$PATH \
     UV_PYTHON_DOWNLOADS=never \
     UV_LINK_MODE=copy \
     UV_COMPILE_BYTECODE=1 \
@@ -29,6 +32,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
     && python -m venv /opt/venv \
+    && python -m venv /opt/dbt \
     && groupadd --system --gid 10001 dagster \
     && useradd --system --uid 10001 --gid dagster \
         --home-dir /opt/dagster/home --no-create-home dagster
@@ -40,6 +44,9 @@ COPY analytics_dbt/requirements.lock analytics_dbt/requirements.lock
 RUN grep -v '^-e ' analytics_dbt/requirements.lock > /tmp/registry.lock \
     && uv pip sync --require-hashes --no-build --python /opt/venv/bin/python /tmp/registry.lock \
     && rm /tmp/registry.lock
+# The dbt engine: registry packages only (its lock lists no editable).
+COPY analytics_dbt/engine/requirements.lock analytics_dbt/engine/requirements.lock
+RUN uv pip sync --require-hashes --no-build --python /opt/dbt/bin/python analytics_dbt/engine/requirements.lock
 
 # 2. The shared library and this location, editable, exactly as the lock lists them.
 COPY shared/ shared/
@@ -48,6 +55,8 @@ RUN uv pip sync --no-sources --python /opt/venv/bin/python analytics_dbt/require
     && uv pip check --python /opt/venv/bin/python
 
 # The dbt manifest is built now (as `make setup` does), never parsed when the server loads.
+# (`dbt parse` runs from /opt/dbt; dagster-dbt's preparer logs a warning that it cannot open
+# an in-process dbt adapter, since this environment has no dbt-core: expected.)
 # dbt writes target/ and logs/ at run time: they belong to the run user.
 RUN cd analytics_dbt \
     && dagster-dbt project prepare-and-package --file platform_analytics/project.py \

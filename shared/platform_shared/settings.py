@@ -8,10 +8,9 @@ connectorx reads ``sqlite:///data/app.db`` as ``/data/app.db``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-
-from sqlalchemy.engine import make_url
 
 # Environment variable names, imported wherever a name is needed (tests, docs checks).
 PLATFORM_ROOT = "PLATFORM_ROOT"
@@ -44,7 +43,8 @@ _DEFAULT_ROOT = Path(__file__).resolve().parents[2]
 @dataclass(frozen=True)
 class Settings:
     root: Path
-    source_database_url: str
+    # As set; ``source_database_url`` is what to connect to.
+    source_database_url_setting: str = field(repr=False)
     warehouse: str
     warehouse_path: Path
     warehouse_url: str | None
@@ -57,6 +57,12 @@ class Settings:
     webserver_url: str
     purge_runs_after_days: float
 
+    @cached_property
+    def source_database_url(self) -> str:
+        # Resolved on first use: it needs SQLAlchemy (half a second to import), which the
+        # locations that never read the source (analytics, ML) then do not load.
+        return absolute_database_url(self.source_database_url_setting, self.root)
+
 
 def _absolute(path: str | Path, root: Path) -> Path:
     p = Path(path).expanduser()
@@ -65,6 +71,8 @@ def _absolute(path: str | Path, root: Path) -> Path:
 
 def absolute_database_url(url: str, root: Path) -> str:
     """Rewrite a SQLite URL with a relative file path to an absolute one; others pass through."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return url
@@ -89,9 +97,7 @@ def load_settings() -> Settings:
         raise ValueError(f"{WAREHOUSE}=postgres needs {WAREHOUSE_URL}=postgresql://user:password@host:port/db")
     return Settings(
         root=root,
-        source_database_url=absolute_database_url(
-            os.getenv(SOURCE_DATABASE_URL, "sqlite:///data/app.db"), root
-        ),
+        source_database_url_setting=os.getenv(SOURCE_DATABASE_URL, "sqlite:///data/app.db"),
         warehouse=warehouse,
         warehouse_path=_absolute(os.getenv(WAREHOUSE_PATH, "data/warehouse.duckdb"), root),
         warehouse_url=warehouse_url,

@@ -8,12 +8,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb
 
 from .errors import WarehouseError
 from .settings import WAREHOUSE_URL, Settings
+
+if TYPE_CHECKING:
+    import duckdb
 
 # The executor of every location's runs. With DuckDB every asset takes the one
 # `warehouse` pool, so the steps of a run never run in parallel anyway, and a subprocess
@@ -181,6 +184,8 @@ class Warehouse(dg.ConfigurableResource):
             finally:
                 conn.close()
             return
+        import duckdb  # on first use: the ML and analytics locations load without it
+
         path = Path(self.path)
         if not read_only:
             self.check_writable()

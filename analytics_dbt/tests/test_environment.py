@@ -1,0 +1,48 @@
+"""The location's own environment (analytics_dbt/.venv) holds no dbt-core: it loads from
+the prepared manifest without importing dbt, and runs dbt from its engine environment."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+OWN_ENVIRONMENT = Path(sys.prefix).resolve() == (PROJECT_DIR / ".venv").resolve()
+
+pytestmark = pytest.mark.skipif(not OWN_ENVIRONMENT, reason="about analytics_dbt/.venv (make test-locations)")
+
+
+def test_the_location_loads_without_importing_dbt_core():
+    probe = ("import sys\nfrom platform_analytics.definitions import defs\n"
+             "defs().resolve_asset_graph()\n"
+             "print(sorted(m for m in sys.modules if m == 'dbt' or m.startswith('dbt.')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_DIR)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_dbt_runs_from_the_engine_environment():
+    from platform_analytics.resources import build_resources
+    from platform_shared import load_settings
+
+    dbt = build_resources(load_settings())["dbt"]
+    assert Path(dbt.dbt_executable) == PROJECT_DIR / "engine" / ".venv" / "bin" / "dbt"
+    version = subprocess.run([dbt.dbt_executable, "--version"], capture_output=True, text=True, check=True)
+    assert "duckdb" in version.stdout and "postgres" in version.stdout
+
+
+def test_under_dagster_dev_a_changed_project_is_parsed_with_the_engine(tmp_path):
+    """`dagster dev` (and `dg check defs`) in this environment, with no dbt on PATH: a
+    project whose parse stamp does not match is re-parsed by the engine's dbt."""
+    from platform_analytics.project import _STAMP_NAME, analytics_project
+
+    manifest = analytics_project.manifest_path
+    (manifest.parent / _STAMP_NAME).unlink(missing_ok=True)
+    before = manifest.stat().st_mtime_ns
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DAGSTER_IS_DEV_CLI": "1"}
+    done = subprocess.run([sys.executable, "-c", "from platform_analytics.definitions import defs; defs()"],
+                          capture_output=True, text=True, cwd=PROJECT_DIR, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert manifest.stat().st_mtime_ns > before
+    assert (manifest.parent / _STAMP_NAME).exists()
