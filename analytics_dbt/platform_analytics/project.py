@@ -48,12 +48,17 @@ _STAMP_NAME = "platform_manifest_inputs.txt"
 _ENV_VAR = re.compile(r"""env_var\(\s*['"]([A-Za-z0-9_]+)['"]""")
 _PROJECT_FOLDERS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml")
+# Read by profiles.yml, but only as the paths of files it attaches under fixed names: the
+# manifest is the same at any path (checked: two parses differ only in timestamps), and
+# each test's or deployment's own warehouse must not cost a 9-25 s re-parse.
+_PATH_ONLY_VARIABLES = {"WAREHOUSE_PATH", "DBT_PERSONAL_WAREHOUSE"}
 
 
 def manifest_inputs(project_dir: Path, environ: dict[str, str]) -> str:
     """A fingerprint of what ``dbt parse`` reads: every project file's path, size and
     modification time, and the value of each environment variable the files read
-    through ``env_var()`` (the target, the warehouse path or URL)."""
+    through ``env_var()`` (the target, the server warehouse's URL), but the paths of
+    attached files."""
     files = sorted(p for folder in _PROJECT_FOLDERS for p in (project_dir / folder).rglob("*") if p.is_file())
     files += [project_dir / name for name in _PROJECT_FILES if (project_dir / name).exists()]
     digest = hashlib.sha256()
@@ -63,7 +68,7 @@ def manifest_inputs(project_dir: Path, environ: dict[str, str]) -> str:
         digest.update(f"{path.relative_to(project_dir)} {stat.st_size} {stat.st_mtime_ns}\n".encode())
         if path.suffix in (".yml", ".yaml", ".sql"):
             names.update(_ENV_VAR.findall(path.read_text(errors="replace")))
-    for name in sorted(names):
+    for name in sorted(names - _PATH_ONLY_VARIABLES):
         digest.update(f"{name}={environ.get(name)}\n".encode())
     return digest.hexdigest()
 
