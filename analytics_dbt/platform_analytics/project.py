@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
+from filelock import FileLock
 from dagster_dbt.dbt_project import using_dagster_dev
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -88,11 +89,17 @@ def prepare_if_changed() -> None:
         return
     manifest = analytics_project.manifest_path
     stamp = manifest.parent / _STAMP_NAME
-    if manifest.exists() and stamp.exists() and stamp.read_text() == _stamp(manifest):
+    fresh = lambda: manifest.exists() and stamp.exists() and stamp.read_text() == _stamp(manifest)  # noqa: E731
+    if fresh():
         return
-    # What dagster-dbt's prepare_if_dev runs (the project has no dbt packages: hub packages
-    # cannot be installed here), with the engine's dbt: its preparer takes `dbt` from PATH,
-    # which the location's own environment lacks.
-    EngineDbtCliResource(project_dir=analytics_project, dbt_executable=dbt_executable()).cli(
-        ["parse", "--quiet"], target_path=analytics_project.target_path).wait()
-    stamp.write_text(_stamp(manifest))
+    # One process parses at a time (a code server and a run worker may load together), as
+    # dagster-dbt's preparer guards it; the one that waited finds the manifest fresh.
+    with FileLock(manifest.with_suffix(".concurrent-update-lock"), timeout=300):
+        if fresh():
+            return
+        # What dagster-dbt's prepare_if_dev runs (the project has no dbt packages: hub
+        # packages cannot be installed here), with the engine's dbt: its preparer takes
+        # `dbt` from PATH, which the location's own environment lacks.
+        EngineDbtCliResource(project_dir=analytics_project, dbt_executable=dbt_executable()).cli(
+            ["parse", "--quiet"], target_path=analytics_project.target_path).wait()
+        stamp.write_text(_stamp(manifest))
