@@ -158,8 +158,9 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
         if runs[-1]["status"] == "FAILURE":
             # A statement the restart cut fails the step (dagster-postgres retries connecting,
             # not statements); the instance's run_retries then retries the run from failure.
-            tags = {t["key"]: t["value"] for t in runs[-1]["tags"]}
-            assert tags.get("dagster/will_retry") == "true", _failures(runs[-1])
+            # (The instance tags the run just after it records the failure.)
+            will_retry = _until(lambda: _tags(server, run_id).get("dagster/will_retry"), 30)
+            assert will_retry == "true", _failures(runs[-1])
             retry_id = _until(lambda: _tags(server, run_id).get("dagster/auto_retry_run_id"), 120)
             print(f"the run failed at the restart ({_failures(runs[-1])}); its retry {retry_id} ran")
             runs.append(_ended(server, retry_id))
