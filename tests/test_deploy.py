@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from platform_shared.alerts import WILL_RETRY_TAG
 from platform_shared.catalog import load_catalog
 from platform_shared.keys import raw_asset_key
 from platform_shared.lineage import GraphUnavailable, graphql
@@ -159,7 +160,7 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
             # A statement the restart cut fails the step (dagster-postgres retries connecting,
             # not statements); the instance's run_retries then retries the run from failure.
             # (The instance tags the run just after it records the failure.)
-            will_retry = _until(lambda: _tags(server, run_id).get("dagster/will_retry"), 30)
+            will_retry = _until(lambda: _tags(server, run_id).get(WILL_RETRY_TAG), 30)
             assert will_retry == "true", _failures(runs[-1])
             retry_id = _until(lambda: _tags(server, run_id).get("dagster/auto_retry_run_id"), 120)
             print(f"the run failed at the restart ({_failures(runs[-1])}); its retry {retry_id} ran")

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
-from filelock import FileLock
 from dagster_dbt.dbt_project import using_dagster_dev
+from filelock import FileLock
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,10 @@ def prepare_if_changed() -> None:
         return
     manifest = analytics_project.manifest_path
     stamp = manifest.parent / _STAMP_NAME
-    fresh = lambda: manifest.exists() and stamp.exists() and stamp.read_text() == _stamp(manifest)  # noqa: E731
+
+    def fresh() -> bool:
+        return manifest.exists() and stamp.exists() and stamp.read_text() == _stamp(manifest)
+
     if fresh():
         return
     # One process parses at a time (a code server and a run worker may load together), as
