@@ -6,7 +6,7 @@ its own floor (ADBC's bulk ingest, which streams Arrow batches with COPY).
     python bench/ingest_bench.py --scales 1,10,100      (make bench SCALES=1,10,100)
 
 For each scale the demo database is generated once into data/bench/scale_<N>/app.db
-(reused when present). Every variant runs in its own subprocess with a fresh warehouse
+(reused when present; indexes of the demo schema that it lacks are created). Every variant runs in its own subprocess with a fresh warehouse
 under data/bench/run/, on the same source file:
 
 - make ingest: the whole command, `python tools/run_all.py --location ingestion`, wall
@@ -184,6 +184,15 @@ def source_database(scale: float) -> Path:
         subprocess.run([sys.executable, "-m", "platform_shared.demo_data", "--scale", str(scale)],
                        env={**os.environ, "SOURCE_DATABASE_URL": f"sqlite:///{partial}"}, check=True)
         partial.rename(path)
+    # A database generated before the demo schema indexed updated_at gets its indexes.
+    from platform_shared import demo_data
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{path}")
+    for table in demo_data.md.sorted_tables:
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
+    engine.dispose()
     return path
 
 

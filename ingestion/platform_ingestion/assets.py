@@ -21,6 +21,7 @@ from .loading import (
     LoadRequest,
     configure_duckdb,
     load_to_stage,
+    reflect_source,
     source_columns,
     source_keys,
     source_row_count,
@@ -69,29 +70,36 @@ def ingest_table(
     source_url: str, pipelines_dir, hash_key: str,
 ) -> dict:
     """Extract, audit and publish one table; returns its metadata. No Dagster here."""
-    columns = source_columns(source_url, table)
+    reflected = reflect_source(source_url, table)
+    columns = source_columns(reflected, table)
     # The staged rows of an incremental table carry a generation, one above the last
     # published: the audit and the publish then handle only the rows loaded since.
-    incremental = table.load == "incremental" and table.history != "scd2"
+    incremental = table.load == "incremental"
+    names = warehouse_column_names([*columns, *table.primary_key])
+    key_columns = [names[c] for c in table.primary_key]
+    # One connection for the whole table: dlt's own connections to the DuckDB file then
+    # share the open database instead of opening (and checkpointing) it each time.
     with warehouse.connect() as conn:
         drift = wap.detect_drift(conn, table, columns)
         published = wap.published_generation(conn, table) if incremental else None
-    wap.check_drift(table, drift, full_refresh=request.full_refresh)
-    generation = (published or 0) + 1 if incremental else None
-    result = load_to_stage(
-        table, source_url=source_url, warehouse=warehouse,
-        pipelines_dir=pipelines_dir, request=request, hash_key=hash_key, generation=generation,
-    )
-    names = warehouse_column_names([*columns, *table.primary_key])
-    key_columns = [names[c] for c in table.primary_key]
-    with warehouse.connect() as conn:
+        wap.check_drift(table, drift, full_refresh=request.full_refresh)
+        generation = (published or 0) + 1 if incremental else None
+        result = load_to_stage(
+            table, source_url=source_url, warehouse=warehouse,
+            pipelines_dir=pipelines_dir, request=request, hash_key=hash_key, generation=generation,
+            reflected=reflected,
+        )
         if warehouse.is_duckdb:
             configure_duckdb(conn)
-        if table.load == "incremental" and not wap.holds_only_this_load(conn, table, result.rows_loaded):
+        deleted = 0
+        source_rows = source_row_count(source_url, table)
+        keys_compared = (incremental and not wap.holds_only_this_load(conn, table, result.rows_loaded)
+                         and wap.current_rows(conn, table) != source_rows)
+        if keys_compared:
+            # Only a hard delete leaves the stage with more rows than the source (see
+            # wap.current_rows): then compare the keys to find which.
             keys = source_keys(source_url, table, key_columns)
-            deleted, source_rows = wap.reconcile_deletes(conn, table, keys)
-        else:
-            deleted, source_rows = 0, source_row_count(source_url, table)
+            deleted, source_rows = wap.reconcile_deletes(conn, table, keys, generation)
         since = published if (
             published is not None and not request.full_refresh and wap.has_generation(conn, table)
         ) else None
@@ -103,6 +111,9 @@ def ingest_table(
         **meta,
         "rows_loaded": result.rows_loaded,
         "rows_deleted": deleted,
+        # Whether finding hard deletes took a comparison of every key with the source
+        # (row counts that differ), or the counts alone showed there were none.
+        "keys_compared": keys_compared,
         "cursor_value": str(result.cursor_value) if result.cursor_value is not None else "-",
         "duration_s": round(result.seconds, 3),
         "backend": result.backend,

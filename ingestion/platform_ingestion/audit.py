@@ -21,7 +21,6 @@ SNAPSHOT_TABLE = f"{STAGE_SCHEMA}._platform_source_columns"
 # The generation (loading.GENERATION_COLUMN) of the staged rows each incremental table
 # was last published up to: raw holds exactly the staged rows of that generation or older.
 PUBLISHED_TABLE = f"{STAGE_SCHEMA}._platform_published"
-_DLT_SCD2 = ("_dlt_valid_from", "_dlt_valid_to")
 
 
 class AuditFailed(PlatformError):
@@ -105,10 +104,10 @@ def check_drift(table: CatalogTable, drift: Drift, *, full_refresh: bool) -> Non
 
 
 def reconcile_deletes(
-    conn, table: CatalogTable, keys: pa.RecordBatchReader
+    conn, table: CatalogTable, keys: pa.RecordBatchReader, generation: int | None = None
 ) -> tuple[int, int]:
-    """Delete staged rows whose key is gone from the source; returns how many, and how
-    many keys the source has.
+    """Delete staged rows whose key is gone from the source (retire them, for a table with
+    history); returns how many, and how many keys the source has.
 
     A cursor never sees a hard delete, but comparing keys (one narrow column) does. The
     source keys stream into a temporary table (typed as the staged keys), which DuckDB
@@ -134,9 +133,18 @@ def reconcile_deletes(
             finally:
                 conn.unregister("_source_keys_stream")
         match = " and ".join(f"k.{_quote(c)} = s.{_quote(c)}" for c in columns)
-        (deleted,) = conn.execute(
-            f"delete from {stage} as s where not exists (select 1 from _source_keys as k where {match})"
-        ).fetchall()[0]
+        gone = f"not exists (select 1 from _source_keys as k where {match})"
+        if table.history == "scd2":
+            # History keeps the deleted row: its current version is retired, as dlt's scd2
+            # retires a row that a full extract lacks, and marked with this run's
+            # generation, so that publish copies the key's history again.
+            mark = (f", {_quote(GENERATION_COLUMN)} = {int(generation)}"
+                    if generation is not None and has_generation(conn, table) else "")
+            (deleted,) = conn.execute(
+                f"update {stage} as s set _dlt_valid_to = now(){mark} where _dlt_valid_to is null and {gone}"
+            ).fetchall()[0]
+        else:
+            (deleted,) = conn.execute(f"delete from {stage} as s where {gone}").fetchall()[0]
     finally:
         conn.execute("drop table if exists _source_keys").fetchall()
     return deleted, source_rows
@@ -148,6 +156,20 @@ def holds_only_this_load(conn, table: CatalogTable, rows_loaded: int) -> bool:
     the key comparison of ``reconcile_deletes`` has nothing to find: a row deleted while
     the run was loading makes the audit's row count fail, and the next run reconciles it."""
     return rows_loaded > 0 and _count(conn, _rel(STAGE_SCHEMA, table.warehouse_name)) == rows_loaded
+
+
+def current_rows(conn, table: CatalogTable) -> int:
+    """How many staged rows are current (for a table with history, not retired).
+
+    After an incremental load the stage holds every key of the source: the cursor sees
+    every insert and update (its overlap window catches late commits), and each load
+    merges what it read. Any further staged row is one deleted from the source since.
+    So when this equals the source's row count, nothing was deleted, and the key
+    comparison of ``reconcile_deletes`` (most of the cost of re-ingesting a large table
+    with few changes) has nothing to find. Should a row escape the cursor, the counts
+    differ and the audit fails on them, unless a hard delete offsets it exactly.
+    """
+    return _count(conn, f"({_current(table)})")
 
 
 def _current(table: CatalogTable) -> str:
@@ -223,29 +245,41 @@ def _count(conn, relation: str) -> int:
     return conn.execute(f"select count(*) from {relation} as t").fetchall()[0][0]
 
 
-def _publish_changes(
-    conn, table: CatalogTable, select: str, key_columns: list[str], since: int
-) -> bool:
-    """Bring ``raw`` from the staged rows of generation ``since`` up to all staged rows:
-    replace the rows whose key was loaded since, drop those whose key left the stage.
-    Returns False if ``raw`` then does not hold as many rows as the stage (the caller
-    then copies the whole table instead, in the same transaction)."""
-    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
-    raw = _rel(RAW_SCHEMA, table.warehouse_name)
-    newer = _newer(table, since)
-    match = " and ".join(f"r.{_quote(c)} = s.{_quote(c)}" for c in key_columns)
-    conn.execute(
-        f"delete from {raw} as r where exists (select 1 from ({newer}) as s where {match})"
-    ).fetchall()
-    # Every staged row of generation `since` or older is in raw; any other row of raw
-    # had its key deleted from the stage (a hard delete) since.
-    older = _count(conn, stage) - _count(conn, f"({newer})")
-    if _count(conn, raw) != older:
+def _publish_changes(conn, target: str, staged: str, newer: str, select: str, key_columns: list[str]) -> bool:
+    """Bring ``target`` from the rows ``staged`` held when it was last published up to
+    all of them: replace the rows whose key is in ``newer`` (the staged rows loaded
+    since), drop those whose key left ``staged``. Returns False if ``target`` then does
+    not hold as many rows as ``staged`` (the caller then copies the whole table instead,
+    in the same transaction)."""
+    match = " and ".join(f"t.{_quote(c)} = n.{_quote(c)}" for c in key_columns)
+    conn.execute(f"delete from {target} as t where exists (select 1 from ({newer}) as n where {match})").fetchall()
+    # Every other staged row is in the target; any other row of the target had its key
+    # deleted from the stage (a hard delete) since.
+    kept = _count(conn, f"({staged})") - _count(conn, f"({newer})")
+    if _count(conn, target) != kept:
         conn.execute(
-            f"delete from {raw} as r where not exists (select 1 from {stage} as s where {match})"
+            f"delete from {target} as t where not exists (select 1 from ({staged}) as n where {match})"
         ).fetchall()
-    conn.execute(f"insert into {raw} ({select}) select {select} from ({newer}) as n").fetchall()
-    return _count(conn, raw) == _count(conn, stage)
+    conn.execute(f"insert into {target} select {select} from ({newer}) as n").fetchall()
+    return _count(conn, target) == _count(conn, f"({staged})")
+
+
+def _publish_history_changes(conn, table: CatalogTable, select: str, key_columns: list[str], since: int) -> bool:
+    """Bring the history table up to the stage: every version of each key that has a row
+    loaded (a new version) or retired as deleted (see ``reconcile_deletes``) since
+    generation ``since`` is copied again; dlt changes no other staged row. Returns False
+    if the counts then differ (the caller copies the whole history instead)."""
+    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
+    history = _rel(RAW_SCHEMA, table.warehouse_name + HISTORY_SUFFIX)
+    keys = ", ".join(_quote(c) for c in key_columns)
+    touched = f"select distinct {keys} from ({_newer(table, since)}) as n"
+    match = " and ".join(f"t.{_quote(c)} = k.{_quote(c)}" for c in key_columns)
+    conn.execute(f"delete from {history} as t where exists (select 1 from ({touched}) as k where {match})").fetchall()
+    conn.execute(
+        f"insert into {history} select {select} from {stage} as t "
+        f"where exists (select 1 from ({touched}) as k where {match})"
+    ).fetchall()
+    return _count(conn, history) == _count(conn, stage)
 
 
 def publish(
@@ -264,18 +298,25 @@ def publish(
     staged = [(c, t) for c, t in _columns(conn, STAGE_SCHEMA, table.warehouse_name)
               if not c.startswith("_dlt_") and c != GENERATION_COLUMN]
     select = ", ".join(_quote(c) for c, _ in staged)
+    history_name = table.warehouse_name + HISTORY_SUFFIX
+    history_select = f"{select}, _dlt_valid_from as valid_from, _dlt_valid_to as valid_to"
     incremental = (
-        since is not None and bool(key_columns) and table.history != "scd2"
+        since is not None and bool(key_columns)
         and _columns(conn, RAW_SCHEMA, table.warehouse_name) == staged
+        and (table.history != "scd2" or _columns(conn, RAW_SCHEMA, history_name)[:-2] == staged)
     )
+    current = _current(table)
+    newer_current = f"select * from ({current}) as c where {_quote(GENERATION_COLUMN)} > {int(since or 0)}"
     conn.execute("begin transaction")
     try:
         conn.execute(f"create schema if not exists {_quote(RAW_SCHEMA)}")
-        if not (incremental and _publish_changes(conn, table, select, list(key_columns), since)):
-            replace_table(conn, RAW_SCHEMA, table.warehouse_name, f"select {select} from ({_current(table)}) as c")
-        if table.history == "scd2":
-            replace_table(conn, RAW_SCHEMA, table.warehouse_name + HISTORY_SUFFIX,
-                          f"select {select}, _dlt_valid_from as valid_from, _dlt_valid_to as valid_to from {stage}")
+        raw = _rel(RAW_SCHEMA, table.warehouse_name)
+        if not (incremental and _publish_changes(conn, raw, current, newer_current, select, list(key_columns))):
+            replace_table(conn, RAW_SCHEMA, table.warehouse_name, f"select {select} from ({current}) as c")
+        if table.history == "scd2" and not (
+            incremental and _publish_history_changes(conn, table, history_select, list(key_columns), since)
+        ):
+            replace_table(conn, RAW_SCHEMA, history_name, f"select {history_select} from {stage}")
         conn.execute(f"delete from {PUBLISHED_TABLE} where table_name = ?", [table.warehouse_name])
         if generation is not None:
             conn.execute(f"insert into {PUBLISHED_TABLE} values (?, ?)", [table.warehouse_name, generation])

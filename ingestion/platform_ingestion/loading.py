@@ -102,13 +102,25 @@ def pii_hasher(columns: tuple[str, ...], key: str):
     return _map
 
 
+# Arrow types read into pandas' nullable dtypes for the row hash: a plain integer column
+# becomes float when a batch holds a null, and its values would then hash differently
+# from one batch (or one run) to the next.
+_NULLABLE = {getattr(pa, arrow)(): pd.api.types.pandas_dtype(nullable) for arrow, nullable in [
+    ("int8", "Int8"), ("int16", "Int16"), ("int32", "Int32"), ("int64", "Int64"),
+    ("uint8", "UInt8"), ("uint16", "UInt16"), ("uint32", "UInt32"), ("uint64", "UInt64"),
+    ("float32", "Float32"), ("float64", "Float64"), ("bool_", "boolean"),
+]}
+
+
 def _row_hash(batch: pa.Table) -> pa.Table:
     """Add ``_dlt_id`` as a hash of the row's values, for scd2 tables.
 
     dlt's scd2 compares row hashes to find changed rows; for Arrow data it would use a
-    random ``_dlt_id``, so every load would retire every row.
+    random ``_dlt_id``, so every load would retire every row. A row hashes the same in
+    any batch: nulls do not change how the other values of a column hash.
     """
-    hashes = pd.util.hash_pandas_object(batch.to_pandas(), index=False).to_numpy()
+    frame = batch.to_pandas(types_mapper=_NULLABLE.get)
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     # The 16 lowercase hex digits of each hash (as f"{h:016x}"), built in one go.
     digits = binascii.hexlify(hashes.astype(">u8").tobytes())
     offsets = np.arange(0, 16 * (len(hashes) + 1), 16, dtype=np.int32)
@@ -127,6 +139,9 @@ def _add_generation(generation: int):
 
 def _write_disposition(table: CatalogTable):
     if table.history == "scd2":
+        # A full extract retires the rows it lacks. An incremental one holds only the
+        # changed rows: the primary key as merge key limits retiring to the keys extracted
+        # (rows deleted in the source are retired by audit.reconcile_deletes).
         return {"disposition": "merge", "strategy": "scd2"}
     if table.load == "incremental":
         # One extract is one query, so no key appears twice in it: dlt's deduplication of
@@ -153,7 +168,7 @@ def replacing_sqlite_engine(source_url: str) -> sa.Engine:
 
 def build_resource(
     table: CatalogTable, *, source_url: str, request: LoadRequest, hash_key: str,
-    generation: int | None = None, replace_invalid_utf8: bool = False,
+    generation: int | None = None, replace_invalid_utf8: bool = False, reflected: sa.Table | None = None,
 ):
     backend = "pyarrow" if replace_invalid_utf8 else choose_backend(source_url)
     incremental = None
@@ -171,6 +186,7 @@ def build_resource(
     resource = sql_table(
         credentials=credentials,
         table=table.source,
+        metadata=reflected.metadata if reflected is not None else None,
         backend=backend,
         # connectorx's "arrow" reads the whole table into memory; "arrow_stream" yields
         # batches of chunk_rows, so memory stays flat however large the table grows. The
@@ -187,6 +203,7 @@ def build_resource(
         included_columns=list(table.columns.select) or None,
         excluded_columns=list(table.columns.exclude) or None,
         primary_key=list(table.primary_key) or None,
+        merge_key=list(table.primary_key) if table.history == "scd2" and table.load == "incremental" else None,
         write_disposition=_write_disposition(table),
     ).with_name(table.warehouse_name)
     if table.columns.hash:
@@ -235,6 +252,10 @@ def build_pipeline(table: CatalogTable, *, warehouse: Warehouse, pipelines_dir: 
         destination = dlt.destinations.duckdb(DuckDbCredentials(warehouse.path, global_config=dict(DUCKDB_CONFIG)))
     else:
         destination = dlt.destinations.postgres(postgres_loader_url(warehouse.url))
+    # dlt keeps the files of every load it completed under the pipeline folder: each run
+    # of a table would add a copy of what it extracted (a full load of a large table,
+    # hundreds of MB) and the folder would grow without end. Keep only their summaries.
+    dlt.config["load.delete_completed_jobs"] = True
     return dlt.pipeline(
         pipeline_name=f"raw_{table.warehouse_name}",
         pipelines_dir=str(pipelines_dir),
@@ -252,15 +273,16 @@ def _cursor_value(pipeline: dlt.Pipeline, table: CatalogTable) -> Any:
     return None
 
 
-def source_columns(source_url: str, table: CatalogTable) -> dict[str, str]:
-    """The loaded columns of the source table and their SQL types, read now (not at import).
+def reflect_source(source_url: str, table: CatalogTable) -> sa.Table:
+    """The source table as the database describes it now (never at import). Its MetaData
+    serves dlt as a reflection cache: the run reflects each table once.
 
     Raises:
         SourceTableMissing: the table is not in the source database.
     """
     engine = sa.create_engine(source_url)
     try:
-        columns = sa.inspect(engine).get_columns(table.source)
+        return sa.Table(table.source, sa.MetaData(), autoload_with=engine)
     except sa.exc.NoSuchTableError as e:
         raise SourceTableMissing(
             f"Source table {table.source!r} (catalog entry {table.warehouse_name!r}) does not "
@@ -269,10 +291,14 @@ def source_columns(source_url: str, table: CatalogTable) -> dict[str, str]:
         ) from e
     finally:
         engine.dispose()
+
+
+def source_columns(reflected: sa.Table, table: CatalogTable) -> dict[str, str]:
+    """The loaded columns of the reflected source table and their SQL types."""
     policy = table.columns
     return {
-        c["name"]: str(c["type"]) for c in columns
-        if (not policy.select or c["name"] in policy.select) and c["name"] not in policy.exclude
+        c.name: str(c.type) for c in reflected.columns
+        if (not policy.select or c.name in policy.select) and c.name not in policy.exclude
     }
 
 
@@ -336,6 +362,7 @@ def load_to_stage(
     request: LoadRequest = LoadRequest(),
     hash_key: str = "",
     generation: int | None = None,
+    reflected: sa.Table | None = None,
 ) -> LoadResult:
     """Extract one source table into ``raw_stage.<warehouse_name>``.
 
@@ -347,6 +374,7 @@ def load_to_stage(
         request: a backfill window or a full refresh, if asked for.
         hash_key: the key of the HMAC that hashes personal-data columns.
         generation: marks the staged rows (``GENERATION_COLUMN``) of an incremental table.
+        reflected: the source table from ``reflect_source``, which dlt then need not reflect.
     """
     pipeline = build_pipeline(table, warehouse=warehouse, pipelines_dir=pipelines_dir)
     # Arrow batches reach PostgreSQL as CSV through COPY; its default, INSERT statements,
@@ -356,7 +384,7 @@ def load_to_stage(
     for replace_invalid_utf8 in (False, True):
         resource, backend = build_resource(
             table, source_url=source_url, request=request, hash_key=hash_key, generation=generation,
-            replace_invalid_utf8=replace_invalid_utf8,
+            replace_invalid_utf8=replace_invalid_utf8, reflected=reflected,
         )
         # A load that failed half way leaves packages that dlt would load first on the next
         # run, ignoring the new extract: start every run clean.

@@ -143,9 +143,6 @@ def _parse_table(path: Path, i: int, raw: object, defaults: dict) -> CatalogTabl
         raise _fail(path, where, f"history is {history!r}; expected one of {list(_HISTORY)}")
     if history == "scd2" and not pk:
         raise _fail(path, where, "history: scd2 needs a primary_key to track rows by")
-    if history == "scd2" and load != "full":
-        # dlt's scd2 retires rows that are absent from the extract: it needs the whole table.
-        raise _fail(path, where, "history: scd2 needs load: full (absent rows are retired)")
     settings = {**defaults, **{k: raw[k] for k in _DEFAULTS if k in raw}}
     if settings["on_column_dropped"] not in _DROP_POLICIES:
         raise _fail(path, where, f"on_column_dropped must be one of {list(_DROP_POLICIES)}")
