@@ -22,6 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
 import postgres  # noqa: E402
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "postgres: uses the PostgreSQL server (added to every test that does)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items) -> None:
+    # Before `-m` selects: `make test` runs the tests on the server apart from the others.
+    for item in items:
+        if "postgres_admin_url" in getattr(item, "fixturenames", ()):
+            item.add_marker("postgres")
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
     url = postgres.admin_url()

@@ -18,8 +18,10 @@ under data/bench/run/, on the same source file:
   DuckDB into `create table ... as`, no framework; the faster one is the floor;
 - naive: pandas `read_sql` of each whole table, then DuckDB `create table ... as`.
 
-Then, at library level, 1% of every table's rows get a newer updated_at and a changed
-value (in a copy of the source) and the tables are ingested again into the same warehouse.
+Then, at library level, the tables are ingested again with nothing changed (an hourly run
+of a quiet hour: the fixed cost of a run), then 1% of every table's rows get a newer
+updated_at and a changed value (in a copy of the source) and the tables are ingested
+again into the same warehouse.
 
 Peak memory is the child's ru_maxrss (os.wait4). Figures only: no assertions.
 """
@@ -90,6 +92,9 @@ def _child_library(source: Path, workdir: Path) -> dict:
         return time.perf_counter() - started
 
     seconds = ingest_all(f"sqlite:///{source}")
+    # An hourly run as in production: the tables were loaded incrementally before (the
+    # first incremental run after a full load also sets up dlt's merge staging tables).
+    unchanged = ingest_all(f"sqlite:///{source}")
     changed = workdir / "changed.db"
     shutil.copyfile(source, changed)
     with sqlite3.connect(changed) as conn:
@@ -99,7 +104,8 @@ def _child_library(source: Path, workdir: Path) -> dict:
                 f"update {t.source} set updated_at = '2026-08-01 00:00:00.000000', "
                 f"{CHANGES[t.source]} where {t.primary_key[0]} % 100 = 0"
             ).rowcount
-    return {"seconds": seconds, "reingest_seconds": ingest_all(f"sqlite:///{changed}"), "changed_rows": n}
+    return {"seconds": seconds, "unchanged_seconds": unchanged,
+            "reingest_seconds": ingest_all(f"sqlite:///{changed}"), "changed_rows": n}
 
 
 def _child_floor(source: Path, workdir: Path, driver: str) -> dict:
@@ -185,8 +191,8 @@ def source_database(scale: float) -> Path:
                        env={**os.environ, "SOURCE_DATABASE_URL": f"sqlite:///{partial}"}, check=True)
         partial.rename(path)
     # A database generated before the demo schema indexed updated_at gets its indexes.
-    from platform_shared import demo_data
     import sqlalchemy as sa
+    from platform_shared import demo_data
 
     engine = sa.create_engine(f"sqlite:///{path}")
     for table in demo_data.md.sorted_tables:
@@ -281,9 +287,11 @@ def bench_scale(scale: float, variants: list[str]) -> list[tuple]:
         if f"{prefix}make_ingest" in results:
             overhead = results[f"{prefix}make_ingest"]["seconds"] - lib["seconds"]
             lines.append((f"{scale:g}", f"{label}orchestration overhead (a - b)", "", f"{overhead:.1f}", "", "", ""))
-        ratio = lib["reingest_seconds"] / lib["seconds"]
-        lines.append((f"{scale:g}", f"{label}re-ingest, 1% changed (library; {ratio:.2f} of full)",
-                      f"{lib['changed_rows']:,}", f"{lib['reingest_seconds']:.1f}", "", "", ""))
+        for key, what, rows in (("unchanged_seconds", "nothing changed", "0"),
+                                ("reingest_seconds", "1% changed", f"{lib['changed_rows']:,}")):
+            ratio = lib[key] / lib["seconds"]
+            lines.append((f"{scale:g}", f"{label}re-ingest, {what} (library; {ratio:.2f} of full)",
+                          rows, f"{lib[key]:.1f}", "", "", ""))
     return lines
 
 
