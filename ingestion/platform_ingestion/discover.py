@@ -3,7 +3,8 @@
 Every table gets its primary key as the database declares it, a safe warehouse name
 where its own name is not one (the mapping is written in the catalog), and incremental
 loading where an ``updated_at``-like column exists. A table without a primary key is
-loaded in full, with a warning written beside it.
+loaded in full, with a warning written beside it; so is a cursor column without an index
+(each incremental load would scan the table).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def discover(url: str, *, schema: str | None = None) -> dict:
             if pk and cursor:
                 entry["load"] = "incremental"
                 entry["cursor"] = cursor
+                leading = {i["column_names"][0] for i in inspector.get_indexes(name, schema=schema) if i["column_names"]}
+                if cursor not in leading:
+                    entry["comment"] = (f"WARNING: no index on {cursor} in the source: every incremental "
+                                        "load scans the whole table. Index it in the application database.")
             tables.append(entry)
     finally:
         engine.dispose()
