@@ -117,19 +117,21 @@ impact: setup  ## every asset downstream of one, by location: make impact ASSET=
 # re-parse analytics_dbt/target, which the suite's code servers read, and tests on the
 # PostgreSQL cluster (marker `postgres`) must not overlap the suite's (one restarts the
 # cluster): those run after. The graph contract of `make check` is a test of the suite
-# (test_the_real_workspace_keeps_the_contract).
+# (test_the_real_workspace_keeps_the_contract). LOCATION_PYTEST_ARGS narrows the location
+# tests (`-k ...`; not `-m`, which would replace the postgres split).
 TEST_LOGS := $(CURDIR)/.test-logs
 test: setup envs  ## set up, run the cross-location suite (the graph contract too) and each location's tests
 	@mkdir -p $(TEST_LOGS); status=0; \
-	{ $(MAKE) --no-print-directory test-locations LOCATION_TESTS="ingestion ml_features" \
-		LOCATION_PYTEST_ARGS="-m 'not postgres' $(LOCATION_PYTEST_ARGS)" >$(TEST_LOGS)/locations.log 2>&1; \
-		echo $$? >$(TEST_LOGS)/locations.status; } & \
+	{ s=0; for loc in ingestion ml_features; do \
+		$(MAKE) --no-print-directory test-locations LOCATION_TESTS=$$loc \
+			LOCATION_PYTEST_ARGS="-m 'not postgres' $(LOCATION_PYTEST_ARGS)" || s=1; done; \
+		exit $$s; } >$(TEST_LOGS)/locations.log 2>&1 & beside=$$!; \
 	pytest tests $(PYTEST_ARGS) || status=1; \
-	wait; cat $(TEST_LOGS)/locations.log; [ "$$(cat $(TEST_LOGS)/locations.status)" = 0 ] || status=1; \
+	wait $$beside || status=1; cat $(TEST_LOGS)/locations.log; \
 	$(MAKE) --no-print-directory test-locations LOCATION_TESTS=analytics_dbt || status=1; \
 	echo "== ingestion/tests on PostgreSQL in ingestion/.venv"; \
 	PATH=$(CURDIR)/ingestion/.venv/bin:/usr/sbin:/usr/bin:/sbin:/bin ingestion/.venv/bin/pytest ingestion/tests \
-		-m postgres $(LOCATION_PYTEST_ARGS) || [ $$? = 5 ] || status=1; \
+		-m postgres $(LOCATION_PYTEST_ARGS) || { [ $$? = 5 ] && [ -n "$(LOCATION_PYTEST_ARGS)" ]; } || status=1; \
 	exit $$status
 
 # Each location's own tests, in its own environment (as its team's CI would run them).

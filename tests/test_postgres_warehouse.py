@@ -160,9 +160,17 @@ def test_updates_and_hard_deletes_reach_the_server_warehouse(pg_platform, platfo
         conn.execute("update web_sessions set funnel_step = 'purchase', updated_at = '2031-01-01 00:00:00' "
                      "where session_id = (select min(session_id) from web_sessions)")
         conn.execute("delete from web_sessions where session_id = (select max(session_id) from web_sessions)")
+        # A customer with history: one updated, one deleted (its history keeps it, retired).
+        conn.execute("update customers set country = 'ZZ', updated_at = '2031-01-01 00:00:00' where customer_id = 3")
+        conn.execute("delete from customers where customer_id = 5")
     before = len(_pg(url, "select session_id from raw.web_sessions"))
     done = _run(env, "--location", "ingestion")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert_raw_equals_source(env[platform_settings.SOURCE_DATABASE_URL], None, "web_sessions",
-                             read=lambda q: _pg(url, q))
+    for table in ("web_sessions", "customers"):
+        assert_raw_equals_source(env[platform_settings.SOURCE_DATABASE_URL], None, table,
+                                 read=lambda q: _pg(url, q))
     assert len(_pg(url, "select session_id from raw.web_sessions")) == before - 1
+    history = lambda cid: list(_pg(url, "select country, valid_to is null as current from raw.customers_history "  # noqa: E731
+                                   f"where customer_id = {cid} order by valid_from").itertuples(index=False))
+    assert [bool(v.current) for v in history(3)] == [False, True] and history(3)[-1].country == "ZZ"
+    assert [bool(v.current) for v in history(5)] == [False]

@@ -23,6 +23,7 @@ from .loading import (
     load_to_stage,
     reflect_source,
     source_columns,
+    source_key_summary,
     source_keys,
     source_row_count,
     warehouse_column_names,
@@ -92,14 +93,18 @@ def ingest_table(
         if warehouse.is_duckdb:
             configure_duckdb(conn)
         deleted = 0
-        source_rows = source_row_count(source_url, table)
-        keys_compared = (incremental and not wap.holds_only_this_load(conn, table, result.rows_loaded)
-                         and wap.current_rows(conn, table) != source_rows)
-        if keys_compared:
+        keys_compared = False
+        if incremental and not wap.holds_only_this_load(conn, table, result.rows_loaded):
+            summary = source_key_summary(source_url, table)
+            source_rows = summary[0]
             # Only a hard delete leaves the stage with more rows than the source (see
-            # wap.current_rows): then compare the keys to find which.
-            keys = source_keys(source_url, table, key_columns)
-            deleted, source_rows = wap.reconcile_deletes(conn, table, keys, generation)
+            # wap.same_keys_as_source): then compare the keys to find which.
+            keys_compared = not wap.same_keys_as_source(conn, table, key_columns, summary)
+            if keys_compared:
+                keys = source_keys(source_url, table, key_columns)
+                deleted, source_rows = wap.reconcile_deletes(conn, table, keys, generation)
+        else:
+            source_rows = source_row_count(source_url, table)
         since = published if (
             published is not None and not request.full_refresh and wap.has_generation(conn, table)
         ) else None
@@ -111,8 +116,8 @@ def ingest_table(
         **meta,
         "rows_loaded": result.rows_loaded,
         "rows_deleted": deleted,
-        # Whether finding hard deletes took a comparison of every key with the source
-        # (row counts that differ), or the counts alone showed there were none.
+        # Whether finding hard deletes took a comparison of every key with the source, or
+        # the row counts and the smallest and largest keys showed there were none.
         "keys_compared": keys_compared,
         "cursor_value": str(result.cursor_value) if result.cursor_value is not None else "-",
         "duration_s": round(result.seconds, 3),

@@ -3,8 +3,8 @@
 Every table gets its primary key as the database declares it, a safe warehouse name
 where its own name is not one (the mapping is written in the catalog), and incremental
 loading where an ``updated_at``-like column exists. A table without a primary key is
-loaded in full, with a warning written beside it; so is a cursor column without an index
-(each incremental load would scan the table).
+loaded in full, with a warning written beside it. A cursor column without an index gets a
+warning too (the table stays incremental, but each load would scan it).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -353,6 +354,24 @@ def source_row_count(source_url: str, table: CatalogTable) -> int:
         engine.dispose()
 
 
+def source_key_summary(source_url: str, table: CatalogTable) -> tuple[int, Any, Any]:
+    """The source table's row count and the smallest and largest value of its first key
+    column: three subqueries, each of which the database answers from an index (one
+    query with all three aggregates would scan the table)."""
+    source = sa.table(table.source, sa.column(table.primary_key[0]))
+    key = source.c[table.primary_key[0]]
+    engine = sa.create_engine(source_url)
+    try:
+        with engine.connect() as conn:
+            return tuple(conn.execute(sa.select(
+                sa.select(sa.func.count()).select_from(source).scalar_subquery(),
+                sa.select(sa.func.min(key)).scalar_subquery(),
+                sa.select(sa.func.max(key)).scalar_subquery(),
+            )).one())
+    finally:
+        engine.dispose()
+
+
 def load_to_stage(
     table: CatalogTable,
     *,
@@ -403,12 +422,24 @@ def load_to_stage(
     if replace_invalid_utf8:
         backend = "pyarrow (invalid UTF-8 replaced by U+FFFD)"
     info.raise_on_failed_jobs()
+    _drop_older_loaded_packages(pipeline, keep=info.loads_ids)
     normalize = pipeline.last_trace.last_normalize_info
     rows = normalize.row_counts.get(table.warehouse_name, 0) if normalize else 0
     return LoadResult(
         table.warehouse_name, rows, time.perf_counter() - started, backend,
         _cursor_value(pipeline, table),
     )
+
+
+def _drop_older_loaded_packages(pipeline: dlt.Pipeline, keep: list[str]) -> None:
+    """Delete the summaries dlt keeps of each earlier completed load (schema, state, some
+    60 KB a table a run: an hourly schedule would pile up gigabytes). dlt has no setting
+    for it; its layout is ``<pipeline folder>/load/loaded/<load id>/``. The newest load
+    stays, for ``dlt pipeline ... info``."""
+    loaded = Path(pipeline.working_dir) / "load" / "loaded"
+    for package in loaded.iterdir() if loaded.is_dir() else ():
+        if package.name not in keep:
+            shutil.rmtree(package, ignore_errors=True)
 
 
 def warehouse_column_names(names) -> dict[str, str]:

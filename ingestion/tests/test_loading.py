@@ -5,6 +5,7 @@ import sqlite3
 from datetime import datetime
 
 import pyarrow as pa
+from platform_ingestion import audit
 from platform_ingestion.loading import LoadRequest, build_resource
 from platform_shared import load_catalog
 from platform_shared import settings as s
@@ -65,9 +66,12 @@ def _history_matches_stage(ingestion, table: str) -> None:
         ingestion.query(f"select {select}, _dlt_valid_from, _dlt_valid_to from raw_stage.{table} order by all")
 
 
-def test_an_incremental_table_with_history_reads_only_changes_and_retires_deleted_rows(ingestion):
+def test_an_incremental_table_with_history_reads_only_changes_and_retires_deleted_rows(ingestion, monkeypatch):
     assert ingestion.run("customers").success
     (total,) = ingestion.query("select count(*) from raw.customers")[0]
+    # From now on publishing copies only the changed keys, never the whole table again.
+    copies = []
+    monkeypatch.setattr(audit, "replace_table", lambda conn, schema, name, select: copies.append(name))
     ingestion.sql(
         "update customers set country = 'ZZ', updated_at = '2026-07-02 00:00:00' where customer_id = 3;"
         "delete from customers where customer_id = 5;"
@@ -101,6 +105,7 @@ def test_an_incremental_table_with_history_reads_only_changes_and_retires_delete
     versions = ingestion.query("select count(*) from raw.customers_history")
     assert ingestion.run("customers").success
     assert ingestion.query("select count(*) from raw.customers_history") == versions
+    assert copies == []
 
 
 def test_an_unchanged_row_keeps_its_one_version_whatever_batch_it_is_read_in(ingestion):
@@ -119,6 +124,18 @@ def test_an_unchanged_row_keeps_its_one_version_whatever_batch_it_is_read_in(ing
     assert ingestion.query("select device_id, count(*) from raw.devices_history group by 1 order by 1") == [
         (1, 1), (2, 1), (3, 1)]
     assert ingestion.query("select device_id from raw.devices order by 1") == [(1,), (3,)]
+
+
+def test_a_row_the_cursor_missed_is_not_hidden_by_a_delete(ingestion):
+    # A new order written with an old cursor value (the cursor never reads it) and a hard
+    # delete in one hour: the row counts match, the largest key does not.
+    assert ingestion.run("orders").success
+    ingestion.sql(
+        "insert into orders select max(order_id) + 1, customer_id, status, total_cents, created_at, "
+        "'2020-01-01 00:00:00' from orders; delete from orders where order_id = 8;")
+    missed = ingestion.run("orders")
+    assert not missed.success and "row count" in ingestion.failure_message(missed)
+    assert ingestion.query("select count(*) from raw_stage.orders where order_id = 8") == [(0,)]
 
 
 def test_the_key_comparison_runs_only_when_the_row_counts_show_a_delete(ingestion):
@@ -141,6 +158,8 @@ def test_the_pipeline_folder_keeps_no_copy_of_the_loaded_rows(ingestion):
     assert folder.is_dir()
     data_files = [p for p in folder.rglob("*") if p.suffix in (".parquet", ".jsonl", ".csv", ".gz")]
     assert data_files == []
+    # Of the completed loads, dlt's summary of the newest one stays.
+    assert sorted(len(list(p.iterdir())) for p in folder.rglob("load/loaded")) == [1, 1]
 
 
 def test_a_date_range_backfill_reloads_only_that_window(ingestion):
