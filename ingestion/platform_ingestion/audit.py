@@ -21,6 +21,9 @@ SNAPSHOT_TABLE = f"{STAGE_SCHEMA}._platform_source_columns"
 # The generation (loading.GENERATION_COLUMN) of the staged rows each incremental table
 # was last published up to: raw holds exactly the staged rows of that generation or older.
 PUBLISHED_TABLE = f"{STAGE_SCHEMA}._platform_published"
+# The validity columns of raw.<table>_history, from those of dlt's scd2 stage.
+_VALIDITY = ("valid_from", "valid_to")
+_VALIDITY_SELECT = "_dlt_valid_from as valid_from, _dlt_valid_to as valid_to"
 
 
 class AuditFailed(PlatformError):
@@ -261,18 +264,16 @@ def _publish_changes(conn, target: str, staged: str, newer: str, select: str, ke
     conn.execute(f"delete from {target} as t where exists (select 1 from ({newer}) as n where {match})").fetchall()
     # Every other staged row is in the target; any other row of the target had its key
     # deleted from the stage (a hard delete) since.
-    kept = _count(conn, f"({staged})") - _count(conn, f"({newer})")
-    if _count(conn, target) != kept:
+    staged_rows = _count(conn, f"({staged})")
+    if _count(conn, target) != staged_rows - _count(conn, f"({newer})"):
         conn.execute(
             f"delete from {target} as t where not exists (select 1 from ({staged}) as n where {match})"
         ).fetchall()
     conn.execute(f"insert into {target} ({select}) select {select} from ({newer}) as n").fetchall()
-    return _count(conn, target) == _count(conn, f"({staged})")
+    return _count(conn, target) == staged_rows
 
 
-def _publish_history_changes(
-    conn, table: CatalogTable, columns: str, select: str, key_columns: list[str], since: int
-) -> bool:
+def _publish_history_changes(conn, table: CatalogTable, select: str, key_columns: list[str], since: int) -> bool:
     """Bring the history table up to the stage: every version of each key that has a row
     loaded (a new version) or retired as deleted (see ``reconcile_deletes``) since
     generation ``since`` is copied again; dlt changes no other staged row. Returns False
@@ -284,7 +285,8 @@ def _publish_history_changes(
     match = " and ".join(f"t.{_quote(c)} = k.{_quote(c)}" for c in key_columns)
     conn.execute(f"delete from {history} as t where exists (select 1 from ({touched}) as k where {match})").fetchall()
     conn.execute(
-        f"insert into {history} ({columns}) select {select} from {stage} as t "
+        f"insert into {history} ({select}, {', '.join(_VALIDITY)}) select {select}, {_VALIDITY_SELECT} "
+        f"from {stage} as t "
         f"where exists (select 1 from ({touched}) as k where {match})"
     ).fetchall()
     return _count(conn, history) == _count(conn, stage)
@@ -307,12 +309,11 @@ def publish(
               if not c.startswith("_dlt_") and c != GENERATION_COLUMN]
     select = ", ".join(_quote(c) for c, _ in staged)
     history_name = table.warehouse_name + HISTORY_SUFFIX
-    history_select = f"{select}, _dlt_valid_from as valid_from, _dlt_valid_to as valid_to"
     incremental = (
         since is not None and bool(key_columns)
         and _columns(conn, RAW_SCHEMA, table.warehouse_name) == staged
         and (table.history != "scd2" or [c for c, _ in _columns(conn, RAW_SCHEMA, history_name)]
-             == [*(c for c, _ in staged), "valid_from", "valid_to"])
+             == [*(c for c, _ in staged), *_VALIDITY])
     )
     current = _current(table)
     newer_current = f"select * from ({current}) as c where {_quote(GENERATION_COLUMN)} > {int(since or 0)}"
@@ -323,10 +324,9 @@ def publish(
         if not (incremental and _publish_changes(conn, raw, current, newer_current, select, list(key_columns))):
             replace_table(conn, RAW_SCHEMA, table.warehouse_name, f"select {select} from ({current}) as c")
         if table.history == "scd2" and not (
-            incremental and _publish_history_changes(
-                conn, table, f"{select}, valid_from, valid_to", history_select, list(key_columns), since)
+            incremental and _publish_history_changes(conn, table, select, list(key_columns), since)
         ):
-            replace_table(conn, RAW_SCHEMA, history_name, f"select {history_select} from {stage}")
+            replace_table(conn, RAW_SCHEMA, history_name, f"select {select}, {_VALIDITY_SELECT} from {stage}")
         conn.execute(f"delete from {PUBLISHED_TABLE} where table_name = ?", [table.warehouse_name])
         if generation is not None:
             conn.execute(f"insert into {PUBLISHED_TABLE} values (?, ?)", [table.warehouse_name, generation])
