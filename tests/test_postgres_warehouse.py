@@ -13,11 +13,13 @@ import sys
 from datetime import date, datetime
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from platform_ingestion import direct
 from platform_shared import load_catalog, load_settings
 from platform_shared import settings as platform_settings
 from sqlalchemy.engine import make_url
@@ -174,3 +176,8 @@ def test_updates_and_hard_deletes_reach_the_server_warehouse(pg_platform, platfo
                                    f"where customer_id = {cid} order by valid_from").itertuples(index=False))
     assert [bool(v.current) for v in history(3)] == [False, True] and history(3)[-1].country == "ZZ"
     assert [bool(v.current) for v in history(5)] == [False]
+    # The hourly run merged the changes without a dlt pipeline, on the server too.
+    with dg.DagsterInstance.from_config(env[platform_settings.DAGSTER_HOME]) as instance:
+        for table in ("web_sessions", "customers"):
+            event = instance.get_latest_materialization_event(dg.AssetKey(["raw", table]))
+            assert event.asset_materialization.metadata["backend"].value == direct.BACKEND

@@ -17,9 +17,11 @@ from platform_shared import (
 from sqlalchemy.engine import make_url
 
 from . import audit as wap
+from . import direct
 from .loading import (
     LoadRequest,
     configure_duckdb,
+    invalid_utf8,
     load_to_stage,
     reflect_source,
     source_columns,
@@ -85,11 +87,26 @@ def ingest_table(
         published = wap.published_generation(conn, table) if incremental else None
         wap.check_drift(table, drift, full_refresh=request.full_refresh)
         generation = (published or 0) + 1 if incremental else None
-        result = load_to_stage(
-            table, source_url=source_url, warehouse=warehouse,
-            pipelines_dir=pipelines_dir, request=request, hash_key=hash_key, generation=generation,
-            reflected=reflected,
-        )
+        result = None
+        if (incremental and published is not None and request == LoadRequest() and not drift.changed
+                and wap.has_generation(conn, table)):
+            # An hourly run: the changed rows are merged without a dlt pipeline (direct.py).
+            if warehouse.is_duckdb:
+                configure_duckdb(conn)
+            try:
+                result = direct.load_changes(
+                    conn, table, source_url=source_url, reflected=reflected, columns=list(columns),
+                    names=names, key_columns=key_columns, generation=generation, hash_key=hash_key,
+                )
+            except BaseException as exc:
+                if not invalid_utf8(exc, source_url):
+                    raise
+        if result is None:
+            result = load_to_stage(
+                table, source_url=source_url, warehouse=warehouse,
+                pipelines_dir=pipelines_dir, request=request, hash_key=hash_key, generation=generation,
+                reflected=reflected,
+            )
         if warehouse.is_duckdb:
             configure_duckdb(conn)
         deleted = 0

@@ -40,6 +40,10 @@ class Drift:
     dropped: list[str] = field(default_factory=list)
     retyped: dict[str, tuple[str, str]] = field(default_factory=dict)
 
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.dropped or self.retyped)
+
     def as_metadata(self) -> dict[str, str]:
         return {
             "columns_added": ", ".join(self.added) or "-",

@@ -5,7 +5,8 @@ own load. Extraction uses connectorx returning Arrow (dlt's default SQLAlchemy b
 is about 80 times slower here), pyarrow for databases connectorx does not read. dlt does
 what it does well: cursors and their state, merge on the primary key, scd2 history,
 schema evolution. What it lacks (audits before readers see the data, hard deletes under
-a cursor) lives in ``audit.py``.
+a cursor) lives in ``audit.py``. Once a table is loaded, its hourly incremental runs
+merge their few changed rows without a dlt pipeline: ``direct.py`` says why.
 """
 
 from __future__ import annotations
@@ -413,11 +414,8 @@ def load_to_stage(
                                 loader_file_format=file_format)
             break
         except BaseException as exc:
-            # Invalid UTF-8 in a SQLite text column: connectorx panics (pyo3's PanicException,
-            # a BaseException, not importable); read the table again, replacing it.
-            panic = isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
-            if (replace_invalid_utf8 or not panic or "Utf8Error" not in str(exc)
-                    or make_url(source_url).get_backend_name() != "sqlite"):
+            # Invalid UTF-8 in a SQLite text column: read the table again, replacing it.
+            if replace_invalid_utf8 or not invalid_utf8(exc, source_url):
                 raise
     if replace_invalid_utf8:
         backend = "pyarrow (invalid UTF-8 replaced by U+FFFD)"
@@ -429,6 +427,13 @@ def load_to_stage(
         table.warehouse_name, rows, time.perf_counter() - started, backend,
         _cursor_value(pipeline, table),
     )
+
+
+def invalid_utf8(exc: BaseException, source_url: str) -> bool:
+    """Whether connectorx failed on invalid UTF-8 in a SQLite text column: it panics
+    (pyo3's PanicException, a BaseException, not importable)."""
+    panic = isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+    return panic and "Utf8Error" in str(exc) and make_url(source_url).get_backend_name() == "sqlite"
 
 
 def _drop_older_loaded_packages(pipeline: dlt.Pipeline, keep: list[str]) -> None:

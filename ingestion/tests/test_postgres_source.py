@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from platform_ingestion import direct
 from platform_shared import settings as s
 from platform_shared.demo_data import generate, simulate_day
 from sqlalchemy.engine import make_url
@@ -100,3 +101,33 @@ def test_types_survive_from_postgres(pg_ingestion):
     assert row[6] == "Zoë – 東京 ✓" and row[8] == 9007199254740993
     assert '"a"' in str(row[7])
     assert pg_ingestion.query("select count(*) from raw.typed where id = 2 and amount is null and doc is null") == [(1,)]
+
+
+def test_an_hourly_run_from_postgres_merges_every_type_as_dlt_loads_it(pg_ingestion):
+    engine = sa.create_engine(pg_ingestion.admin_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(TYPES + "alter table typed add column updated_at timestamptz not null "
+                             "default '2026-03-01 00:00:00+00';"))
+    pg_ingestion.catalog_path.write_text(
+        "tables:\n  - source: typed\n    primary_key: id\n    load: incremental\n    cursor: updated_at\n")
+    assert pg_ingestion.run("typed").success
+    with engine.begin() as conn:  # an insert of every type and an update, in another time zone
+        conn.execute(sa.text(
+            "insert into typed select 3, amount, ratio, flag, day, at_local, at_utc, label, doc, big, "
+            "'2026-03-02 09:00:00+05' from typed where id = 1;"
+            "update typed set amount = 0.0001, flag = false, doc = '[]', updated_at = '2026-03-02 10:00:00+05' "
+            "where id = 2;"))
+    engine.dispose()
+    hourly = pg_ingestion.run("typed")
+    meta = hourly.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["backend"].value == direct.BACKEND and meta["rows_loaded"].value >= 2
+    columns = "select column_name, data_type from information_schema.columns where table_name = 'typed' " \
+              "and table_schema = 'raw' order by ordinal_position"
+    merged = pg_ingestion.query(columns), pg_ingestion.query("select * from raw.typed order by id")
+    rows = {r[0]: r for r in merged[1]}
+    assert rows[2][1] == Decimal("0.0001") and rows[2][3] is False
+    assert rows[3][1:-1] == rows[1][1:-1]  # row 3 holds row 1's values of every type
+    # dlt, reloading the whole table, gives the same rows and types.
+    full = pg_ingestion.run("typed", config={"full_refresh": True})
+    assert full.get_asset_materialization_events()[0].materialization.metadata["backend"].value == "connectorx"
+    assert (pg_ingestion.query(columns), pg_ingestion.query("select * from raw.typed order by id")) == merged

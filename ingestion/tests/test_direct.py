@@ -1,0 +1,91 @@
+"""The hourly incremental load without a dlt pipeline (direct.py) loads what dlt loads."""
+
+from platform_ingestion import direct
+from platform_shared import settings as s
+from platform_shared.demo_data import simulate_day
+
+TABLES = ["customers", "products", "orders", "order_items", "payments", "web_sessions"]
+COLUMNS = ("select column_name, data_type from information_schema.columns where table_schema = 'raw' "
+           "and table_name = '{}' order by ordinal_position")
+
+
+def _backends(result) -> dict[str, str]:
+    return {e.asset_key.path[-1]: e.materialization.metadata["backend"].value
+            for e in result.get_asset_materialization_events()}
+
+
+def _tables(ingestion) -> dict:
+    tables = {t: (ingestion.query(COLUMNS.format(t)), ingestion.query(f"select * from raw.{t} order by all"))
+              for t in TABLES}
+    tables["current history"] = ingestion.query(
+        "select * exclude (valid_from, valid_to) from raw.customers_history where valid_to is null order by all")
+    return tables
+
+
+def test_an_hourly_run_merges_without_dlt_and_loads_what_dlt_loads(ingestion, monkeypatch):
+    assert _backends(ingestion.run())["orders"] == "connectorx"  # the first load: dlt
+    counts = simulate_day(ingestion.source_url, seed=1)
+    assert counts["inserted"] and counts["updated"] and counts["deleted"]
+    hourly = ingestion.run()
+    assert hourly.success
+    assert _backends(hourly) == {"products": "connectorx", **{t: direct.BACKEND for t in TABLES if t != "products"}}
+    for table in TABLES:
+        ingestion.assert_raw_equals_source(table)
+    merged = _tables(ingestion)
+    # The same source, loaded by dlt alone into a new warehouse: the same rows, the same types.
+    monkeypatch.setenv(s.WAREHOUSE_PATH, str(ingestion.root / "by_dlt.duckdb"))
+    assert set(_backends(ingestion.run()).values()) == {"connectorx"}
+    ingestion.warehouse = ingestion.root / "by_dlt.duckdb"
+    assert _tables(ingestion) == merged
+
+
+def test_the_direct_merge_hashes_rows_as_dlt_does(ingestion):
+    # scd2 compares row hashes: a row that dlt loaded and the direct merge reads again
+    # unchanged (the overlap window) must not get a second version.
+    assert ingestion.run("customers").success
+    versions = ingestion.query("select count(*) from raw.customers_history")
+    again = ingestion.run("customers").get_asset_materialization_events()[0].materialization.metadata
+    assert again["backend"].value == direct.BACKEND and again["rows_loaded"].value >= 1
+    assert ingestion.query("select count(*) from raw.customers_history") == versions
+
+
+EVENTS = """
+tables:
+  - source: events
+    primary_key: event_id
+    load: incremental
+    cursor: updated_at
+"""
+
+
+def _events(ingestion):
+    ingestion.sql("create table events (event_id integer primary key, qty integer, body text, updated_at timestamp);"
+                  "insert into events values (1, 5, 'first', '2026-01-01 10:00:00');")
+    ingestion.catalog_path.write_text(EVENTS)
+    assert ingestion.run("events").success
+    return ingestion
+
+
+def test_invalid_utf8_in_a_changed_row_is_read_again_by_dlt_replacing_it(ingestion):
+    events = _events(ingestion)
+    events.sql("insert into events values (2, 6, cast(x'41ff42' as text), '2026-01-02 10:00:00');")
+    result = events.run("events")
+    assert result.success
+    assert _backends(result)["events"].startswith("pyarrow (invalid UTF-8 replaced")
+    assert events.query("select event_id, body from raw.events order by 1") == [(1, "first"), (2, "A\ufffdB")]
+
+
+def test_a_changed_row_the_source_cannot_give_fails_naming_the_table_and_merges_nothing(ingestion):
+    events = _events(ingestion)
+    # SQLite keeps text in an integer column; connectorx refuses it.
+    events.sql("update events set body = 'second', updated_at = '2026-01-02 00:00:00' where event_id = 1;"
+               "insert into events values (2, 'many', 'x', '2026-01-02 10:00:00');")
+    failed = events.run("events")
+    assert not failed.success
+    message = events.failure_message(failed)
+    assert "'events'" in message and "Nothing was merged" in message and "qty" in message
+    assert events.query("select event_id, body from raw_stage.events") == [(1, "first")]
+    assert events.query("select event_id, body from raw.events") == [(1, "first")]
+    events.sql("update events set qty = 7 where event_id = 2")
+    assert events.run("events").success
+    events.assert_raw_equals_source("events")
