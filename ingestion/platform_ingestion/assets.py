@@ -87,26 +87,39 @@ def ingest_table(
         published = wap.published_generation(conn, table) if incremental else None
         wap.check_drift(table, drift, full_refresh=request.full_refresh)
         generation = (published or 0) + 1 if incremental else None
+        # A run that resumes a published incremental table reads from the staged rows'
+        # largest cursor (minus the overlap), whether it merges them itself or has dlt load.
+        mark = direct.high_water_mark(conn, table, names[table.cursor]) if (
+            incremental and published is not None and request == LoadRequest() and table.cursor in names
+            and wap.published_cursor(conn, table) == (table.cursor, table.history)
+            and wap.has_generation(conn, table)
+        ) else None
         result = None
-        if (incremental and published is not None and request == LoadRequest() and not drift.changed
-                and wap.has_generation(conn, table)):
+        if mark is not None and not drift.changed:
             # An hourly run: the changed rows are merged without a dlt pipeline (direct.py).
             if warehouse.is_duckdb:
                 configure_duckdb(conn)
             try:
                 result = direct.load_changes(
-                    conn, table, source_url=source_url, reflected=reflected, columns=list(columns),
+                    conn, table, mark=mark, source_url=source_url, reflected=reflected, columns=list(columns),
                     names=names, key_columns=key_columns, generation=generation, hash_key=hash_key,
                 )
             except BaseException as exc:
                 if not invalid_utf8(exc, source_url):
                     raise
         if result is None:
+            # dlt reads the same window when it loads instead (after drift, or to replace
+            # invalid UTF-8): its own cursor state, which the direct merges leave behind,
+            # is then neither read nor moved.
+            window = request if mark is None else LoadRequest(
+                backfill_from=mark - timedelta(minutes=table.overlap_minutes), backfill_to=direct.end_of_time(mark))
             result = load_to_stage(
                 table, source_url=source_url, warehouse=warehouse,
-                pipelines_dir=pipelines_dir, request=request, hash_key=hash_key, generation=generation,
+                pipelines_dir=pipelines_dir, request=window, hash_key=hash_key, generation=generation,
                 reflected=reflected,
             )
+            if mark is not None:
+                result.cursor_value = direct.high_water_mark(conn, table, names[table.cursor])
         if warehouse.is_duckdb:
             configure_duckdb(conn)
         deleted = 0

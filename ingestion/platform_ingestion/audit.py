@@ -21,6 +21,9 @@ SNAPSHOT_TABLE = f"{STAGE_SCHEMA}._platform_source_columns"
 # The generation (loading.GENERATION_COLUMN) of the staged rows each incremental table
 # was last published up to: raw holds exactly the staged rows of that generation or older.
 PUBLISHED_TABLE = f"{STAGE_SCHEMA}._platform_published"
+# The cursor column and history mode each incremental table was last published with: a
+# run resumes from the staged rows' largest cursor only when the catalog still says so.
+CURSORS_TABLE = f"{STAGE_SCHEMA}._platform_cursors"
 # The validity columns of raw.<table>_history, from those of dlt's scd2 stage.
 _VALIDITY = ("valid_from", "valid_to")
 _VALIDITY_SELECT = "_dlt_valid_from as valid_from, _dlt_valid_to as valid_to"
@@ -67,6 +70,7 @@ def _ensure_snapshot(conn) -> None:
         "(table_name varchar, column_name varchar, data_type varchar)"
     )
     conn.execute(f"create table if not exists {PUBLISHED_TABLE} (table_name varchar, generation bigint)")
+    conn.execute(f"create table if not exists {CURSORS_TABLE} (table_name varchar, cursor_column varchar, history varchar)")
 
 
 def published_generation(conn, table: CatalogTable) -> int | None:
@@ -76,6 +80,13 @@ def published_generation(conn, table: CatalogTable) -> int | None:
         f"select max(generation) from {PUBLISHED_TABLE} where table_name = ?", [table.warehouse_name]
     ).fetchall()[0]
     return row[0]
+
+
+def published_cursor(conn, table: CatalogTable) -> tuple[str, str] | None:
+    """The cursor column and history mode the table was last published with (None: unknown)."""
+    rows = conn.execute(f"select cursor_column, history from {CURSORS_TABLE} where table_name = ?",
+                        [table.warehouse_name]).fetchall()
+    return tuple(rows[0]) if rows else None
 
 
 def detect_drift(conn, table: CatalogTable, columns: dict[str, str]) -> Drift:
@@ -334,6 +345,9 @@ def publish(
         conn.execute(f"delete from {PUBLISHED_TABLE} where table_name = ?", [table.warehouse_name])
         if generation is not None:
             conn.execute(f"insert into {PUBLISHED_TABLE} values (?, ?)", [table.warehouse_name, generation])
+        conn.execute(f"delete from {CURSORS_TABLE} where table_name = ?", [table.warehouse_name])
+        if table.load == "incremental":
+            conn.execute(f"insert into {CURSORS_TABLE} values (?, ?, ?)", [table.warehouse_name, table.cursor, table.history])
         conn.execute(f"delete from {SNAPSHOT_TABLE} where table_name = ?", [table.warehouse_name])
         conn.executemany(
             f"insert into {SNAPSHOT_TABLE} values (?, ?, ?)",

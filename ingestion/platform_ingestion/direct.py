@@ -70,6 +70,11 @@ def high_water_mark(conn, table: CatalogTable, cursor: str) -> datetime | None:
     return mark if isinstance(mark, datetime) else None
 
 
+def end_of_time(mark: datetime) -> datetime:
+    """An end for dlt's cursor window that no row reaches (aware if ``mark`` is)."""
+    return datetime(9999, 12, 31, tzinfo=mark.tzinfo)
+
+
 def _changed_rows(table: CatalogTable, *, source_url: str, reflected: sa.Table, columns: list[str],
                   start: datetime, hash_key: str, generation: int, names: dict[str, str]):
     """The source rows with a cursor at or above ``start``, as Arrow tables of at most
@@ -93,50 +98,54 @@ def _changed_rows(table: CatalogTable, *, source_url: str, reflected: sa.Table, 
 
 
 def load_changes(
-    conn, table: CatalogTable, *, source_url: str, reflected: sa.Table, columns: list[str],
+    conn, table: CatalogTable, *, mark: datetime, source_url: str, reflected: sa.Table, columns: list[str],
     names: dict[str, str], key_columns: list[str], generation: int, hash_key: str,
 ) -> LoadResult | None:
-    """Merge the rows changed since the last load into ``raw_stage.<table>``, in one
-    transaction; None (nothing done) when the table needs a dlt load instead.
+    """Merge the rows changed since the last load (``mark``, from ``high_water_mark``) into
+    ``raw_stage.<table>``; None (nothing done) when the table needs a dlt load instead.
+
+    The rows are read into a temporary table first, then merged in one transaction.
 
     Raises:
-        Whatever connectorx raises: the transaction is rolled back, the stage unchanged.
+        DirectLoadFailed: naming the table; the stage is unchanged.
     """
-    if choose_backend(source_url) != "connectorx" or not key_columns:
-        return None
-    cursor = names[table.cursor]
-    mark = high_water_mark(conn, table, cursor)
-    if mark is None:
+    loaded = [names[c] for c in columns] + (["_dlt_id"] if table.history == "scd2" else []) + [GENERATION_COLUMN]
+    staged = dict(conn.execute(
+        "select column_name, is_nullable from information_schema.columns where table_schema = ? "
+        "and table_name = ?", [STAGE_SCHEMA, table.warehouse_name]).fetchall())
+    if (choose_backend(source_url) != "connectorx" or not key_columns or not set(loaded) <= set(staged)
+            or (table.history == "scd2") != ("_dlt_valid_to" in staged)):
         return None
     started = time.perf_counter()
     start = mark - timedelta(minutes=table.overlap_minutes)
     stage = f"{_quote(STAGE_SCHEMA)}.{_quote(table.warehouse_name)}"
-    staged = [c for (c,) in conn.execute(
-        "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
-        "order by ordinal_position", [STAGE_SCHEMA, table.warehouse_name]).fetchall()]
-    loaded = [names[c] for c in columns] + (["_dlt_id"] if table.history == "scd2" else []) + [GENERATION_COLUMN]
-    if not set(loaded) <= set(staged):
-        return None
     select = ", ".join(_quote(c) for c in loaded)
+    postgres = isinstance(conn, PostgresConnection)
+    # Qualified: never a table of that name in the default schema.
+    changes = f"pg_temp.{_CHANGES}" if postgres else f"temp.main.{_CHANGES}"
+    # dlt's COPY into PostgreSQL loads empty text as NULL in nullable columns: so does this.
+    force_null = [c for c in loaded if staged[c] == "YES"] if postgres else []
     rows = 0
-    conn.execute("begin transaction")
+    conn.execute(f"drop table if exists {changes}").fetchall()
     try:
-        conn.execute(f"drop table if exists {_CHANGES}").fetchall()
         conn.execute(f"create temp table {_CHANGES} as select {select} from {stage} limit 0").fetchall()
         for chunk in _changed_rows(table, source_url=source_url, reflected=reflected, columns=columns,
                                    start=start, hash_key=hash_key, generation=generation, names=names):
-            rows += _append(conn, chunk.select(loaded))
-        if table.history == "scd2":
-            _merge_scd2(conn, stage, select, key_columns)
-        else:
-            match = " and ".join(f"s.{_quote(c)} = c.{_quote(c)}" for c in key_columns)
-            conn.execute(f"delete from {stage} as s where exists (select 1 from {_CHANGES} as c where {match})").fetchall()
-            conn.execute(f"insert into {stage} ({select}) select {select} from {_CHANGES}").fetchall()
-        (newest,) = conn.execute(f"select max({_quote(cursor)}) from {_CHANGES}").fetchall()[0]
-        conn.execute(f"drop table {_CHANGES}").fetchall()
-        conn.execute("commit")
+            rows += _append(conn, changes, chunk.select(loaded), force_null)
+        if postgres:
+            conn.execute(f"analyze {changes}").fetchall()
+        conn.execute("begin transaction")
+        try:
+            _merge(conn, table, stage, changes, select, key_columns)
+            conn.execute("commit")
+        except BaseException:
+            try:
+                conn.execute("rollback")
+            except Exception:  # noqa: S110 (the connection is gone: so is its transaction)
+                pass
+            raise
+        (newest,) = conn.execute(f"select max({_quote(names[table.cursor])}) from {changes}").fetchall()[0]
     except BaseException as exc:
-        conn.execute("rollback")
         if invalid_utf8(exc, source_url) or not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise  # invalid UTF-8: the caller has dlt read the table again; Ctrl-C: stop
         # Not a PlatformError: a transient source error in the cause is retried.
@@ -145,36 +154,48 @@ def load_changes(
             f"them into {STAGE_SCHEMA}.{table.warehouse_name} failed: {exc}. Nothing was merged: "
             f"{STAGE_SCHEMA}.{table.warehouse_name} and raw.{table.warehouse_name} are unchanged."
         ) from exc
+    finally:
+        try:
+            conn.execute(f"drop table if exists {changes}").fetchall()
+        except Exception:  # noqa: S110 (a lost connection took its temporary table along)
+            pass
     return LoadResult(table.warehouse_name, rows, time.perf_counter() - started, BACKEND,
                       max(newest, mark) if newest is not None else mark)
 
 
-def _append(conn, chunk: pa.Table) -> int:
+def _append(conn, changes: str, chunk: pa.Table, force_null: list[str]) -> int:
     if isinstance(conn, PostgresConnection):
-        return conn.copy_arrow(_CHANGES, chunk.to_batches())
+        return conn.copy_arrow(changes, chunk.to_batches(), force_null=force_null)
     conn.register("_platform_chunk", chunk)
     try:
         # By name, cast to the staged columns' types, as dlt's DuckDB load of its files.
-        conn.execute(f"insert into {_CHANGES} by name select * from _platform_chunk").fetchall()
+        conn.execute(f"insert into {changes} by name select * from _platform_chunk").fetchall()
     finally:
         conn.unregister("_platform_chunk")
     return chunk.num_rows
 
 
-def _merge_scd2(conn, stage: str, select: str, key_columns: list[str]) -> None:
+def _merge(conn, table: CatalogTable, stage: str, changes: str, select: str, key_columns: list[str]) -> None:
+    match = " and ".join(f"s.{_quote(c)} = c.{_quote(c)}" for c in key_columns)
+    if table.history == "scd2":
+        return _merge_scd2(conn, stage, changes, select, match)
+    conn.execute(f"delete from {stage} as s where exists (select 1 from {changes} as c where {match})").fetchall()
+    conn.execute(f"insert into {stage} ({select}) select {select} from {changes}").fetchall()
+
+
+def _merge_scd2(conn, stage: str, changes: str, select: str, match: str) -> None:
     """dlt's scd2 with the primary key as merge key (``gen_scd2_sql``): the active version
     of each key read is retired unless its row hash was read again; each row read whose
     hash is not an active version's becomes the active version. One boundary: now, UTC."""
     boundary = datetime.now(timezone.utc)
-    match = " and ".join(f"s.{_quote(c)} = c.{_quote(c)}" for c in key_columns)
     conn.execute(
         f"update {stage} as s set _dlt_valid_to = ? where _dlt_valid_to is null "
-        f"and exists (select 1 from {_CHANGES} as c where {match}) "
-        f"and not exists (select 1 from {_CHANGES} as c where c._dlt_id = s._dlt_id)", [boundary],
+        f"and exists (select 1 from {changes} as c where {match}) "
+        f"and not exists (select 1 from {changes} as c where c._dlt_id = s._dlt_id)", [boundary],
     ).fetchall()
     conn.execute(
         f"insert into {stage} ({select}, _dlt_valid_from, _dlt_valid_to) "
-        f"select {select}, ?, null from {_CHANGES} as c "
+        f"select {select}, ?, null from {changes} as c "
         f"where not exists (select 1 from {stage} as s where s._dlt_id = c._dlt_id and s._dlt_valid_to is null)",
         [boundary],
     ).fetchall()

@@ -89,3 +89,60 @@ def test_a_changed_row_the_source_cannot_give_fails_naming_the_table_and_merges_
     events.sql("update events set qty = 7 where event_id = 2")
     assert events.run("events").success
     events.assert_raw_equals_source("events")
+
+
+def test_a_merge_that_fails_half_way_leaves_the_stage_as_it_was(ingestion, monkeypatch):
+    events = _events(ingestion)
+    events.sql("update events set body = 'second', updated_at = '2026-01-02 00:00:00' where event_id = 1;"
+               "insert into events values (2, 6, 'new', '2026-01-02 10:00:00');")
+    merge = direct._merge
+
+    def merge_then_fail(conn, *args):
+        merge(conn, *args)  # the stage has taken the delete and the insert
+        raise RuntimeError("the warehouse went away")
+
+    monkeypatch.setattr(direct, "_merge", merge_then_fail)
+    failed = events.run("events")
+    assert not failed.success and "Nothing was merged" in events.failure_message(failed)
+    assert events.query("select event_id, body from raw_stage.events") == [(1, "first")]
+    monkeypatch.setattr(direct, "_merge", merge)
+    assert events.run("events").success
+    events.assert_raw_equals_source("events")
+
+
+def test_a_new_cursor_column_in_the_catalog_reads_the_whole_table_again(ingestion):
+    # orders read by created_at miss a status change; the catalog moves to updated_at.
+    catalog = ingestion.catalog_path.read_text()
+    ingestion.catalog_path.write_text(catalog.replace(
+        "  - source: orders\n    primary_key: order_id\n    load: incremental\n    cursor: updated_at",
+        "  - source: orders\n    primary_key: order_id\n    load: incremental\n    cursor: created_at"))
+    assert ingestion.run("orders").success
+    ingestion.sql("update orders set status = 'returned', updated_at = '2031-01-01 00:00:00' "
+                  "where order_id = (select min(order_id) from orders)")
+    assert ingestion.run("orders").success  # by created_at: the change is not seen
+    ingestion.catalog_path.write_text(catalog)
+    moved = ingestion.run("orders").get_asset_materialization_events()[0].materialization.metadata
+    assert moved["backend"].value == "connectorx"  # dlt, with no cursor state for updated_at
+    ingestion.assert_raw_equals_source("orders")
+    assert ingestion.run("orders").get_asset_materialization_events()[0].materialization.metadata[
+        "backend"].value == direct.BACKEND
+
+
+def test_a_dlt_load_after_direct_merges_reads_only_the_overlap_window(ingestion):
+    # dlt's own cursor stays at its last load while direct merges move on: a dlt load
+    # after drift must not read (and, with history, version again) every row changed since.
+    assert ingestion.run("customers").success
+    (last_day,) = ingestion.query("select count(*) from raw.customers where customer_id % 10 = 4")[0]
+    for day in range(2, 5):
+        ingestion.sql(f"update customers set country = 'Z{day}', updated_at = '2031-01-0{day} 00:00:00' "
+                      f"where customer_id % 10 = {day}")
+        assert _backends(ingestion.run("customers"))["customers"] == direct.BACKEND
+    versions = ingestion.query("select count(*) from raw.customers_history")[0][0]
+    ingestion.sql("alter table customers add column tier text")
+    drift = ingestion.run("customers").get_asset_materialization_events()[0].materialization.metadata
+    assert drift["backend"].value == "connectorx" and drift["columns_added"].value == "tier"
+    # The overlap window below the last change: that day's customers, not the three days'.
+    assert drift["rows_loaded"].value == last_day
+    assert ingestion.query("select count(*) from raw.customers_history")[0][0] == versions + last_day
+    assert ingestion.query("select count(*), count(tier) from raw.customers") == [(len(ingestion.query(
+        "select 1 from raw.customers_history where valid_to is null")), 0)]

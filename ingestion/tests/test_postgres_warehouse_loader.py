@@ -1,6 +1,11 @@
-"""dlt's sessions on a PostgreSQL warehouse (WAREHOUSE=postgres)."""
+"""Loads into a PostgreSQL warehouse (WAREHOUSE=postgres)."""
 
-from platform_ingestion.loading import POSTGRES_LOADER_WORK_MEM, build_pipeline
+import sqlite3
+
+import sqlalchemy as sa
+from platform_ingestion import direct
+from platform_ingestion.assets import ingest_table
+from platform_ingestion.loading import POSTGRES_LOADER_WORK_MEM, LoadRequest, build_pipeline
 from platform_shared import CatalogTable, Warehouse
 
 
@@ -13,3 +18,36 @@ def test_the_loader_sessions_get_the_work_mem_of_a_hashed_scd2_merge(postgres_da
                               pipelines_dir=tmp_path)
     with pipeline.sql_client() as client:
         assert client.execute_sql("show work_mem") == [(POSTGRES_LOADER_WORK_MEM,)]
+
+
+def test_the_direct_merge_loads_text_into_postgres_as_dlt_does(postgres_database, tmp_path):
+    # dlt's COPY loads empty text as NULL in nullable columns: a merge that kept it would
+    # make a full refresh change rows the source never changed.
+    with sqlite3.connect(tmp_path / "app.db") as conn:
+        conn.executescript(
+            "create table notes (note_id integer primary key, body text, tags text, updated_at timestamp);"
+            "insert into notes values (1, '', 'a,b', '2026-01-01 00:00:00'), (2, null, '\"q\"', '2026-01-01 00:00:00');")
+    table = CatalogTable("notes", "notes", ("note_id",), load="incremental", cursor="updated_at")
+    warehouse = Warehouse(kind="postgres", url=postgres_database)
+
+    def ingest(**request) -> str:
+        return ingest_table(table, request=LoadRequest(**request), warehouse=warehouse, hash_key="",
+                            source_url=f"sqlite:///{tmp_path / 'app.db'}", pipelines_dir=tmp_path / "dlt")["backend"]
+
+    def rows() -> list:
+        engine = sa.create_engine(postgres_database)
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("select note_id, body, tags from raw.notes order by 1")).all()
+        engine.dispose()
+        return found
+
+    assert ingest() == "connectorx"
+    with sqlite3.connect(tmp_path / "app.db") as conn:
+        conn.executescript(
+            "insert into notes values (3, '', 'ü, \"x\"', '2026-01-02 00:00:00');"
+            "update notes set body = 'now', updated_at = '2026-01-02 00:00:00' where note_id = 2;")
+    assert ingest() == direct.BACKEND
+    merged = rows()
+    assert merged[1:] == [(2, "now", '"q"'), (3, None, 'ü, "x"')]
+    assert ingest(full_refresh=True) == "connectorx"
+    assert rows() == merged

@@ -73,17 +73,23 @@ class PostgresConnection:
         with self._conn.cursor() as cursor:
             cursor.executemany(_pg_params(sql), list(rows))
 
-    def copy_arrow(self, relation: str, batches) -> int:
-        """Append a stream of Arrow batches to ``relation`` with COPY; returns the rows."""
+    def copy_arrow(self, relation: str, batches, *, force_null=()) -> int:
+        """Append a stream of Arrow batches to ``relation`` with COPY, by column name;
+        returns the rows. ``force_null``: columns whose empty text loads as NULL (as dlt's
+        COPY loads nullable columns)."""
         import pyarrow.csv as pa_csv
 
+        quote = lambda n: '"' + n.replace('"', '""') + '"'  # noqa: E731
         rows = 0
         with self._conn.cursor() as cursor:
             for batch in batches:
                 buffer = io.BytesIO()
                 pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
                 buffer.seek(0)
-                cursor.copy_expert(f"copy {relation} from stdin with (format csv)", buffer)
+                nulls = f", null '', force_null ({', '.join(map(quote, force_null))})" if force_null else ""
+                cursor.copy_expert(
+                    f"copy {relation} ({', '.join(map(quote, batch.schema.names))}) from stdin "
+                    f"with (format csv{nulls}, encoding 'utf8')", buffer)
                 rows += batch.num_rows
         return rows
 
