@@ -92,8 +92,8 @@ def _child_library(source: Path, workdir: Path) -> dict:
         return time.perf_counter() - started
 
     seconds = ingest_all(f"sqlite:///{source}")
-    # An hourly run as in production: the tables were loaded incrementally before (the
-    # first incremental run after a full load also sets up dlt's merge staging tables).
+    # An hourly run as in production, with nothing changed: the incremental tables are
+    # merged without a dlt pipeline from now on (platform_ingestion/direct.py).
     unchanged = ingest_all(f"sqlite:///{source}")
     changed = workdir / "changed.db"
     shutil.copyfile(source, changed)

@@ -21,9 +21,10 @@ What is kept identical to dlt's load, so that either may load a table next time:
   one UTC boundary timestamp).
 
 The high-water mark is the largest cursor value among the staged rows: they are what
-every earlier load merged, whichever loaded them. dlt's own cursor state is not moved,
-so a later dlt load of the table reads from its own, older, mark: more rows, the same
-result (the merge is idempotent).
+every earlier load merged, whichever loaded them. A dlt load of a published table reads
+the same window (given as a range, so dlt neither reads nor moves its own cursor state,
+which stays at dlt's last state-based load); only when the catalog names another cursor
+column or history mode than the table was published with does dlt's state decide.
 """
 
 from __future__ import annotations

@@ -154,6 +154,15 @@ def _write_disposition(table: CatalogTable):
     return "replace"
 
 
+def _lag(table: CatalogTable, reflected: sa.Table | None) -> float:
+    """The overlap window in dlt's unit: days for a date cursor (at least one: a date has
+    no finer step), seconds for any other."""
+    column = reflected.c.get(table.cursor) if reflected is not None else None
+    if column is not None and isinstance(column.type, sa.Date):
+        return -(-table.overlap_minutes // 1440)
+    return table.overlap_minutes * 60
+
+
 def replacing_sqlite_engine(source_url: str) -> sa.Engine:
     """A SQLite engine whose text decodes invalid UTF-8 as U+FFFD instead of failing.
 
@@ -179,7 +188,7 @@ def build_resource(
             table.cursor,
             # Re-read a window below the high-water mark: rows committed late, with an
             # older cursor value, are not missed. Merging on the key makes it idempotent.
-            lag=table.overlap_minutes * 60,
+            lag=_lag(table, reflected),
             initial_value=request.backfill_from,
             end_value=request.backfill_to,
         )

@@ -162,6 +162,21 @@ def test_the_pipeline_folder_keeps_no_copy_of_the_loaded_rows(ingestion):
     assert sorted(len(list(p.iterdir())) for p in folder.rglob("load/loaded")) == [1, 1]
 
 
+def test_a_date_cursor_overlaps_by_a_day(ingestion):
+    # Regression: dlt reads the lag of a date cursor in days: the 15 minutes of overlap
+    # (900 seconds) re-read 900 days of rows on every run.
+    ingestion.sql(
+        "create table visits (visit_id integer primary key, day date);"
+        "with recursive n(i) as (select 1 union all select i + 1 from n where i < 1000) "
+        "insert into visits select i, date('2023-01-01', '+' || i || ' days') from n;")
+    ingestion.catalog_path.write_text(
+        "tables:\n  - source: visits\n    primary_key: visit_id\n    load: incremental\n    cursor: day\n")
+    assert ingestion.run("visits").success
+    again = ingestion.run("visits").get_asset_materialization_events()[0].materialization.metadata
+    assert again["rows_loaded"].value == 2  # the last day and the one before
+    ingestion.assert_raw_equals_source("visits")
+
+
 def test_a_date_range_backfill_reloads_only_that_window(ingestion):
     assert ingestion.run("orders").success
     old, new = ingestion.query(
