@@ -83,6 +83,8 @@ def ingest_table(
     # One connection for the whole table: dlt's own connections to the DuckDB file then
     # share the open database instead of opening (and checkpointing) it each time.
     with warehouse.connect() as conn:
+        if warehouse.is_duckdb:
+            configure_duckdb(conn)
         drift = wap.detect_drift(conn, table, columns)
         published = wap.published_generation(conn, table) if incremental else None
         wap.check_drift(table, drift, full_refresh=request.full_refresh)
@@ -97,8 +99,6 @@ def ingest_table(
         result = None
         if mark is not None and not drift.changed:
             # An hourly run: the changed rows are merged without a dlt pipeline (direct.py).
-            if warehouse.is_duckdb:
-                configure_duckdb(conn)
             try:
                 result = direct.load_changes(
                     conn, table, mark=mark, source_url=source_url, reflected=reflected, columns=list(columns),
@@ -120,8 +120,6 @@ def ingest_table(
             )
             if mark is not None:
                 result.cursor_value = direct.high_water_mark(conn, table, names[table.cursor])
-        if warehouse.is_duckdb:
-            configure_duckdb(conn)
         deleted = 0
         keys_compared = False
         if incremental and not wap.holds_only_this_load(conn, table, result.rows_loaded):

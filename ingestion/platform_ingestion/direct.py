@@ -39,6 +39,7 @@ from dlt.common.libs.pyarrow import cast_connectorx_temporal_columns, set_plus00
 from platform_shared import CatalogTable
 from platform_shared.warehouse import PostgresConnection
 
+from .audit import _quote, _rel
 from .loading import (
     GENERATION_COLUMN,
     STAGE_SCHEMA,
@@ -59,14 +60,10 @@ BACKEND = "connectorx (direct merge, no dlt pipeline)"
 _CHANGES = "_platform_changes"
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def high_water_mark(conn, table: CatalogTable, cursor: str) -> datetime | None:
     """The largest cursor among the staged rows, if the cursor is a timestamp (dlt's lag
     is in seconds for those; any other cursor type is left to dlt)."""
-    stage = f"{_quote(STAGE_SCHEMA)}.{_quote(table.warehouse_name)}"
+    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
     (mark,) = conn.execute(f"select max({_quote(cursor)}) from {stage}").fetchall()[0]
     return mark if isinstance(mark, datetime) else None
 
@@ -119,7 +116,7 @@ def load_changes(
         return None
     started = time.perf_counter()
     start = mark - timedelta(minutes=table.overlap_minutes)
-    stage = f"{_quote(STAGE_SCHEMA)}.{_quote(table.warehouse_name)}"
+    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
     select = ", ".join(_quote(c) for c in loaded)
     postgres = isinstance(conn, PostgresConnection)
     # Qualified: never a table of that name in the default schema.

@@ -80,13 +80,13 @@ class PostgresConnection:
         import pyarrow.csv as pa_csv
 
         quote = lambda n: '"' + n.replace('"', '""') + '"'  # noqa: E731
+        nulls = f", null '', force_null ({', '.join(map(quote, force_null))})" if force_null else ""
         rows = 0
         with self._conn.cursor() as cursor:
             for batch in batches:
                 buffer = io.BytesIO()
                 pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
                 buffer.seek(0)
-                nulls = f", null '', force_null ({', '.join(map(quote, force_null))})" if force_null else ""
                 cursor.copy_expert(
                     f"copy {relation} ({', '.join(map(quote, batch.schema.names))}) from stdin "
                     f"with (format csv{nulls}, encoding 'utf8')", buffer)
