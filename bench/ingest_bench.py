@@ -75,7 +75,7 @@ def _tables() -> list[str]:
 
 
 def _child_library(source: Path, workdir: Path) -> dict:
-    from platform_ingestion.assets import ingest_table
+    from platform_ingestion.engine import ingest_table
     from platform_ingestion.loading import LoadRequest
     from platform_shared import Warehouse, load_catalog, load_settings
 

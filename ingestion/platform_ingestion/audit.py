@@ -9,6 +9,7 @@ failed audit leaves the last good copy in ``raw`` and the bad load in ``raw_stag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
 from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, CatalogTable, PlatformError, replace_table
@@ -24,6 +25,7 @@ PUBLISHED_TABLE = f"{STAGE_SCHEMA}._platform_published"
 # The cursor column and history mode each incremental table was last published with: a
 # run resumes from the staged rows' largest cursor only when the catalog still says so.
 CURSORS_TABLE = f"{STAGE_SCHEMA}._platform_cursors"
+_SOURCE_KEYS = "_platform_source_keys"
 # The validity columns of raw.<table>_history, from those of dlt's scd2 stage.
 _VALIDITY = ("valid_from", "valid_to")
 _VALIDITY_SELECT = "_dlt_valid_from as valid_from, _dlt_valid_to as valid_to"
@@ -71,6 +73,9 @@ def _ensure_snapshot(conn) -> None:
     )
     conn.execute(f"create table if not exists {PUBLISHED_TABLE} (table_name varchar, generation bigint)")
     conn.execute(f"create table if not exists {CURSORS_TABLE} (table_name varchar, cursor_column varchar, history varchar)")
+    # When the run that last published the table started (UTC, ISO 8601): the next run's
+    # mark never passes it, whatever future cursor values the source holds.
+    conn.execute(f"alter table {CURSORS_TABLE} add column if not exists started_at varchar")
 
 
 def published_generation(conn, table: CatalogTable) -> int | None:
@@ -87,6 +92,13 @@ def published_cursor(conn, table: CatalogTable) -> tuple[str, str] | None:
     rows = conn.execute(f"select cursor_column, history from {CURSORS_TABLE} where table_name = ?",
                         [table.warehouse_name]).fetchall()
     return tuple(rows[0]) if rows else None
+
+
+def published_started_at(conn, table: CatalogTable) -> datetime | None:
+    """When the run that last published the table started (UTC), if recorded."""
+    rows = conn.execute(f"select started_at from {CURSORS_TABLE} where table_name = ?",
+                        [table.warehouse_name]).fetchall()
+    return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
 
 
 def detect_drift(conn, table: CatalogTable, columns: dict[str, str]) -> Drift:
@@ -121,11 +133,23 @@ def check_drift(table: CatalogTable, drift: Drift, *, full_refresh: bool) -> Non
         )
 
 
-def reconcile_deletes(
+@dataclass
+class KeyComparison:
+    """The staged keys against the source's, read in one snapshot."""
+
+    source_rows: int
+    # Staged rows whose key is gone from the source: deleted (retired, with history).
+    deleted: int
+    # Source keys the stage lacks (committed after the extract read, or missed by the
+    # cursor): the caller loads their rows.
+    missing: list[tuple]
+
+
+def compare_keys(
     conn, table: CatalogTable, keys: pa.RecordBatchReader, generation: int | None = None
-) -> tuple[int, int]:
+) -> KeyComparison:
     """Delete staged rows whose key is gone from the source (retire them, for a table with
-    history); returns how many, and how many keys the source has.
+    history) and list the source keys the stage lacks.
 
     A cursor never sees a hard delete, but comparing keys (one narrow column) does. The
     source keys stream into a temporary table (typed as the staged keys), which DuckDB
@@ -133,25 +157,28 @@ def reconcile_deletes(
     """
     stage = _rel(STAGE_SCHEMA, table.warehouse_name)
     columns = keys.schema.names
-    conn.execute("drop table if exists _source_keys").fetchall()
+    postgres = isinstance(conn, PostgresConnection)
+    # Qualified: a drop never reaches a real table of that name in the default schema.
+    source_keys = f"pg_temp.{_SOURCE_KEYS}" if postgres else f"temp.main.{_SOURCE_KEYS}"
+    conn.execute(f"drop table if exists {source_keys}").fetchall()
     conn.execute(
-        f"create temp table _source_keys as select "
+        f"create temp table {_SOURCE_KEYS} as select "
         f"{', '.join(_quote(c) for c in columns)} from {stage} limit 0"
     ).fetchall()
     try:
-        if isinstance(conn, PostgresConnection):
-            source_rows = conn.copy_arrow("_source_keys", keys)
-            conn.execute("analyze _source_keys").fetchall()
+        if postgres:
+            source_rows = conn.copy_arrow(source_keys, keys)
+            conn.execute(f"analyze {source_keys}").fetchall()
         else:
             conn.register("_source_keys_stream", keys)
             try:
                 (source_rows,) = conn.execute(
-                    "insert into _source_keys select * from _source_keys_stream"
+                    f"insert into {source_keys} select * from _source_keys_stream"
                 ).fetchall()[0]
             finally:
                 conn.unregister("_source_keys_stream")
         match = " and ".join(f"k.{_quote(c)} = s.{_quote(c)}" for c in columns)
-        gone = f"not exists (select 1 from _source_keys as k where {match})"
+        gone = f"not exists (select 1 from {source_keys} as k where {match})"
         if table.history == "scd2":
             # History keeps the deleted row: its current version is retired, as dlt's scd2
             # retires a row that a full extract lacks, and marked with this run's
@@ -163,29 +190,25 @@ def reconcile_deletes(
             ).fetchall()[0]
         else:
             (deleted,) = conn.execute(f"delete from {stage} as s where {gone}").fetchall()[0]
+        missing = conn.execute(
+            f"select {', '.join(f'k.{_quote(c)}' for c in columns)} from {source_keys} as k "
+            f"where not exists (select 1 from ({_current(table)}) as s where {match})"
+        ).fetchall()
     finally:
-        conn.execute("drop table if exists _source_keys").fetchall()
-    return deleted, source_rows
-
-
-def holds_only_this_load(conn, table: CatalogTable, rows_loaded: int) -> bool:
-    """Whether every staged row came from this run's extract (a first load, a full refresh,
-    a backfill over the whole table). No such row can be one deleted from the source, so
-    the key comparison of ``reconcile_deletes`` has nothing to find: a row deleted while
-    the run was loading makes the audit's row count fail, and the next run reconciles it."""
-    return rows_loaded > 0 and _count(conn, _rel(STAGE_SCHEMA, table.warehouse_name)) == rows_loaded
+        conn.execute(f"drop table if exists {source_keys}").fetchall()
+    return KeyComparison(source_rows, deleted, [tuple(k) for k in missing])
 
 
 def same_keys_as_source(conn, table: CatalogTable, key_columns: list[str], summary: tuple) -> bool:
     """Whether the current staged rows (not retired, for a table with history) have the
     source's row count and the same smallest and largest first key column
-    (``loading.source_key_summary``).
+    (``snapshot.key_summary``).
 
     After an incremental load the stage holds every key of the source: the cursor sees
     every insert and update (its overlap window catches late commits), and each load
     merges what it read. Any further staged row is one deleted from the source since.
     So when the counts are equal, nothing was deleted, and the key comparison of
-    ``reconcile_deletes`` (most of the cost of re-ingesting a large table with few
+    ``compare_keys`` (most of the cost of re-ingesting a large table with few
     changes) has nothing to find. Should a row escape a cursor that is not kept up (a
     new key inserted with an old cursor value), the smallest or largest key differs,
     or the count does and the audit fails on it. What this cannot see: a row missed
@@ -215,7 +238,7 @@ def _newer(table: CatalogTable, since: int) -> str:
 
 def audit(
     conn, table: CatalogTable, *, source_rows: int, key_columns: list[str],
-    since: int | None = None,
+    since: int | None = None, source_null_keys: int = 0,
 ) -> int:
     """Audit the staged table; returns its row count.
 
@@ -224,6 +247,8 @@ def audit(
             rows of that generation or older passed this audit then and since were only
             deleted, never added: a duplicate key now has a newer row, so only the keys of
             newer rows are checked for duplicates.
+        source_null_keys: source rows with a null primary key, which no merge can keep
+            (the key comparison found them; they are not counted in ``source_rows``).
 
     Raises:
         AuditFailed: naming the table and every audit that failed.
@@ -245,8 +270,9 @@ def audit(
         (dupes,) = conn.execute(
             f"select count(*) from (select {keys} from {checked} group by {keys} having count(*) > 1) as d"
         ).fetchall()[0]
-        if null_keys:
-            failures.append(f"{null_keys} row(s) with a null primary key ({keys})")
+        if null_keys or source_null_keys:
+            failures.append(f"{null_keys or source_null_keys} row(s) with a null primary key ({keys})")
+
         if dupes:
             failures.append(f"{dupes} primary key value(s) ({keys}) on more than one row")
     if failures:
@@ -290,7 +316,7 @@ def _publish_changes(conn, target: str, staged: str, newer: str, select: str, ke
 
 def _publish_history_changes(conn, table: CatalogTable, select: str, key_columns: list[str], since: int) -> bool:
     """Bring the history table up to the stage: every version of each key that has a row
-    loaded (a new version) or retired as deleted (see ``reconcile_deletes``) since
+    loaded (a new version) or retired as deleted (see ``compare_keys``) since
     generation ``since`` is copied again; dlt changes no other staged row. Returns False
     if the counts then differ (the caller copies the whole history instead)."""
     stage = _rel(STAGE_SCHEMA, table.warehouse_name)
@@ -310,6 +336,7 @@ def _publish_history_changes(conn, table: CatalogTable, select: str, key_columns
 def publish(
     conn, table: CatalogTable, columns: dict[str, str], *,
     key_columns: list[str] = (), since: int | None = None, generation: int | None = None,
+    started_at: datetime | None = None,
 ) -> None:
     """Swap the audited copy into ``raw`` and record its source schema, atomically.
 
@@ -318,6 +345,7 @@ def publish(
             same columns in ``raw`` and the stage), only the staged rows newer than it are
             copied, and the rows gone from the stage deleted; else the whole table is copied.
         generation: the generation of the newest staged rows, recorded as published.
+        started_at: when this run started (UTC), recorded for the next run's mark.
     """
     stage = _rel(STAGE_SCHEMA, table.warehouse_name)
     staged = [(c, t) for c, t in _columns(conn, STAGE_SCHEMA, table.warehouse_name)
@@ -347,13 +375,24 @@ def publish(
             conn.execute(f"insert into {PUBLISHED_TABLE} values (?, ?)", [table.warehouse_name, generation])
         conn.execute(f"delete from {CURSORS_TABLE} where table_name = ?", [table.warehouse_name])
         if table.load == "incremental":
-            conn.execute(f"insert into {CURSORS_TABLE} values (?, ?, ?)", [table.warehouse_name, table.cursor, table.history])
+            conn.execute(
+                f"insert into {CURSORS_TABLE} (table_name, cursor_column, history, started_at) values (?, ?, ?, ?)",
+                [table.warehouse_name, table.cursor, table.history, started_at.isoformat() if started_at else None])
         conn.execute(f"delete from {SNAPSHOT_TABLE} where table_name = ?", [table.warehouse_name])
         conn.executemany(
             f"insert into {SNAPSHOT_TABLE} values (?, ?, ?)",
             [(table.warehouse_name, c, t) for c, t in columns.items()],
         )
         conn.execute("commit")
-    except Exception:
-        conn.execute("rollback")
+    except BaseException:
+        rollback(conn)
         raise
+
+
+def rollback(conn) -> None:
+    """Roll back the open transaction; a failed rollback (the connection is gone, and its
+    transaction with it) never hides the error that called for it."""
+    try:
+        conn.execute("rollback").fetchall()
+    except Exception:  # noqa: S110
+        pass

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -39,7 +38,7 @@ from dlt.common.libs.pyarrow import cast_connectorx_temporal_columns, set_plus00
 from platform_shared import CatalogTable
 from platform_shared.warehouse import PostgresConnection
 
-from .audit import _quote, _rel
+from .audit import _quote, _rel, rollback
 from .loading import (
     GENERATION_COLUMN,
     STAGE_SCHEMA,
@@ -53,7 +52,7 @@ from .loading import (
 )
 
 class DirectLoadFailed(RuntimeError):
-    """The changed rows of a table could not be read or merged; nothing was merged."""
+    """The changed rows of a table could not be read or merged."""
 
 
 BACKEND = "connectorx (direct merge, no dlt pipeline)"
@@ -73,41 +72,81 @@ def end_of_time(mark: datetime) -> datetime:
     return datetime(9999, 12, 31, tzinfo=mark.tzinfo)
 
 
-def _changed_rows(table: CatalogTable, *, source_url: str, reflected: sa.Table, columns: list[str],
-                  start: datetime, hash_key: str, generation: int, names: dict[str, str]):
-    """The source rows with a cursor at or above ``start``, as Arrow tables of at most
-    ``chunk_rows`` rows, mapped and named as dlt would stage them."""
+def _read(table: CatalogTable, *, source_url: str, queries, hash_key: str, generation: int | None,
+          names: dict[str, str]):
+    """The rows of each query, as Arrow tables of at most ``chunk_rows`` rows, mapped and
+    named as dlt would stage them."""
     import connectorx as cx
 
-    query = sa.select(*[reflected.c[c] for c in columns]).where(reflected.c[table.cursor] >= start)
-    sql = str(query.compile(sa.create_engine(source_url), compile_kwargs={"literal_binds": True}))
+    engine = sa.create_engine(source_url)
     maps = [
         *([pii_hasher(table.columns.hash, hash_key)] if table.columns.hash else []),
         *([_row_hash] if table.history == "scd2" else []),
-        _add_generation(generation),
+        *([_add_generation(generation)] if generation is not None else []),
     ]
-    reader = cx.read_sql(connectorx_url(source_url), sql, return_type="arrow_stream",
-                         batch_size=table.chunk_rows, protocol="binary")
-    for batch in reader:
-        chunk = cast_connectorx_temporal_columns(set_plus0000_timezone_to_utc(pa.Table.from_batches([batch])))
-        for m in maps:
-            chunk = m(chunk)
-        yield chunk.rename_columns([names.get(c, c) for c in chunk.column_names])
+    for query in queries:
+        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        reader = cx.read_sql(connectorx_url(source_url), sql, return_type="arrow_stream",
+                             batch_size=table.chunk_rows, protocol="binary")
+        for batch in reader:
+            chunk = cast_connectorx_temporal_columns(set_plus0000_timezone_to_utc(pa.Table.from_batches([batch])))
+            for m in maps:
+                chunk = m(chunk)
+            yield chunk.rename_columns([names.get(c, c) for c in chunk.column_names])
 
 
 def load_changes(
-    conn, table: CatalogTable, *, mark: datetime, source_url: str, reflected: sa.Table, columns: list[str],
-    names: dict[str, str], key_columns: list[str], generation: int, hash_key: str,
+    conn, table: CatalogTable, *, mark: datetime, reflected: sa.Table, columns: list[str], **kwargs,
 ) -> LoadResult | None:
-    """Merge the rows changed since the last load (``mark``, from ``high_water_mark``) into
+    """Merge the rows changed since the last load (``mark``, see ``high_water_mark``) into
     ``raw_stage.<table>``; None (nothing done) when the table needs a dlt load instead.
-
-    The rows are read into a temporary table first, then merged in one transaction.
+    Arguments as ``merge_rows``.
 
     Raises:
         DirectLoadFailed: naming the table; the stage is unchanged.
     """
-    loaded = [names[c] for c in columns] + (["_dlt_id"] if table.history == "scd2" else []) + [GENERATION_COLUMN]
+    start = mark - timedelta(minutes=table.overlap_minutes)
+    query = sa.select(*[reflected.c[c] for c in columns]).where(reflected.c[table.cursor] >= start)
+    return merge_rows(conn, table, queries=[query], what=f"its changed rows (cursor {table.cursor} >= {start})",
+                      mark=mark, columns=columns, **kwargs)
+
+
+# Keys per query when rows are read by key: well under SQLite's limit of terms.
+_KEYS_PER_QUERY = 500
+
+
+def load_keys(conn, table: CatalogTable, *, keys: list[tuple], reflected: sa.Table, columns: list[str],
+              **kwargs) -> LoadResult | None:
+    """Merge the source rows of ``keys`` (source keys the stage lacks) into the stage, as
+    ``merge_rows``; a key deleted meanwhile has no row, and the result counts only rows read."""
+    key = sa.tuple_(*[reflected.c[c] for c in table.primary_key]) if len(table.primary_key) > 1 \
+        else reflected.c[table.primary_key[0]]
+    values = keys if len(table.primary_key) > 1 else [k[0] for k in keys]
+    queries = [sa.select(*[reflected.c[c] for c in columns]).where(key.in_(values[i:i + _KEYS_PER_QUERY]))
+               for i in range(0, len(values), _KEYS_PER_QUERY)]
+    return merge_rows(conn, table, queries=queries, what=f"the rows of {len(keys)} key(s) missing from the stage",
+                      columns=columns, **kwargs)
+
+
+def merge_rows(
+    conn, table: CatalogTable, *, queries, what: str, source_url: str, columns: list[str],
+    names: dict[str, str], key_columns: list[str], generation: int | None, hash_key: str,
+    mark: datetime | None = None,
+) -> LoadResult | None:
+    """Read the rows of ``queries`` and merge them into ``raw_stage.<table>`` on its key;
+    None (nothing done) when the source or the stage needs a dlt load instead.
+
+    The rows are read into a temporary table first, then merged in one transaction.
+
+    Args:
+        generation: marks the rows (incremental tables); None for a full table.
+        mark: the cursor value the changes were read from, if any (the result's cursor).
+
+    Raises:
+        DirectLoadFailed: naming the table; the stage is unchanged.
+    """
+    loaded = [names[c] for c in columns] + (["_dlt_id"] if table.history == "scd2" else []) + (
+        [GENERATION_COLUMN] if generation is not None else [])
     staged = dict(conn.execute(
         "select column_name, is_nullable from information_schema.columns where table_schema = ? "
         "and table_name = ?", [STAGE_SCHEMA, table.warehouse_name]).fetchall())
@@ -115,7 +154,6 @@ def load_changes(
             or (table.history == "scd2") != ("_dlt_valid_to" in staged)):
         return None
     started = time.perf_counter()
-    start = mark - timedelta(minutes=table.overlap_minutes)
     stage = _rel(STAGE_SCHEMA, table.warehouse_name)
     select = ", ".join(_quote(c) for c in loaded)
     postgres = isinstance(conn, PostgresConnection)
@@ -124,11 +162,12 @@ def load_changes(
     # dlt's COPY into PostgreSQL loads empty text as NULL in nullable columns: so does this.
     force_null = [c for c in loaded if staged[c] == "YES"] if postgres else []
     rows = 0
+    committed = False
     conn.execute(f"drop table if exists {changes}").fetchall()
     try:
         conn.execute(f"create temp table {_CHANGES} as select {select} from {stage} limit 0").fetchall()
-        for chunk in _changed_rows(table, source_url=source_url, reflected=reflected, columns=columns,
-                                   start=start, hash_key=hash_key, generation=generation, names=names):
+        for chunk in _read(table, source_url=source_url, queries=queries, hash_key=hash_key,
+                           generation=generation, names=names):
             rows += _append(conn, changes, chunk.select(loaded), force_null)
         if postgres:
             conn.execute(f"analyze {changes}").fetchall()
@@ -137,28 +176,31 @@ def load_changes(
             _merge(conn, table, stage, changes, select, key_columns)
             conn.execute("commit")
         except BaseException:
-            try:
-                conn.execute("rollback")
-            except Exception:  # noqa: S110 (the connection is gone: so is its transaction)
-                pass
+            rollback(conn)
             raise
-        (newest,) = conn.execute(f"select max({_quote(names[table.cursor])}) from {changes}").fetchall()[0]
+        committed = True
+        newest = None
+        if table.cursor:
+            (newest,) = conn.execute(f"select max({_quote(names[table.cursor])}) from {changes}").fetchall()[0]
     except BaseException as exc:
         if invalid_utf8(exc, source_url) or not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise  # invalid UTF-8: the caller has dlt read the table again; Ctrl-C: stop
+        outcome = (f"The merge had committed: {STAGE_SCHEMA}.{table.warehouse_name} holds the rows, "
+                   f"raw.{table.warehouse_name} is unchanged until the next run publishes them." if committed else
+                   f"Nothing was merged: {STAGE_SCHEMA}.{table.warehouse_name} and raw.{table.warehouse_name} "
+                   "are unchanged.")
         # Not a PlatformError: a transient source error in the cause is retried.
         raise DirectLoadFailed(
-            f"Table {table.source!r}: reading its changed rows (cursor {table.cursor} >= {start}) or merging "
-            f"them into {STAGE_SCHEMA}.{table.warehouse_name} failed: {exc}. Nothing was merged: "
-            f"{STAGE_SCHEMA}.{table.warehouse_name} and raw.{table.warehouse_name} are unchanged."
+            f"Table {table.source!r}: reading {what} or merging them into {STAGE_SCHEMA}.{table.warehouse_name} "
+            f"failed: {exc}. {outcome}"
         ) from exc
     finally:
         try:
             conn.execute(f"drop table if exists {changes}").fetchall()
         except Exception:  # noqa: S110 (a lost connection took its temporary table along)
             pass
-    return LoadResult(table.warehouse_name, rows, time.perf_counter() - started, BACKEND,
-                      max(newest, mark) if newest is not None else mark)
+    cursor = max(newest, mark) if newest is not None and mark is not None else (newest or mark)
+    return LoadResult(table.warehouse_name, rows, time.perf_counter() - started, BACKEND, cursor)
 
 
 def _append(conn, changes: str, chunk: pa.Table, force_null: list[str]) -> int:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import dlt
 import numpy as np
@@ -197,6 +197,7 @@ def build_resource(
     resource = sql_table(
         credentials=credentials,
         table=table.source,
+        schema=table.schema,
         metadata=reflected.metadata if reflected is not None else None,
         backend=backend,
         # connectorx's "arrow" reads the whole table into memory; "arrow_stream" yields
@@ -217,6 +218,13 @@ def build_resource(
         merge_key=list(table.primary_key) if table.history == "scd2" and table.load == "incremental" else None,
         write_disposition=_write_disposition(table),
     ).with_name(table.warehouse_name)
+    if reflected is not None:
+        # The stage copies the source's rows, not its constraints: dlt adds a column the
+        # source gained as NOT NULL (`add column channel text not null default 'web'`),
+        # which fails on the rows staged before it. Every column but the key is nullable;
+        # the audit checks the keys, and `raw` has no constraints.
+        resource.apply_hints(columns=[{"name": c.name, "nullable": True} for c in reflected.columns
+                                      if c.name not in table.primary_key])
     if table.columns.hash:
         resource.add_map(pii_hasher(table.columns.hash, hash_key))
     if table.history == "scd2":
@@ -293,7 +301,7 @@ def reflect_source(source_url: str, table: CatalogTable) -> sa.Table:
     """
     engine = sa.create_engine(source_url)
     try:
-        return sa.Table(table.source, sa.MetaData(), autoload_with=engine)
+        return sa.Table(table.source, sa.MetaData(), autoload_with=engine, schema=table.schema)
     except sa.exc.NoSuchTableError as e:
         raise SourceTableMissing(
             f"Source table {table.source!r} (catalog entry {table.warehouse_name!r}) does not "
@@ -311,75 +319,6 @@ def source_columns(reflected: sa.Table, table: CatalogTable) -> dict[str, str]:
         c.name: str(c.type) for c in reflected.columns
         if (not policy.select or c.name in policy.select) and c.name not in policy.exclude
     }
-
-
-def source_keys(source_url: str, table: CatalogTable, names: list[str]) -> pa.RecordBatchReader:
-    """The primary keys of every source row now, one narrow column per key part, renamed
-    to their warehouse names (for hard-delete reconciliation), as a stream of batches of
-    ``chunk_rows`` rows: memory stays flat however large the table grows."""
-    query = sa.select(*[sa.column(c) for c in table.primary_key]).select_from(sa.table(table.source))
-    if choose_backend(source_url) == "connectorx":
-        import connectorx as cx
-
-        dialect = sa.create_engine(source_url).dialect
-        sql = str(query.compile(dialect=dialect))
-        reader = cx.read_sql(connectorx_url(source_url), sql, return_type="arrow_stream",
-                             batch_size=table.chunk_rows)
-        schema = pa.schema([f.with_name(n) for f, n in zip(reader.schema, names)])
-        return pa.RecordBatchReader.from_batches(
-            schema, (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader)
-        )
-    chunks = _sqlalchemy_key_chunks(source_url, query, names, table.chunk_rows)
-    first = next(chunks, None)
-    if first is None:
-        return pa.RecordBatchReader.from_batches(pa.table({n: [] for n in names}).schema, [])
-    # The first chunk's types hold for the rest (one SQL type per key column).
-    first = pa.table(first)
-    return pa.RecordBatchReader.from_batches(first.schema, _batches(first, chunks))
-
-
-def _batches(first: pa.Table, rest: Iterator[dict]) -> Iterator[pa.RecordBatch]:
-    yield from first.to_batches()
-    for chunk in rest:
-        yield from pa.table(chunk, schema=first.schema).to_batches()
-
-
-def _sqlalchemy_key_chunks(source_url: str, query, names: list[str], size: int) -> Iterator[dict]:
-    engine = sa.create_engine(source_url)
-    try:
-        with engine.connect() as conn:
-            result = conn.execution_options(yield_per=size).execute(query)
-            for rows in result.partitions():
-                yield {c: [r[i] for r in rows] for i, c in enumerate(names)}
-    finally:
-        engine.dispose()
-
-
-def source_row_count(source_url: str, table: CatalogTable) -> int:
-    engine = sa.create_engine(source_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(sa.table(table.source))).scalar_one()
-    finally:
-        engine.dispose()
-
-
-def source_key_summary(source_url: str, table: CatalogTable) -> tuple[int, Any, Any]:
-    """The source table's row count and the smallest and largest value of its first key
-    column: three subqueries, each of which the database answers from an index (one
-    query with all three aggregates would scan the table)."""
-    source = sa.table(table.source, sa.column(table.primary_key[0]))
-    key = source.c[table.primary_key[0]]
-    engine = sa.create_engine(source_url)
-    try:
-        with engine.connect() as conn:
-            return tuple(conn.execute(sa.select(
-                sa.select(sa.func.count()).select_from(source).scalar_subquery(),
-                sa.select(sa.func.min(key)).scalar_subquery(),
-                sa.select(sa.func.max(key)).scalar_subquery(),
-            )).one())
-    finally:
-        engine.dispose()
 
 
 def load_to_stage(

@@ -40,7 +40,7 @@ def test_a_null_primary_key_fails_the_audit(events):
     events.sql("insert into events values (null, 'orphan', null, '2026-01-02 00:00:00')")
     result = events.run("events")
     assert not result.success
-    assert "null primary key" in events.failure_message(result) or "event_id" in events.failure_message(result)
+    assert "'events' failed its audit: 1 row(s) with a null primary key (\"event_id\")" in events.failure_message(result)
     assert events.query("select count(*) from raw.events") == [(2,)]
 
 

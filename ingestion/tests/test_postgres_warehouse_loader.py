@@ -4,7 +4,7 @@ import sqlite3
 
 import sqlalchemy as sa
 from platform_ingestion import direct
-from platform_ingestion.assets import ingest_table
+from platform_ingestion.engine import ingest_table
 from platform_ingestion.loading import POSTGRES_LOADER_WORK_MEM, LoadRequest, build_pipeline
 from platform_shared import CatalogTable, Warehouse
 

@@ -32,7 +32,7 @@ _DEFAULTS = {
     "chunk_rows": 100_000,
 }
 _TABLE_KEYS = {
-    "source", "warehouse_name", "primary_key", "load", "cursor", "history", "columns",
+    "source", "schema", "warehouse_name", "primary_key", "load", "cursor", "history", "columns",
     "description", "comment", *_DEFAULTS,
 }
 _COLUMN_KEYS = {"select", "exclude", "hash"}
@@ -64,6 +64,8 @@ class CatalogTable:
     overlap_minutes: int = 15
     on_column_dropped: DropPolicy = "fail"
     chunk_rows: int = 100_000
+    # The source schema (PostgreSQL: other than the connection's search path); None: default.
+    schema: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,13 @@ def _parse_table(path: Path, i: int, raw: object, defaults: dict) -> CatalogTabl
     settings = {**defaults, **{k: raw[k] for k in _DEFAULTS if k in raw}}
     if settings["on_column_dropped"] not in _DROP_POLICIES:
         raise _fail(path, where, f"on_column_dropped must be one of {list(_DROP_POLICIES)}")
+    overlap = settings["overlap_minutes"]
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
+        raise _fail(path, where, f"overlap_minutes is {overlap!r}; expected a whole number of minutes, 0 or more "
+                    "(the window re-read below the last cursor value, for rows committed late)")
+    schema = raw.get("schema")
+    if schema is not None and (not isinstance(schema, str) or not schema):
+        raise _fail(path, where, f"schema is {schema!r}; expected the name of a schema of the source database")
     chunk_rows = settings["chunk_rows"]
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise _fail(path, where, f"chunk_rows is {chunk_rows!r}; expected a positive whole number of rows")
@@ -153,6 +162,11 @@ def _parse_table(path: Path, i: int, raw: object, defaults: dict) -> CatalogTabl
     missing_pk = [c for c in pk if c in columns.exclude or (columns.select and c not in columns.select)]
     if missing_pk:
         raise _fail(path, where, f"primary key column(s) {missing_pk} must not be excluded")
+    hashed_keys = [c for c in columns.hash if c in pk]
+    if hashed_keys:
+        raise _fail(path, where, f"column(s) {hashed_keys} are part of the primary key and cannot be hashed: "
+                    "rows are merged and compared with the source by their key. Remove them from columns.hash "
+                    "(or exclude the column and key the table on another one)")
     warehouse_name = raw.get("warehouse_name") or safe_name(raw["source"])
     if safe_name(warehouse_name) != warehouse_name:
         raise _fail(
@@ -173,9 +187,10 @@ def _parse_table(path: Path, i: int, raw: object, defaults: dict) -> CatalogTabl
         freshness_hours=float(settings["freshness_hours"]),
         schedule=str(settings["schedule"]),
         owner=str(settings["owner"]),
-        overlap_minutes=int(settings["overlap_minutes"]),
+        overlap_minutes=overlap,
         on_column_dropped=settings["on_column_dropped"],
         chunk_rows=chunk_rows,
+        schema=schema,
     )
 
 

@@ -5,7 +5,9 @@ and web_sessions to any SQLAlchemy URL (SQLite by default). Distributions are sk
 on purpose so the marts and the churn model have signal: a few heavy repeat buyers,
 customers who churn and stop ordering, a November/December peak, refunds, failed
 payments and anonymous sessions that never buy. ``simulate_day`` then plays one day
-of application activity (inserts, updates with a newer ``updated_at``, hard deletes).
+of application activity (inserts, updates with a newer ``updated_at``, hard deletes),
+and ``write_live`` keeps writing small transactions, as a live application does, while
+ingestion reads (``--live SECONDS``).
 
 Run it with ``python -m platform_shared.demo_data --help``.
 """
@@ -15,7 +17,8 @@ from __future__ import annotations
 import argparse
 import math
 import random
-from datetime import datetime, timedelta
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -338,11 +341,11 @@ def _day_updates(conn, rng, now) -> dict[str, int]:
     return {"updated": len(moved) + len(edited)}
 
 
-def _day_deletes(conn, rng) -> dict[str, int]:
+def _day_deletes(conn, rng, *, orders_at_most: int = 3, sessions_at_most: int = 2) -> dict[str, int]:
     cancelled = conn.execute(
         sa.select(orders.c.order_id).where(orders.c.status == "cancelled").order_by(orders.c.order_id)
     ).scalars().all()
-    gone = rng.sample(cancelled, k=min(len(cancelled), 3))
+    gone = rng.sample(cancelled, k=min(len(cancelled), orders_at_most))
     deleted = 0
     for table in (web_sessions, payments, order_items, orders):
         deleted += conn.execute(table.delete().where(table.c.order_id.in_(gone))).rowcount
@@ -350,9 +353,74 @@ def _day_deletes(conn, rng) -> dict[str, int]:
         sa.select(web_sessions.c.session_id).where(web_sessions.c.customer_id.is_(None))
         .order_by(web_sessions.c.session_id).limit(50)
     ).scalars().all()
-    drop = rng.sample(anon, k=min(len(anon), 2))
+    drop = rng.sample(anon, k=min(len(anon), sessions_at_most))
     deleted += conn.execute(web_sessions.delete().where(web_sessions.c.session_id.in_(drop))).rowcount
     return {"deleted": deleted}
+
+
+def write_live(url: str, *, seconds: float, seed: int = 11, pause: float = 0.005) -> dict[str, int]:
+    """Write small transactions to every table for ``seconds``, as a live application does.
+
+    Each transaction inserts a customer or an order (with its items, payment and
+    session), moves an order's status or edits a customer (``updated_at`` set to the
+    commit time, UTC), or hard-deletes a cancelled order or an anonymous session. A
+    SQLite database is switched to WAL first, so readers and this writer do not block
+    each other. Safe to kill at any moment: a transaction commits whole or not at all.
+
+    Returns:
+        Counts of the transactions of each kind.
+    """
+    rng = random.Random(seed)
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("pragma journal_mode=wal")
+    counts = {"inserted": 0, "updated": 0, "deleted": 0}
+    prods = None
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        with engine.begin() as conn:
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
+            prods = prods or [dict(r._mapping) for r in conn.execute(sa.select(products))]
+            kind = rng.choices(["inserted", "updated", "deleted"], [5, 4, 1])[0]
+            counts[kind] += _live_change(conn, rng, kind, now, prods)
+        time.sleep(pause)
+    engine.dispose()
+    return counts
+
+
+def _live_change(conn, rng, kind: str, now: datetime, prods: list[dict]) -> int:
+    if kind == "inserted":
+        if rng.random() < 0.3:
+            (c,) = _customer_rows(rng, 1)
+            c["customer_id"] = _max_id(conn, customers.c.customer_id) + 1
+            c["created_at"] = c["updated_at"] = now
+            _insert(conn, customers, [c])
+            return 1
+        out = {"orders": [], "order_items": [], "payments": [], "web_sessions": []}
+        cid = rng.randint(1, _max_id(conn, customers.c.customer_id))
+        _add_order(rng, out, _max_id(conn, orders.c.order_id) + 1, cid, now, prods,
+                   [1 / (i + 1) ** 1.1 for i in range(len(prods))], now)
+        for name, column in [("order_items", order_items.c.order_item_id),
+                             ("payments", payments.c.payment_id),
+                             ("web_sessions", web_sessions.c.session_id)]:
+            offset = _max_id(conn, column)
+            for i, r in enumerate(out[name], start=1):
+                r[column.name] = offset + i
+        for name in ("orders", "order_items", "payments", "web_sessions"):
+            for r in out[name]:
+                r["updated_at"] = now
+            _insert(conn, md.tables[name], out[name])
+        return 1
+    if kind == "updated":
+        if rng.random() < 0.5:
+            oid = rng.randint(1, _max_id(conn, orders.c.order_id))
+            return conn.execute(orders.update().where(orders.c.order_id == oid)
+                                .values(status=rng.choice(["shipped", "delivered"]), updated_at=now)).rowcount
+        cid = rng.randint(1, _max_id(conn, customers.c.customer_id))
+        return conn.execute(customers.update().where(customers.c.customer_id == cid)
+                            .values(country=rng.choice(COUNTRIES), updated_at=now)).rowcount
+    return _day_deletes(conn, rng, orders_at_most=1, sessions_at_most=1)["deleted"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -364,10 +432,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--simulate-day", action="store_true",
                         help="play one day of activity on an existing database instead")
+    parser.add_argument("--live", type=float, metavar="SECONDS",
+                        help="write small transactions to an existing database for SECONDS")
     parser.add_argument("--if-missing", action="store_true",
                         help="do nothing when the SQLite file already exists")
     args = parser.parse_args(argv)
     url = args.url or load_settings().source_database_url
+    if args.live:
+        print(f"wrote live to {_safe(url)}: {write_live(url, seconds=args.live, seed=args.seed)}")
+        return
     if args.simulate_day:
         print(f"simulated one day on {_safe(url)}: {simulate_day(url, seed=args.seed)}")
         return

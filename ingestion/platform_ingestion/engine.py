@@ -1,0 +1,285 @@
+"""Load one source table into the warehouse: the ingestion engine, without Dagster.
+
+A run is the README's load steps, one function each, in this order:
+
+1. ``inspect``: reflect the source table; read what the warehouse recorded of the last
+   publish (its columns, generation, cursor column, start time) and compare columns (drift).
+2. ``plan_load``: decide what to read (a pure function: tests call it without a database).
+3. ``extract``: the changed rows merged directly (``direct.py``), or a dlt load
+   (``loading.py``) of the window the plan names.
+4. ``converge``: in one snapshot of the source (``snapshot.py``), compare its row count
+   and keys with the stage; delete the rows gone from the source, load the ones the stage
+   lacks (committed during the extract, or missed by the cursor).
+5. ``audit`` and ``publish`` (``audit.py``): row count, keys and schema, then one
+   transaction into ``raw``.
+
+Only one run of a table loads at a time: on PostgreSQL a lock in the warehouse queues a
+second run (its pool lets several steps run at once); DuckDB has one writer anyway.
+"""
+
+from __future__ import annotations
+
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
+from typing import Literal
+
+import sqlalchemy as sa
+from platform_shared import RAW_SCHEMA, CatalogTable, Warehouse, table_metadata
+from platform_shared.warehouse import PostgresConnection
+from sqlalchemy.engine import make_url
+
+from . import audit as wap
+from . import direct
+from .loading import (
+    LoadRequest,
+    LoadResult,
+    configure_duckdb,
+    invalid_utf8,
+    load_to_stage,
+    reflect_source,
+    source_columns,
+    warehouse_column_names,
+)
+from .snapshot import key_summary, keys, source_snapshot
+
+Path_ = Literal["direct", "dlt"]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the warehouse recorded of the table's last publish, and its staged cursor."""
+
+    published: int | None = None  # the generation published up to (incremental tables)
+    resumable: bool = False  # published with today's cursor column and history mode
+    staged_max: datetime | None = None  # the largest staged cursor value (timestamps only)
+    last_started: datetime | None = None  # when the last publishing run started (UTC)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run of a table reads, decided before any row moves."""
+
+    path: Path_  # "direct": merge the changes without dlt; "dlt": a dlt load of ``window``
+    window: LoadRequest
+    generation: int | None  # marks the staged rows of an incremental table
+    mark: datetime | None = None  # the cursor value changes are read from, before the overlap
+    cursor_ahead: datetime | None = None  # the staged cursor, when it passed the last run's start
+    whole_table: bool = False  # columns were added: every row is read again to fill them
+
+
+def plan_load(
+    table: CatalogTable, *, request: LoadRequest, drift: wap.Drift, recorded: Recorded, beginning,
+) -> Plan:
+    """Decide what a run reads.
+
+    - A full table, a first load, a backfill or a full refresh: dlt, as asked.
+    - A published incremental table resumes from its mark: the largest staged cursor,
+      but never past the start of the run that last published it (a cursor value in the
+      future, from a clock ahead, would otherwise stall the table until then).
+    - Columns added since (schema evolution): every row is read again, from ``beginning``
+      (the cursor type's first value), so that the new columns are filled whatever a
+      row's cursor; otherwise rows that did not change would keep them empty for ever.
+    - Otherwise, without drift: the changed rows are merged directly (``direct.py``).
+
+    Example:
+        >>> t = CatalogTable("orders", "orders", ("order_id",), load="incremental", cursor="updated_at")
+        >>> r = Recorded(published=3, resumable=True, staged_max=datetime(2030, 1, 1),
+        ...              last_started=datetime(2026, 12, 2, 9))
+        >>> p = plan_load(t, request=LoadRequest(), drift=wap.Drift(), recorded=r, beginning=datetime.min)
+        >>> p.path, p.generation, p.mark, p.cursor_ahead
+        ('direct', 4, datetime.datetime(2026, 12, 2, 9, 0), datetime.datetime(2030, 1, 1, 0, 0))
+    """
+    if table.load != "incremental":
+        return Plan("dlt", request, None)
+    generation = (recorded.published or 0) + 1
+    plain = request == LoadRequest()
+    mark = ahead = None
+    if plain and recorded.published is not None and recorded.resumable and recorded.staged_max is not None:
+        mark = recorded.staged_max
+        cap = recorded.last_started
+        if cap is not None and mark.tzinfo is not None:
+            cap = cap.replace(tzinfo=timezone.utc)
+        if cap is not None and mark > cap:
+            mark, ahead = cap, mark
+    if plain and recorded.published is not None and drift.added:
+        end = direct.end_of_time(mark) if mark is not None else None
+        return Plan("dlt", LoadRequest(backfill_from=beginning, backfill_to=end), generation, mark, ahead, True)
+    if mark is None:
+        return Plan("dlt", request, generation)
+    if not drift.changed:
+        return Plan("direct", request, generation, mark, ahead)
+    # dlt reads the same window when it loads instead (after drift): its own cursor state,
+    # which the direct merges leave behind, is then neither read nor moved.
+    window = LoadRequest(backfill_from=mark - timedelta(minutes=table.overlap_minutes),
+                         backfill_to=direct.end_of_time(mark))
+    return Plan("dlt", window, generation, mark, ahead)
+
+
+@dataclass
+class Convergence:
+    source_rows: int  # the source's rows in the snapshot, less keys deleted before their rows were read
+    deleted: int  # staged rows whose key left the source
+    loaded: int  # rows of source keys the stage lacked, loaded now
+    keys_compared: bool  # whether every key was compared (the summaries differed)
+    source_null_keys: int = 0  # source rows with a null primary key (not in source_rows)
+
+
+@contextmanager
+def one_load_per_table(conn, table: CatalogTable):
+    """Queue a second run of the same table on a PostgreSQL warehouse until the first is
+    done (a session lock: a killed run's connection releases it)."""
+    if not isinstance(conn, PostgresConnection):
+        yield  # DuckDB: one writer process at a time, and one connection per load
+        return
+    lock = zlib.crc32(f"platform_ingestion:{table.warehouse_name}".encode())
+    conn.execute("select pg_advisory_lock(?)", [lock]).fetchall()
+    try:
+        yield
+    finally:
+        conn.execute("select pg_advisory_unlock(?)", [lock]).fetchall()
+
+
+def _beginning(column: sa.Column | None):
+    """The first value of a cursor column's type: a window from it reads every row."""
+    if column is not None and isinstance(column.type, sa.Date) and not isinstance(column.type, sa.DateTime):
+        return date(1, 1, 1)
+    aware = column is not None and getattr(column.type, "timezone", False)
+    return datetime(1, 1, 1, tzinfo=timezone.utc if aware else None)
+
+
+def inspect(conn, table: CatalogTable, columns: dict[str, str], names: dict[str, str]) -> tuple[wap.Drift, Recorded]:
+    drift = wap.detect_drift(conn, table, columns)
+    if table.load != "incremental":
+        return drift, Recorded()
+    published = wap.published_generation(conn, table)
+    resumable = (published is not None and table.cursor in names
+                 and wap.published_cursor(conn, table) == (table.cursor, table.history)
+                 and wap.has_generation(conn, table))
+    return drift, Recorded(
+        published=published, resumable=resumable,
+        staged_max=direct.high_water_mark(conn, table, names[table.cursor]) if resumable else None,
+        last_started=wap.published_started_at(conn, table),
+    )
+
+
+def extract(conn, table: CatalogTable, plan: Plan, *, warehouse: Warehouse, source_url: str, reflected: sa.Table,
+            columns: list[str], names: dict[str, str], key_columns: list[str], pipelines_dir, hash_key: str,
+            ) -> LoadResult:
+    """Step 3: the plan's read, landed in ``raw_stage``."""
+    if plan.path == "direct":
+        try:
+            result = direct.load_changes(
+                conn, table, mark=plan.mark, source_url=source_url, reflected=reflected, columns=columns,
+                names=names, key_columns=key_columns, generation=plan.generation, hash_key=hash_key,
+            )
+            if result is not None:
+                return result
+        except BaseException as exc:
+            if not invalid_utf8(exc, source_url):
+                raise
+        # dlt reads the same window instead (to replace invalid UTF-8, or for a source
+        # connectorx does not read).
+        plan = replace(plan, window=LoadRequest(
+            backfill_from=plan.mark - timedelta(minutes=table.overlap_minutes),
+            backfill_to=direct.end_of_time(plan.mark)))
+    result = load_to_stage(
+        table, source_url=source_url, warehouse=warehouse, pipelines_dir=pipelines_dir, request=plan.window,
+        hash_key=hash_key, generation=plan.generation, reflected=reflected,
+    )
+    if plan.mark is not None:
+        result.cursor_value = direct.high_water_mark(conn, table, names[table.cursor])
+    return result
+
+
+def converge(conn, table: CatalogTable, *, source_url: str, key_columns: list[str], generation: int | None,
+             rows_extracted: int, load_missing) -> Convergence:
+    """Step 4: bring the stage's keys to the source's, as of one snapshot of the source.
+
+    The summary (row count, smallest and largest key) is read first; only when it differs
+    from the stage's are all keys read, in the same snapshot (``audit.compare_keys``).
+    Source keys the stage lacks are loaded by ``load_missing(keys)`` after the snapshot:
+    one deleted meanwhile has no row to load, and leaves the expected count.
+
+    A table without a primary key (full loads only) is one extract, one statement and so
+    one snapshot of the source: its staged rows are compared with the rows extracted.
+    """
+    if not key_columns:
+        return Convergence(rows_extracted, 0, 0, False)
+    with source_snapshot(source_url) as source:
+        summary = key_summary(source, table)
+        if wap.same_keys_as_source(conn, table, key_columns, summary):
+            return Convergence(summary[0], 0, 0, False)
+        comparison = wap.compare_keys(conn, table, keys(source, table, key_columns), generation)
+    # A null key matches no staged row and loads none: the audit fails on it.
+    missing = [k for k in comparison.missing if None not in k]
+    null_keys = len(comparison.missing) - len(missing)
+    loaded = gone = 0
+    if missing:
+        result = load_missing(missing)
+        # Unable to load them here (a source connectorx does not read): the audit fails
+        # on the count and names the table; the next run's dlt load picks them up.
+        loaded = result.rows_loaded if result is not None else 0
+        gone = len(missing) - loaded if result is not None else 0
+    return Convergence(comparison.source_rows - gone - null_keys, comparison.deleted, loaded, True, null_keys)
+
+
+def ingest_table(
+    table: CatalogTable, *, request: LoadRequest, warehouse: Warehouse,
+    source_url: str, pipelines_dir, hash_key: str,
+) -> dict:
+    """Extract, converge, audit and publish one table; returns its metadata. No Dagster here."""
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    reflected = reflect_source(source_url, table)
+    columns = source_columns(reflected, table)
+    names = warehouse_column_names([*columns, *table.primary_key])
+    key_columns = [names[c] for c in table.primary_key]
+    # One connection for the whole table: dlt's own connections to the DuckDB file then
+    # share the open database instead of opening (and checkpointing) it each time.
+    with warehouse.connect() as conn, one_load_per_table(conn, table):
+        if warehouse.is_duckdb:
+            configure_duckdb(conn)
+        drift, recorded = inspect(conn, table, columns, names)
+        wap.check_drift(table, drift, full_refresh=request.full_refresh)
+        plan = plan_load(table, request=request, drift=drift, recorded=recorded,
+                         beginning=_beginning(reflected.c.get(table.cursor or "")))
+        common = dict(source_url=source_url, reflected=reflected, columns=list(columns), names=names,
+                      key_columns=key_columns, hash_key=hash_key)
+        result = extract(conn, table, plan, warehouse=warehouse, pipelines_dir=pipelines_dir, **common)
+        converged = converge(
+            conn, table, source_url=source_url, key_columns=key_columns, generation=plan.generation,
+            rows_extracted=result.rows_loaded,
+            load_missing=lambda missing: direct.load_keys(conn, table, keys=missing, generation=plan.generation,
+                                                         **common),
+        )
+        since = recorded.published if (
+            recorded.published is not None and not request.full_refresh and wap.has_generation(conn, table)
+        ) else None
+        wap.audit(conn, table, source_rows=converged.source_rows, key_columns=key_columns, since=since,
+                  source_null_keys=converged.source_null_keys)
+        wap.publish(conn, table, columns, key_columns=key_columns, since=since, generation=plan.generation,
+                    started_at=started)
+        tags = {names[c]: {"pii": "hashed"} for c in table.columns.hash}
+        meta = table_metadata(conn, RAW_SCHEMA, table.warehouse_name, tags)
+    return {
+        **meta,
+        "rows_loaded": result.rows_loaded + converged.loaded,
+        "rows_deleted": converged.deleted,
+        # Rows of source keys the stage lacked after the extract: committed while it read,
+        # or missed by the cursor (an old updated_at), loaded by key.
+        "rows_loaded_by_key": converged.loaded,
+        # Whether finding hard deletes took a comparison of every key with the source, or
+        # the row counts and the smallest and largest keys showed there were none.
+        "keys_compared": converged.keys_compared,
+        "cursor_value": str(result.cursor_value) if result.cursor_value is not None else "-",
+        "cursor_ahead_of_clock": (
+            f"the largest {table.cursor} staged, {plan.cursor_ahead}, is after the start of the last run "
+            f"({recorded.last_started} UTC): read from that start instead" if plan.cursor_ahead else "-"),
+        "columns_filled": "every row read again to fill the added column(s)" if plan.whole_table else "-",
+        "duration_s": round(result.seconds, 3),
+        "backend": result.backend,
+        "source": make_url(source_url).render_as_string(hide_password=True),
+        "column_mapping": {c: w for c, w in names.items() if c != w} or "-",
+        **drift.as_metadata(),
+    }
