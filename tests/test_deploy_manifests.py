@@ -148,7 +148,7 @@ def _docker_compose() -> str:
     return exe
 
 
-def _compose_config(tmp_path: Path, password: str) -> subprocess.CompletedProcess:
+def _compose_config(tmp_path: Path, password: str, pii_key: str = "test-only-key") -> subprocess.CompletedProcess:
     """`docker-compose config` on deploy/docker-compose.yaml with a copy of .env.example as .env.
 
     The compose file reads `../.env`: with --project-directory <tmp>/deploy that is <tmp>/.env,
@@ -156,9 +156,9 @@ def _compose_config(tmp_path: Path, password: str) -> subprocess.CompletedProces
     """
     (tmp_path / "deploy").mkdir()
     example = (REPO / ".env.example").read_text()
-    example = re.sub(r"(?m)^DAGSTER_PG_PASSWORD=.*$", "", example)
+    example = re.sub(r"(?m)^(DAGSTER_PG_PASSWORD|PII_HASH_KEY)=.*$", "", example)
     env_file = tmp_path / ".env"
-    env_file.write_text(example + f"\nDAGSTER_PG_PASSWORD={password}\n")
+    env_file.write_text(example + f"\nDAGSTER_PG_PASSWORD={password}\nPII_HASH_KEY={pii_key}\n")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     return subprocess.run(
         [_docker_compose(), "--env-file", str(env_file), "--project-directory", str(tmp_path / "deploy"),
@@ -177,6 +177,7 @@ def test_docker_compose_config_validates(tmp_path):
     assert services["ingestion"]["environment"]["INGESTION_CATALOG"] == "ingestion/catalog.yml"
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "test-only-password"
     assert services["webserver"]["environment"]["DAGSTER_PG_PASSWORD"] == "test-only-password"
+    assert services["ingestion"]["environment"]["PII_HASH_KEY"] == "test-only-key"
     for service in services.values():
         if "build" in service:
             assert Path(service["build"]["context"]) == tmp_path
@@ -186,6 +187,12 @@ def test_docker_compose_refuses_an_empty_password(tmp_path):
     done = _compose_config(tmp_path, "")
     assert done.returncode != 0
     assert "set it in .env" in done.stderr
+
+
+def test_docker_compose_refuses_an_empty_pii_hash_key(tmp_path):
+    done = _compose_config(tmp_path, "test-only-password", pii_key="")
+    assert done.returncode != 0
+    assert "set PII_HASH_KEY in .env" in done.stderr
 
 
 # --- Dockerfiles ------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The three locations, materialized for real at a tiny scale in a temporary folder."""
 
+import os
+
 import duckdb
 import pandas as pd
 import pyarrow as pa
@@ -7,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from platform_ingestion.loading import pii_hasher
 from platform_shared import load_catalog, load_settings
+from platform_shared.settings import PII_HASH_KEY
 
 
 def test_every_materializable_asset_of_every_location_materializes(platform):
@@ -35,7 +38,9 @@ def assert_raw_equals_source(source_url: str, warehouse, table: str, read=None) 
     with engine.connect() as conn:
         source = pd.read_sql_table(entry.source, conn)
     engine.dispose()
-    hashing = pii_hasher(entry.columns.hash, "")
+    settings = load_settings()
+    key = os.getenv(PII_HASH_KEY) or settings.pii_hash_key_file.read_text().strip() if entry.columns.hash else ""
+    hashing = pii_hasher(entry.columns.hash, key)
     source = hashing(pa.Table.from_pandas(source, preserve_index=False)).to_pandas()
     if read is None:
         with duckdb.connect(str(warehouse), read_only=True) as conn:

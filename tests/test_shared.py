@@ -59,6 +59,10 @@ def _catalog(tmp_path, text: str) -> Path:
         ("tables:\n  - source: A b\n  - source: a_b\n", r"table 'a_b'.*warehouse name 'a_b'"),
         ("tables:\n  - source: a\n    load: sometimes\n", r"load is 'sometimes'"),
         ("tables: [", r"not valid YAML"),
+        ("defaults:\n  overlap_minutes: -5\ntables:\n  - source: a\n", r"table 'a'.*overlap_minutes is -5.*0 or more"),
+        ("tables:\n  - source: a\n    primary_key: email\n    columns:\n      hash: [email, name]\n",
+         r"table 'a'.*\['email'\] are part of the primary key and cannot be hashed"),
+        ("tables:\n  - source: a\n    schema: 3\n", r"table 'a'.*schema is 3"),
     ],
 )
 def test_malformed_catalog_names_the_file_the_table_and_the_fix(tmp_path, text, message):

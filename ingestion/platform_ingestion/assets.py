@@ -95,7 +95,7 @@ def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
         try:
             metadata = ingest_table(
                 table, request=config.request(), warehouse=warehouse, source_url=source_db.url,
-                pipelines_dir=dlt_state.path, hash_key=pii.key,
+                pipelines_dir=dlt_state.path, hash_key=pii.secret,
             )
         except PlatformError as e:
             raise dg.Failure(description=str(e), allow_retries=False) from e

@@ -44,7 +44,7 @@ def discover(url: str, *, schema: str | None = None) -> dict:
         for name in names:
             columns = inspector.get_columns(name, schema=schema)
             pk = inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or []
-            entry: dict = {"source": name}
+            entry: dict = {"source": name, **({"schema": schema} if schema else {})}
             warehouse = safe_name(name)
             while warehouse in taken:
                 warehouse += "_2"

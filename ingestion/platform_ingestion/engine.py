@@ -26,7 +26,8 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Literal
 
 import sqlalchemy as sa
-from platform_shared import RAW_SCHEMA, CatalogTable, Warehouse, table_metadata
+from platform_shared import RAW_SCHEMA, CatalogError, CatalogTable, Warehouse, table_metadata
+from platform_shared.settings import PII_HASH_KEY
 from platform_shared.warehouse import PostgresConnection
 from sqlalchemy.engine import make_url
 
@@ -229,7 +230,16 @@ def ingest_table(
     table: CatalogTable, *, request: LoadRequest, warehouse: Warehouse,
     source_url: str, pipelines_dir, hash_key: str,
 ) -> dict:
-    """Extract, converge, audit and publish one table; returns its metadata. No Dagster here."""
+    """Extract, converge, audit and publish one table; returns its metadata. No Dagster here.
+
+    Raises:
+        CatalogError: the table hashes columns and ``hash_key`` is empty (nothing is read).
+    """
+    if table.columns.hash and not hash_key:
+        raise CatalogError(
+            f"Table {table.source!r} hashes {list(table.columns.hash)} but the hash key is empty: an unkeyed "
+            f"hash of personal data is reversed with a dictionary. Set {PII_HASH_KEY} (a deployment must), or "
+            "leave it unset to use the local key file. Nothing was loaded.")
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     reflected = reflect_source(source_url, table)
     columns = source_columns(reflected, table)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 import dagster as dg
@@ -28,9 +30,28 @@ class DltState(dg.ConfigurableResource):
 
 
 class PiiHasher(dg.ConfigurableResource):
-    """The HMAC key for personal-data columns; a secret, so it comes as an EnvVar."""
+    """The HMAC key for personal-data columns: ``PII_HASH_KEY`` (a secret, so an EnvVar),
+    or else a random key kept in ``key_file`` (made on first use, readable by its owner
+    only), so that a laptop's ``make run`` hashes with a key too: an unkeyed hash of an
+    email is reversed with a dictionary of emails."""
 
     key: str = ""
+    key_file: str = ""
+
+    @property
+    def secret(self) -> str:
+        if self.key or not self.key_file:
+            return self.key
+        path = Path(self.key_file)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Exclusive create: two runs starting at once keep the first one's key.
+            try:
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                    f.write(secrets.token_hex(32))
+            except FileExistsError:
+                pass
+        return path.read_text().strip()
 
 
 def dlt_state_dir(settings: Settings) -> Path:
@@ -54,5 +75,6 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "warehouse": build_warehouse(settings),
         "source_db": SourceDatabase(url=dg.EnvVar(SOURCE_DATABASE_URL) if make_url(url).password else url),
         "dlt_state": DltState(pipelines_dir=str(dlt_state_dir(settings))),
-        "pii": PiiHasher(key=dg.EnvVar(PII_HASH_KEY) if settings.pii_hash_key_set else ""),
+        "pii": PiiHasher(key=dg.EnvVar(PII_HASH_KEY) if settings.pii_hash_key_set else "",
+                         key_file=str(settings.pii_hash_key_file)),
     }

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ class Ingestion:
     source_url: str
     warehouse: Path
     catalog_path: Path
+    warehouse_url: str | None = None  # set: the warehouse is this PostgreSQL database
 
     def run(self, *tables: str, config: dict | None = None) -> dg.ExecuteInProcessResult:
         """Materialize the given raw tables (all when none) in one in-process run."""
@@ -42,6 +46,10 @@ class Ingestion:
         with sqlite3.connect(self.root / "app.db") as conn:
             conn.executescript(statement)
 
+    def source_email(self, customer_id: int) -> str:
+        with sqlite3.connect(self.root / "app.db") as conn:
+            return conn.execute("select email from customers where customer_id = ?", [customer_id]).fetchall()[0][0]
+
     def query(self, sql: str) -> list[tuple]:
         with duckdb.connect(str(self.warehouse), read_only=True) as conn:
             return conn.execute(sql).fetchall()
@@ -52,9 +60,16 @@ class Ingestion:
         with engine.connect() as conn:
             source = pd.read_sql_table(entry.source, conn)
         engine.dispose()
-        source = pii_hasher(entry.columns.hash, "")(pa.Table.from_pandas(source, preserve_index=False)).to_pandas()
-        with duckdb.connect(str(self.warehouse), read_only=True) as conn:
-            raw = conn.execute(f'select * from raw."{table}"').df()
+        key = (self.warehouse.parent / "pii_hash.key").read_text().strip() if entry.columns.hash else ""
+        source = pii_hasher(entry.columns.hash, key)(pa.Table.from_pandas(source, preserve_index=False)).to_pandas()
+        if self.warehouse_url:  # a PostgreSQL warehouse
+            engine = sa.create_engine(self.warehouse_url)
+            with engine.connect() as conn:
+                raw = pd.read_sql(sa.text(f'select * from raw."{table}"'), conn)
+            engine.dispose()
+        else:
+            with duckdb.connect(str(self.warehouse), read_only=True) as conn:
+                raw = conn.execute(f'select * from raw."{table}"').df()
         assert len(raw) == len(source), table
         pd.testing.assert_frame_equal(_frame(raw, entry.primary_key), _frame(source, entry.primary_key), check_dtype=False)
 
@@ -90,3 +105,22 @@ def ingestion(tmp_path, monkeypatch) -> Ingestion:
     monkeypatch.setenv(s.WAREHOUSE_PATH, str(tmp_path / "warehouse.duckdb"))
     monkeypatch.setenv(s.INGESTION_CATALOG, str(catalog))
     return Ingestion(tmp_path, source_url, tmp_path / "warehouse.duckdb", catalog)
+
+
+@pytest.fixture
+def writer(ingestion):
+    """Start the demo's live writer on the source (or ``url``); killed, mid-write, at the end."""
+    started = []
+
+    def start(seconds: float = 120, url: str | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "platform_shared.demo_data", "--url", url or ingestion.source_url,
+                                 "--live", str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        started.append(proc)
+        time.sleep(1.0)  # its first commits (and the switch to WAL) land before the load reads
+        assert proc.poll() is None, proc.stderr.read().decode()
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()

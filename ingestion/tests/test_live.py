@@ -1,39 +1,20 @@
 """Loads while the application writes: a real writer process commits small transactions
 to every table during the runs (SQLite in WAL mode)."""
 
-import subprocess
-import sys
-import time
-
-import pytest
+from platform_shared import settings as s
 
 TABLES = ["customers", "products", "orders", "order_items", "payments", "web_sessions"]
 
 
-@pytest.fixture
-def writer(ingestion):
-    """Start the demo's live writer on the source; stop it (killed mid-write) on demand."""
-    started = []
-
-    def start(seconds: float = 120) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "platform_shared.demo_data", "--url", ingestion.source_url,
-                                 "--live", str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        started.append(proc)
-        time.sleep(1.0)  # its first commits (and the switch to WAL) land before the load reads
-        assert proc.poll() is None, proc.stderr.read().decode()
-        return proc
-
-    yield start
-    for proc in started:
-        proc.kill()
-        proc.wait()
-
-
 def test_runs_while_the_application_writes_succeed_and_converge(ingestion, writer):
     proc = writer()
+    compared = []
     for attempt in range(3):  # the first load, then hourly runs, all during commits
         result = ingestion.run()
         assert result.success, f"run {attempt}: {ingestion.failure_message(result)}"
+        compared += [e.materialization.metadata["keys_compared"].value for e in result.get_asset_materialization_events()]
+    # The writer's commits reached the comparison with the source (deletes at least).
+    assert any(compared)
     assert proc.poll() is None, "the writer stopped before the runs ended: they proved nothing"
     proc.kill()
     proc.wait()
@@ -75,3 +56,20 @@ def test_a_cursor_in_the_future_never_stalls_the_table(ingestion):
     # Both rows changed at or after the last run's start (minus the overlap) are read.
     assert metadata["rows_loaded"] == 2
     ingestion.assert_raw_equals_source("orders")
+
+
+def test_runs_into_a_postgres_warehouse_while_the_application_writes(ingestion, writer, postgres_database,
+                                                                       monkeypatch):
+    monkeypatch.setenv(s.WAREHOUSE, "postgres")
+    monkeypatch.setenv(s.WAREHOUSE_URL, postgres_database)
+    ingestion.warehouse_url = postgres_database
+    proc = writer()
+    for attempt in range(2):
+        result = ingestion.run()
+        assert result.success, f"run {attempt}: {ingestion.failure_message(result)}"
+    assert proc.poll() is None, "the writer stopped before the runs ended: they proved nothing"
+    proc.kill()
+    proc.wait()
+    assert ingestion.run().success
+    for table in TABLES:
+        ingestion.assert_raw_equals_source(table)

@@ -5,8 +5,9 @@ import sqlite3
 from datetime import datetime
 
 import pyarrow as pa
+import pytest
 from platform_ingestion import audit
-from platform_ingestion.loading import LoadRequest, build_resource
+from platform_ingestion.loading import LoadRequest, build_resource, pii_hasher
 from platform_shared import load_catalog
 from platform_shared import settings as s
 from platform_shared.demo_data import simulate_day
@@ -211,6 +212,32 @@ def test_personal_data_is_hashed_and_tagged(ingestion):
     tags = {c.name: c.tags for c in schema.columns}
     assert tags["email"] == {"pii": "hashed"} and tags["last_name"] == {"pii": "hashed"}
     assert not tags["country"]
+
+
+def test_without_pii_hash_key_a_local_key_is_made_once_and_kept_private(ingestion, monkeypatch):
+    # An unkeyed SHA-256 of an email is reversed with a dictionary of emails: `make run`
+    # hashes with a random key of its own instead, kept beside the warehouse.
+    monkeypatch.delenv(s.PII_HASH_KEY, raising=False)
+    assert ingestion.run("customers").success
+    key_file = ingestion.warehouse.parent / "pii_hash.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_text()) == 64
+    first = ingestion.query("select email from raw.customers where customer_id = 1")
+    assert first == [(pii_hasher(("email",), key_file.read_text())(pa.table({"email": [
+        ingestion.source_email(1)]})).column("email")[0].as_py(),)]
+    assert ingestion.run("customers", config={"full_refresh": True}).success
+    assert ingestion.query("select email from raw.customers where customer_id = 1") == first
+
+
+def test_hashed_columns_with_an_empty_key_load_nothing(ingestion):
+    from platform_ingestion.engine import ingest_table
+    from platform_shared import CatalogError, Warehouse
+
+    customers = load_catalog(ingestion.catalog_path).table("customers")
+    with pytest.raises(CatalogError, match=r"Table 'customers' hashes \['email', 'last_name'\] but the hash key "
+                                           r"is empty.*Set PII_HASH_KEY"):
+        ingest_table(customers, request=LoadRequest(), warehouse=Warehouse(path=str(ingestion.warehouse)),
+                     source_url=ingestion.source_url, pipelines_dir=ingestion.root / "dlt", hash_key="")
+    assert not ingestion.warehouse.exists()
 
 
 def test_metadata_records_rows_cursor_schema_and_table_name(ingestion):

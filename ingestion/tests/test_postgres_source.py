@@ -56,6 +56,21 @@ def test_the_demo_database_in_postgres_ingests_row_for_row_through_a_read_only_r
     assert _writes(pg_ingestion.admin_url) == writes  # ingestion never wrote the source
 
 
+def test_runs_while_the_application_writes_to_postgres_succeed_and_converge(pg_ingestion, writer):
+    # The audit's count and keys are read in one REPEATABLE READ snapshot: commits during
+    # the load (inserts, updates, hard deletes) never fail it, and arrive in the next run.
+    proc = writer(url=pg_ingestion.admin_url)
+    for attempt in range(2):
+        result = pg_ingestion.run()
+        assert result.success, f"run {attempt}: {pg_ingestion.failure_message(result)}"
+    assert proc.poll() is None, "the writer stopped before the runs ended: they proved nothing"
+    proc.kill()
+    proc.wait()
+    assert pg_ingestion.run().success
+    for table in TABLES:
+        pg_ingestion.assert_raw_equals_source(table)
+
+
 def test_read_only_role_cannot_write(pg_ingestion):
     engine = sa.create_engine(pg_ingestion.source_url)
     with pytest.raises(sa.exc.DBAPIError, match="read-only|permission denied"):

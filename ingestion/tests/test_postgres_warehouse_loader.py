@@ -31,7 +31,7 @@ def test_the_direct_merge_loads_text_into_postgres_as_dlt_does(postgres_database
     warehouse = Warehouse(kind="postgres", url=postgres_database)
 
     def ingest(**request) -> str:
-        return ingest_table(table, request=LoadRequest(**request), warehouse=warehouse, hash_key="",
+        return ingest_table(table, request=LoadRequest(**request), warehouse=warehouse, hash_key="test-only-key",
                             source_url=f"sqlite:///{tmp_path / 'app.db'}", pipelines_dir=tmp_path / "dlt")["backend"]
 
     def rows() -> list:

@@ -25,7 +25,8 @@ WAREHOUSE_CONCURRENCY = "WAREHOUSE_CONCURRENCY"
 INGESTION_CATALOG = "INGESTION_CATALOG"
 MODEL_DIR = "MODEL_DIR"
 DAGSTER_HOME = "DAGSTER_HOME"
-# A secret: the key of the HMAC that hashes personal-data columns (empty: plain SHA-256).
+# A secret: the key of the HMAC that hashes personal-data columns. Unset locally: a random
+# key is made once and kept beside the warehouse (``pii_hash_key_file``), never committed.
 PII_HASH_KEY = "PII_HASH_KEY"
 # Where alerts go: a webhook URL (JSON POST) when set, else appended to ALERT_LOG.
 ALERT_WEBHOOK_URL = "ALERT_WEBHOOK_URL"
@@ -52,6 +53,8 @@ class Settings:
     model_dir: Path
     dagster_home: Path
     pii_hash_key_set: bool
+    # The local key when PII_HASH_KEY is unset: under data/, beside the warehouse file.
+    pii_hash_key_file: Path
     alert_webhook_url: str | None
     alert_log: Path
     webserver_url: str
@@ -93,18 +96,20 @@ def load_settings() -> Settings:
     if warehouse not in ("duckdb", "postgres"):
         raise ValueError(f"{WAREHOUSE}={warehouse!r}: expected duckdb or postgres")
     warehouse_url = os.getenv(WAREHOUSE_URL) or None
+    warehouse_path = _absolute(os.getenv(WAREHOUSE_PATH, "data/warehouse.duckdb"), root)
     if warehouse == "postgres" and not warehouse_url:
         raise ValueError(f"{WAREHOUSE}=postgres needs {WAREHOUSE_URL}=postgresql://user:password@host:port/db")
     return Settings(
         root=root,
         source_database_url_setting=os.getenv(SOURCE_DATABASE_URL, "sqlite:///data/app.db"),
         warehouse=warehouse,
-        warehouse_path=_absolute(os.getenv(WAREHOUSE_PATH, "data/warehouse.duckdb"), root),
+        warehouse_path=warehouse_path,
         warehouse_url=warehouse_url,
         catalog_path=_absolute(os.getenv(INGESTION_CATALOG, "ingestion/catalog.yml"), root),
         model_dir=_absolute(os.getenv(MODEL_DIR, "data/models"), root),
         dagster_home=_absolute(os.getenv(DAGSTER_HOME, ".dagster"), root),
         pii_hash_key_set=bool(os.getenv(PII_HASH_KEY)),
+        pii_hash_key_file=warehouse_path.parent / "pii_hash.key",
         alert_webhook_url=os.getenv(ALERT_WEBHOOK_URL) or None,
         alert_log=_absolute(os.getenv(ALERT_LOG, "data/alerts.log"), root),
         webserver_url=os.getenv(DAGSTER_WEBSERVER_URL, "http://127.0.0.1:3000"),
