@@ -74,8 +74,8 @@ seed-if-missing: setup
 ingest: seed-if-missing  ## materialize every ingestion asset
 	python tools/run_all.py --location ingestion
 
-discover: setup  ## write a catalog from SOURCE_DATABASE_URL to CATALOG_OUT (default: print it)
-	@python -m platform_ingestion.discover $(if $(CATALOG_OUT),--out $(CATALOG_OUT))
+discover: setup  ## write a catalog from SOURCE_DATABASE_URL to CATALOG_OUT (default: print it); SCHEMA=x for another schema
+	@python -m platform_ingestion.discover $(if $(CATALOG_OUT),--out $(CATALOG_OUT)) $(if $(SCHEMA),--schema $(SCHEMA))
 
 run: seed-if-missing  ## set up and materialize every asset of the three locations
 	python tools/run_all.py

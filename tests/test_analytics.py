@@ -172,4 +172,6 @@ def test_slim_ci_selects_only_what_changed_and_its_children(tmp_path):
                              "--state", str(state), "--output", "name"],
                             cwd=project, capture_output=True, text=True)
     assert listed.returncode == 0, listed.stdout
-    assert [line for line in listed.stdout.split() if not line.startswith("\x1b")][-1:] == ["products"]
+    # Only the changed model: `--output name` prints one name a line after dbt's log lines.
+    names = [line for line in listed.stdout.splitlines() if line and " " not in line and not line.startswith("\x1b")]
+    assert names == ["products"], listed.stdout

@@ -133,7 +133,10 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
     stop: the run ends well (itself, or the retry the instance launches when the restart
     cut one of its statements) and its history, schedules and ticks are intact."""
     if os.getenv("TEST_POSTGRES_URL"):
-        pytest.skip("restarts the machine's own PostgreSQL cluster; TEST_POSTGRES_URL points elsewhere")
+        reason = "restarts the machine's own PostgreSQL cluster; TEST_POSTGRES_URL points elsewhere"
+        if os.getenv("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"REQUIRE_POSTGRES=1 but this test {reason}: unset TEST_POSTGRES_URL")
+        pytest.skip(reason)
     home = Path(fresh_env["DAGSTER_HOME"])
     shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     url = make_url(postgres_database)

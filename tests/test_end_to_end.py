@@ -61,6 +61,8 @@ def test_raw_table_equals_its_source_row_for_row(platform, table):
 def test_dbt_tests_all_ran_as_asset_checks_and_passed(platform):
     result = platform.results["analytics_dbt"]
     assert result.failed_checks == []
+    # Every check the location defines (one per dbt test) ran: none was skipped unseen.
+    assert result.checks_run == result.checks_defined > 40
     with duckdb.connect(str(platform.warehouse), read_only=True) as conn:
         (orders,) = conn.execute("select count(*) from marts.orders").fetchall()[0]
         (raw_orders,) = conn.execute("select count(*) from raw.orders").fetchall()[0]

@@ -58,7 +58,10 @@ def immutable(tmp_path):
     def mark(path: Path) -> Path:
         done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
         if done.returncode != 0:
-            pytest.skip(f"chattr +i is not available here: {done.stderr.strip()}")
+            if os.getenv("REQUIRE_IMMUTABLE_FILES") == "1":
+                pytest.fail(f"REQUIRE_IMMUTABLE_FILES=1 but chattr +i failed: {done.stderr.strip()}")
+            pytest.skip(f"chattr +i is not available here: {done.stderr.strip()}; set REQUIRE_IMMUTABLE_FILES=1 "
+                        "to make this a failure")
         marked.append(path)
         return path
 

@@ -41,6 +41,8 @@ class LocationResult:
     success: bool
     rows: list[AssetRow]
     failed_checks: list[str]
+    checks_run: int = 0  # asset checks evaluated in the run
+    checks_defined: int = 0  # asset checks the location defines
 
 
 def load_location(location: str) -> dg.Definitions:
@@ -82,12 +84,10 @@ def run_location(location: str, instance: dg.DagsterInstance) -> LocationResult:
     for row in table:
         if row.seconds is None and row.status == "materialized":
             row.seconds = round(elapsed, 2)
-    failed_checks = [
-        f"{c.asset_key.to_user_string()}:{c.check_name}"
-        for c in result.get_asset_check_evaluations()
-        if not c.passed
-    ]
-    return LocationResult(location, result.success, sorted(table, key=lambda r: r.asset), failed_checks)
+    evaluations = result.get_asset_check_evaluations()
+    failed_checks = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in evaluations if not c.passed]
+    return LocationResult(location, result.success, sorted(table, key=lambda r: r.asset), failed_checks,
+                          len(evaluations), len(defs.resolve_asset_graph().asset_check_keys))
 
 
 def _is_materializable(defs: dg.Definitions, key: dg.AssetKey) -> bool:

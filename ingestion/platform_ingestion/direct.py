@@ -159,8 +159,6 @@ def merge_rows(
     postgres = isinstance(conn, PostgresConnection)
     # Qualified: never a table of that name in the default schema.
     changes = f"pg_temp.{_CHANGES}" if postgres else f"temp.main.{_CHANGES}"
-    # dlt's COPY into PostgreSQL loads empty text as NULL in nullable columns: so does this.
-    force_null = [c for c in loaded if staged[c] == "YES"] if postgres else []
     rows = 0
     committed = False
     conn.execute(f"drop table if exists {changes}").fetchall()
@@ -168,7 +166,7 @@ def merge_rows(
         conn.execute(f"create temp table {_CHANGES} as select {select} from {stage} limit 0").fetchall()
         for chunk in _read(table, source_url=source_url, queries=queries, hash_key=hash_key,
                            generation=generation, names=names):
-            rows += _append(conn, changes, chunk.select(loaded), force_null)
+            rows += _append(conn, changes, chunk.select(loaded))
         if postgres:
             conn.execute(f"analyze {changes}").fetchall()
         conn.execute("begin transaction")
@@ -203,9 +201,9 @@ def merge_rows(
     return LoadResult(table.warehouse_name, rows, time.perf_counter() - started, BACKEND, cursor)
 
 
-def _append(conn, changes: str, chunk: pa.Table, force_null: list[str]) -> int:
+def _append(conn, changes: str, chunk: pa.Table) -> int:
     if isinstance(conn, PostgresConnection):
-        return conn.copy_arrow(changes, chunk.to_batches(), force_null=force_null)
+        return conn.copy_arrow(changes, chunk.to_batches())
     conn.register("_platform_chunk", chunk)
     try:
         # By name, cast to the staged columns' types, as dlt's DuckDB load of its files.

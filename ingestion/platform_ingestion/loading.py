@@ -261,7 +261,9 @@ POSTGRES_LOADER_WORK_MEM = "256MB"
 def postgres_loader_url(url: str) -> str:
     """The warehouse URL for dlt's postgres destination, with the loader's session settings."""
     parsed = make_url(url)
-    options = f"{parsed.query.get('options', '')} -c work_mem={POSTGRES_LOADER_WORK_MEM}".strip()
+    # `-cwork_mem=...`, without a space: dlt renders the URL again, writing a space as '+',
+    # which libpq (ADBC's loader reads the URL with it) does not decode.
+    options = f"{parsed.query.get('options', '')} -cwork_mem={POSTGRES_LOADER_WORK_MEM}".strip()
     return parsed.set(drivername="postgresql").update_query_dict({"options": options}).render_as_string(
         hide_password=False)
 
@@ -301,7 +303,8 @@ def reflect_source(source_url: str, table: CatalogTable) -> sa.Table:
     """
     engine = sa.create_engine(source_url)
     try:
-        return sa.Table(table.source, sa.MetaData(), autoload_with=engine, schema=table.schema)
+        # The schema on the MetaData: dlt looks the table up in it by name alone.
+        return sa.Table(table.source, sa.MetaData(schema=table.schema), autoload_with=engine)
     except sa.exc.NoSuchTableError as e:
         raise SourceTableMissing(
             f"Source table {table.source!r} (catalog entry {table.warehouse_name!r}) does not "
@@ -345,9 +348,9 @@ def load_to_stage(
         reflected: the source table from ``reflect_source``, which dlt then need not reflect.
     """
     pipeline = build_pipeline(table, warehouse=warehouse, pipelines_dir=pipelines_dir)
-    # Arrow batches reach PostgreSQL as CSV through COPY; its default, INSERT statements,
-    # is many times slower.
-    file_format = None if warehouse.is_duckdb else "csv"
+    # Arrow batches reach PostgreSQL as Parquet through ADBC's COPY: its default, INSERT
+    # statements, is many times slower, and its CSV COPY loads empty text as NULL.
+    file_format = None if warehouse.is_duckdb else "parquet"
     started = time.perf_counter()
     for replace_invalid_utf8 in (False, True):
         resource, backend = build_resource(

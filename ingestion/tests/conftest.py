@@ -46,6 +46,17 @@ class Ingestion:
         with sqlite3.connect(self.root / "app.db") as conn:
             conn.executescript(statement)
 
+    def raw_types(self, table: str) -> dict[str, str]:
+        sql = ("select column_name, data_type from information_schema.columns where table_schema = 'raw' "
+               f"and table_name = '{table}' order by ordinal_position")
+        if self.warehouse_url:
+            engine = sa.create_engine(self.warehouse_url)
+            with engine.connect() as conn:
+                found = conn.execute(sa.text(sql)).all()
+            engine.dispose()
+            return dict(found)
+        return dict(self.query(sql))
+
     def source_email(self, customer_id: int) -> str:
         with sqlite3.connect(self.root / "app.db") as conn:
             return conn.execute("select email from customers where customer_id = ?", [customer_id]).fetchall()[0][0]
@@ -59,6 +70,7 @@ class Ingestion:
         engine = sa.create_engine(self.source_url)
         with engine.connect() as conn:
             source = pd.read_sql_table(entry.source, conn)
+        declared = {c.name: c.type for c in sa.Table(entry.source, sa.MetaData(), autoload_with=engine).columns}
         engine.dispose()
         key = (self.warehouse.parent / "pii_hash.key").read_text().strip() if entry.columns.hash else ""
         source = pii_hasher(entry.columns.hash, key)(pa.Table.from_pandas(source, preserve_index=False)).to_pandas()
@@ -71,7 +83,32 @@ class Ingestion:
             with duckdb.connect(str(self.warehouse), read_only=True) as conn:
                 raw = conn.execute(f'select * from raw."{table}"').df()
         assert len(raw) == len(source), table
+        # The declared types too: frames compared with check_dtype=False would take an
+        # integer loaded as text, or a timestamp as a string, for the source's.
+        for column, warehouse_type in self.raw_types(table).items():
+            source_type = "text" if column in entry.columns.hash else _kind(declared[column])
+            assert warehouse_type.lower().startswith(WAREHOUSE_TYPES[source_type]), (table, column, warehouse_type)
         pd.testing.assert_frame_equal(_frame(raw, entry.primary_key), _frame(source, entry.primary_key), check_dtype=False)
+
+
+# The warehouse type (its start, lower case, DuckDB's or PostgreSQL's) of each kind of
+# source column the demo and the tests declare.
+WAREHOUSE_TYPES = {"integer": ("bigint", "integer"), "text": ("varchar", "character varying", "text"),
+                   "timestamp": ("timestamp",), "date": ("date",), "boolean": ("boolean",), "real": ("double",)}
+
+
+def _kind(declared) -> str:
+    if isinstance(declared, sa.Boolean):
+        return "boolean"
+    if isinstance(declared, sa.DateTime):
+        return "timestamp"
+    if isinstance(declared, sa.Date):
+        return "date"
+    if isinstance(declared, sa.Integer):
+        return "integer"
+    if isinstance(declared, sa.Float):
+        return "real"
+    return "text"
 
 
 def _frame(df: pd.DataFrame, pk) -> pd.DataFrame:

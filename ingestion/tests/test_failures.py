@@ -63,8 +63,13 @@ def test_a_dropped_column_fails_with_a_clear_message_before_any_work(events):
 def test_a_dropped_column_follows_the_ignore_policy(events):
     events.catalog_path.write_text(EVENTS_CATALOG.replace(
         "primary_key: event_id", "primary_key: event_id\n    on_column_dropped: ignore"))
-    events.sql("alter table events drop column payload")
-    assert events.run("events").success
+    events.sql("alter table events drop column payload; insert into events values (3, 'buy', '2026-01-03 00:00:00')")
+    result = events.run("events")
+    assert result.success
+    assert result.get_asset_materialization_events()[0].materialization.metadata["columns_dropped"].value == "payload"
+    # The column stays in the warehouse, empty from now on; the rows are the source's.
+    assert events.query("select event_id, kind, payload from raw.events order by 1") == [
+        (1, "click", None), (2, "view", None), (3, "buy", None)]
 
 
 def test_a_retyped_column_fails_until_a_full_refresh(events):

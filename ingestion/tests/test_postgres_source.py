@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from platform_ingestion import direct
 from platform_shared import settings as s
 from platform_shared.demo_data import generate, simulate_day
@@ -69,6 +70,27 @@ def test_runs_while_the_application_writes_to_postgres_succeed_and_converge(pg_i
     assert pg_ingestion.run().success
     for table in TABLES:
         pg_ingestion.assert_raw_equals_source(table)
+
+
+def test_a_catalog_discovered_in_another_schema_loads_as_written(ingestion, postgres_database, monkeypatch):
+    from platform_ingestion.discover import discover
+
+    engine = sa.create_engine(postgres_database)
+    with engine.begin() as conn:
+        conn.execute(sa.text('create schema app; create table app."Order Lines" (id integer primary key, '
+                             "sku text, updated_at timestamp); insert into app.\"Order Lines\" values "
+                             "(1, 'a', '2026-01-01'), (2, '', '2026-01-02');"
+                             "create table public.\"Order Lines\" (id integer primary key)"))
+    engine.dispose()
+    doc = discover(postgres_database, schema="app")
+    assert doc["tables"] == [{"source": "Order Lines", "schema": "app", "warehouse_name": "order_lines",
+                              "primary_key": "id", "load": "incremental", "cursor": "updated_at",
+                              "comment": doc["tables"][0]["comment"]}]
+    ingestion.catalog_path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv(s.SOURCE_DATABASE_URL, postgres_database)
+    assert ingestion.run("order_lines").success
+    assert ingestion.query("select id, sku from raw.order_lines order by 1") == [(1, "a"), (2, "")]
+    assert ingestion.run("order_lines").success  # an hourly run reads the same schema
 
 
 def test_read_only_role_cannot_write(pg_ingestion):

@@ -20,9 +20,10 @@ def test_the_loader_sessions_get_the_work_mem_of_a_hashed_scd2_merge(postgres_da
         assert client.execute_sql("show work_mem") == [(POSTGRES_LOADER_WORK_MEM,)]
 
 
-def test_the_direct_merge_loads_text_into_postgres_as_dlt_does(postgres_database, tmp_path):
-    # dlt's COPY loads empty text as NULL in nullable columns: a merge that kept it would
-    # make a full refresh change rows the source never changed.
+def test_empty_text_stays_empty_text_in_postgres_whichever_path_loads_it(postgres_database, tmp_path):
+    # dlt's CSV COPY loaded empty text as NULL in nullable columns (and the direct merge
+    # did the same, so that a full refresh changed nothing): silently not the source.
+    # dlt now loads Parquet through ADBC, and the direct merge quotes every value.
     with sqlite3.connect(tmp_path / "app.db") as conn:
         conn.executescript(
             "create table notes (note_id integer primary key, body text, tags text, updated_at timestamp);"
@@ -48,6 +49,6 @@ def test_the_direct_merge_loads_text_into_postgres_as_dlt_does(postgres_database
             "update notes set body = 'now', updated_at = '2026-01-02 00:00:00' where note_id = 2;")
     assert ingest() == direct.BACKEND
     merged = rows()
-    assert merged[1:] == [(2, "now", '"q"'), (3, None, 'ü, "x"')]
+    assert merged == [(1, "", "a,b"), (2, "now", '"q"'), (3, "", 'ü, "x"')]
     assert ingest(full_refresh=True) == "connectorx"
     assert rows() == merged

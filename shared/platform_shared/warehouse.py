@@ -73,23 +73,23 @@ class PostgresConnection:
         with self._conn.cursor() as cursor:
             cursor.executemany(_pg_params(sql), list(rows))
 
-    def copy_arrow(self, relation: str, batches, *, force_null=()) -> int:
+    def copy_arrow(self, relation: str, batches) -> int:
         """Append a stream of Arrow batches to ``relation`` with COPY, by column name;
-        returns the rows. ``force_null``: columns whose empty text loads as NULL (as dlt's
-        COPY loads nullable columns)."""
+        returns the rows. Every value is quoted and a null is not: empty text stays empty
+        text, a null stays NULL."""
         import pyarrow.csv as pa_csv
 
         quote = lambda n: '"' + n.replace('"', '""') + '"'  # noqa: E731
-        nulls = f", null '', force_null ({', '.join(map(quote, force_null))})" if force_null else ""
+        options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
         rows = 0
         with self._conn.cursor() as cursor:
             for batch in batches:
                 buffer = io.BytesIO()
-                pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
+                pa_csv.write_csv(batch, buffer, options)
                 buffer.seek(0)
                 cursor.copy_expert(
                     f"copy {relation} ({', '.join(map(quote, batch.schema.names))}) from stdin "
-                    f"with (format csv{nulls}, encoding 'utf8')", buffer)
+                    "with (format csv, encoding 'utf8')", buffer)
                 rows += batch.num_rows
         return rows
 
@@ -234,9 +234,11 @@ def replace_table(conn, schema: str, table: str, select: str) -> None:
     """``create or replace table schema.table as <select>`` on either warehouse.
 
     PostgreSQL has no ``create or replace table``, and a table that dbt's views read
-    cannot be dropped without dropping them: when the columns stay the same, its rows are
-    replaced (truncate and insert: atomic inside a transaction); when they change, the
-    table is dropped with its dependent views (dbt's next build recreates them)."""
+    cannot be dropped without dropping them. So its rows are replaced (truncate and
+    insert: atomic inside a transaction); columns the new rows add are added first. Only
+    when a column changes type or goes is the table replaced: the views that read it
+    (and views on those) are created again from their definitions, in the same
+    transaction; one that no longer fits the table raises, naming it, and nothing changes."""
     relation = f'"{schema}"."{table}"'
     if not isinstance(conn, PostgresConnection):
         conn.execute(f"create or replace table {relation} as {select}").fetchall()
@@ -244,15 +246,55 @@ def replace_table(conn, schema: str, table: str, select: str) -> None:
     new = f'"{schema}"."{table}__new"'
     conn.execute(f"drop table if exists {new}").fetchall()
     conn.execute(f"create table {new} as {select}").fetchall()
-    columns = ("select column_name, data_type from information_schema.columns "
-               "where table_schema = ? and table_name = ? order by ordinal_position")
-    if conn.execute(columns, [schema, table]).fetchall() == conn.execute(columns, [schema, f"{table}__new"]).fetchall():
+    # format_type: the exact type to add a column with (numeric(12,2), arrays, domains).
+    columns = ("select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a join pg_class c "
+               "on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace where n.nspname = ? "
+               "and c.relname = ? and a.attnum > 0 and not a.attisdropped order by a.attnum")
+    before = [tuple(r) for r in conn.execute(columns, [schema, table]).fetchall()]
+    after = [tuple(r) for r in conn.execute(columns, [schema, f"{table}__new"]).fetchall()]
+    if not before:
+        conn.execute(f"alter table {new} rename to \"{table}\"").fetchall()
+        return
+    if set(before) <= set(after):
+        for name, data_type in after:
+            if (name, data_type) not in before:
+                conn.execute(f'alter table {relation} add column "{name}" {data_type}').fetchall()
+        names = ", ".join(f'"{n}"' for n, _ in after)
         conn.execute(f"truncate {relation}").fetchall()
-        conn.execute(f"insert into {relation} select * from {new}").fetchall()
+        conn.execute(f"insert into {relation} ({names}) select {names} from {new}").fetchall()
         conn.execute(f"drop table {new}").fetchall()
-    else:
-        conn.execute(f"drop table if exists {relation} cascade").fetchall()
-        conn.execute(f'alter table {new} rename to "{table}"').fetchall()
+        return
+    views = _dependent_views(conn, schema, table)
+    conn.execute(f"drop table if exists {relation} cascade").fetchall()
+    conn.execute(f'alter table {new} rename to "{table}"').fetchall()
+    for view_schema, view, definition in views:
+        try:
+            conn.execute(f'create view "{view_schema}"."{view}" as {definition}').fetchall()
+        except Exception as e:
+            raise WarehouseError(
+                f"Replacing {schema}.{table} (a column changed type or was dropped) would drop the view "
+                f"{view_schema}.{view}, which no longer fits it: {str(e).strip()}. Update the model, or drop the "
+                "view, and run again."
+            ) from e
+
+
+def _dependent_views(conn, schema: str, table: str) -> list[tuple[str, str, str]]:
+    """The views that read ``schema.table``, directly or through other views, as (schema,
+    name, definition), each after the views it reads."""
+    rows = conn.execute(
+        """with recursive deps(oid, depth) as (
+            select distinct r.ev_class, 1 from pg_depend d join pg_rewrite r on r.oid = d.objid
+            where d.refobjid = (quote_ident(?) || '.' || quote_ident(?))::regclass and r.ev_class <> d.refobjid
+            union
+            select distinct r.ev_class, deps.depth + 1 from deps join pg_depend d on d.refobjid = deps.oid
+            join pg_rewrite r on r.oid = d.objid where r.ev_class <> deps.oid and deps.depth < 50
+        )
+        select n.nspname, c.relname, pg_get_viewdef(c.oid), max(deps.depth) from deps
+        join pg_class c on c.oid = deps.oid join pg_namespace n on n.oid = c.relnamespace
+        where c.relkind = 'v' group by n.nspname, c.relname, c.oid order by max(deps.depth)""",
+        [schema, table],
+    ).fetchall()
+    return [(s, v, d) for s, v, d, _ in rows]
 
 
 def table_metadata(
