@@ -23,7 +23,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
+.PHONY: help setup seed seed-if-missing ingest reconcile discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ seed-if-missing: setup
 
 ingest: seed-if-missing  ## materialize every ingestion asset
 	python tools/run_all.py --location ingestion
+
+reconcile: seed-if-missing  ## compare every row of the raw tables with the source and repair them: make reconcile [TABLES=a,b]
+	python tools/run_all.py --reconcile --tables "$(TABLES)"
 
 discover: setup  ## write a catalog from SOURCE_DATABASE_URL to CATALOG_OUT (default: print it); SCHEMA=x for another schema
 	@python -m platform_ingestion.discover $(if $(CATALOG_OUT),--out $(CATALOG_OUT)) $(if $(SCHEMA),--schema $(SCHEMA))
@@ -126,7 +129,7 @@ test: setup envs  ## set up, run the cross-location suite (the graph contract to
 		$(MAKE) --no-print-directory test-locations LOCATION_TESTS=$$loc \
 			LOCATION_PYTEST_ARGS="-m 'not postgres' $(LOCATION_PYTEST_ARGS)" || s=1; done; \
 		exit $$s; } >$(TEST_LOGS)/locations.log 2>&1 & beside=$$!; \
-	pytest tests $(PYTEST_ARGS) || status=1; \
+	pytest tests shared/tests $(PYTEST_ARGS) || status=1; \
 	wait $$beside || status=1; cat $(TEST_LOGS)/locations.log; \
 	$(MAKE) --no-print-directory test-locations LOCATION_TESTS=analytics_dbt || status=1; \
 	echo "== ingestion/tests on PostgreSQL in ingestion/.venv"; \

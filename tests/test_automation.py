@@ -9,6 +9,7 @@ import duckdb
 import pytest
 from platform_ml import assets as ml
 from platform_shared import alerts
+from platform_shared.automation import plain_run_job
 from platform_shared import settings as s
 
 import run_all
@@ -57,8 +58,7 @@ def _tick(defs, instance, cursor) -> tuple[set[dg.AssetKey], object]:
 
 def _run(defs, instance, keys) -> dg.ExecuteInProcessResult:
     """Run the requested assets as the automation sensor's run would."""
-    return defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, asset_selection=sorted(keys), raise_on_error=False)
+    return plain_run_job(defs, sorted(keys)).execute_in_process(instance=instance, raise_on_error=False)
 
 
 def _dbt_downstream_of_orders(defs) -> set[dg.AssetKey]:

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from platform_shared import load_settings
+from platform_shared.automation import plain_run_job
 from platform_shared.demo_data import generate
 from platform_shared.lineage import graphql
 from platform_shared.settings import INGESTION_CATALOG, SOURCE_DATABASE_URL, WAREHOUSE_PATH
@@ -31,8 +32,8 @@ import webserver as tools_webserver  # noqa: E402
 def _ingest(*tables: str) -> dg.ExecuteInProcessResult:
     defs = run_all.load_location("ingestion")
     with dg.DagsterInstance.ephemeral() as instance:
-        return defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey(["raw", t]) for t in tables])
+        return plain_run_job(defs, [dg.AssetKey(["raw", t]) for t in tables]).execute_in_process(
+            instance=instance, raise_on_error=False)
 
 
 def _errors(result: dg.ExecuteInProcessResult) -> str:

@@ -1,7 +1,8 @@
 """Materialize every materializable asset of the three code locations, in dependency
 order, into the Dagster instance of DAGSTER_HOME, and print a summary table.
 
-This is `make run` (and, with --location ingestion, `make ingest`). Each location runs as
+This is `make run` (and, with --location ingestion, `make ingest`; with --reconcile,
+`make reconcile`: every row of the raw tables compared with the source and repaired). Each location runs as
 one in-process run: a subprocess per step costs about 6 s on these machines. A tool at
 the repo root may import every location; the locations never import each other.
 
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import dagster as dg
+from platform_shared.automation import plain_run_job
 
 # Dependency order: ingestion feeds analytics_dbt and ml_features.
 LOCATIONS = {
@@ -61,7 +63,7 @@ def _seconds(meta: dict) -> float | None:
 def run_location(location: str, instance: dg.DagsterInstance) -> LocationResult:
     """One in-process run of every materializable asset of a location."""
     defs = load_location(location)
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = plain_run_job(defs)
     started = time.perf_counter()
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     elapsed = time.perf_counter() - started
@@ -109,12 +111,45 @@ def format_table(rows: list[AssetRow]) -> str:
     return "\n".join(lines)
 
 
+def reconcile(tables: list[str], instance: dg.DagsterInstance) -> int:
+    """Run the reconciliation check of each raw table (all when none), print what differed."""
+    from platform_shared import RECONCILE_CHECK
+
+    defs = load_location("ingestion")
+    keys = sorted(k for k in defs.resolve_asset_graph().asset_check_keys if k.name == RECONCILE_CHECK)
+    unknown = set(tables) - {k.asset_key.path[-1] for k in keys}
+    if unknown:
+        print(f"no reconcilable raw table {sorted(unknown)}; known: {[k.asset_key.path[-1] for k in keys]}",
+              file=sys.stderr)
+        return 2
+    keys = [k for k in keys if not tables or k.asset_key.path[-1] in tables]
+    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(
+        "reconcile_raw_tables", selection=dg.AssetSelection.checks(*keys))])).resolve_job_def("reconcile_raw_tables")
+    started = time.perf_counter()
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    print(f"{'table':<16} {'compared':>9} {'missing':>8} {'extra':>6} {'different':>10}  before the repair")
+    for e in sorted(result.get_asset_check_evaluations(), key=lambda e: e.asset_key.path[-1]):
+        m = {k: v.value for k, v in e.metadata.items()}
+        print(f"{e.asset_key.path[-1]:<16} {m['rows_compared']:>9,} {m['rows_missing']:>8,} {m['rows_extra']:>6,} "
+              f"{m['rows_different']:>10,}  {'matched' if e.passed else 'repaired'}")
+    for event in result.all_events:
+        if event.is_step_failure:
+            print(f"FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
+    print(f"\n{'OK' if result.success else 'FAILED'}: {len(keys)} table(s), {time.perf_counter() - started:.1f}s")
+    return 0 if result.success else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--location", choices=list(LOCATIONS), action="append",
                         help="run only this location (repeatable); default: all, in order")
+    parser.add_argument("--reconcile", action="store_true",
+                        help="compare the raw tables with the source and repair them, instead")
+    parser.add_argument("--tables", default="", help="with --reconcile: a,b (default: every table)")
     args = parser.parse_args(argv)
     instance = dg.DagsterInstance.get()
+    if args.reconcile:
+        return reconcile([t for t in args.tables.split(",") if t], instance)
     started = time.perf_counter()
     results = [run_location(loc, instance) for loc in (args.location or list(LOCATIONS))]
     print()

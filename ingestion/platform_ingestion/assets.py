@@ -7,6 +7,7 @@ from platform_shared import (
     RAW_SCHEMA,
     Catalog,
     CatalogTable,
+    RECONCILE_CHECK,
     PlatformError,
     Warehouse,
     load_settings,
@@ -16,6 +17,7 @@ from platform_shared import (
 
 from . import audit as wap
 from .engine import ingest_table
+from .reconcile import reconcile_table
 from .loading import LoadRequest
 from .resources import DltState, PiiHasher, SourceDatabase
 
@@ -113,18 +115,56 @@ def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
     return _asset
 
 
+def build_reconcile_check(table: CatalogTable) -> dg.AssetChecksDefinition:
+    """The check that compares every row of the table with its source, and repairs what
+    differs (``reconcile.py``); it passes when nothing differed. A repair is recorded as a
+    materialization of the table, so what reads it downstream sees new data."""
+    key = raw_asset_key(table.warehouse_name)
+
+    @dg.asset_check(
+        asset=key, name=RECONCILE_CHECK, blocking=False, pool=warehouse_pool(load_settings()),
+        description=f"Every row of {table.source} equals the source's (by primary key and every column), "
+                    "before the repair this check makes.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, source_db: SourceDatabase,
+               pii: PiiHasher) -> dg.AssetCheckResult:
+        try:
+            found, metadata = reconcile_table(table, warehouse=warehouse, source_url=source_db.url,
+                                              hash_key=pii.secret)
+        except PlatformError as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from e
+        if not found.matched:
+            context.log.warning(f"{table.source}: {found} before the repair")
+            context.op_execution_context.log_event(dg.AssetMaterialization(key, metadata={
+                **metadata, "repaired_by": "reconciliation"}))
+        return dg.AssetCheckResult(passed=found.matched, metadata=metadata)
+
+    return _check
+
+
 def build_schedules(catalog: Catalog) -> list[dg.ScheduleDefinition]:
-    """One schedule per distinct cron of the catalog, over the tables that use it."""
+    """Per distinct cron of the catalog, the schedule that loads the tables that use it,
+    and per distinct reconcile cron, the one that reconciles them."""
+    return [
+        *_schedules(catalog, lambda t: t.schedule, "raw_tables", "Loads", lambda keys: dg.AssetSelection.assets(
+            *keys).without_checks()),
+        *_schedules(catalog, lambda t: t.reconcile_schedule, "reconcile_raw_tables", "Compares with the source",
+                    lambda keys: dg.AssetSelection.checks(*(dg.AssetCheckKey(k, RECONCILE_CHECK) for k in keys))),
+    ]
+
+
+def _schedules(catalog: Catalog, cron_of, name: str, verb: str, target) -> list[dg.ScheduleDefinition]:
     crons: dict[str, list[dg.AssetKey]] = {}
     for t in catalog.tables:
-        crons.setdefault(t.schedule, []).append(raw_asset_key(t.warehouse_name))
+        if t.primary_key or name == "raw_tables":
+            crons.setdefault(cron_of(t), []).append(raw_asset_key(t.warehouse_name))
     return [
         dg.ScheduleDefinition(
-            name=f"raw_tables_{i}" if len(crons) > 1 else "raw_tables",
+            name=f"{name}_{i}" if len(crons) > 1 else name,
             cron_schedule=cron,
-            target=dg.AssetSelection.assets(*keys),
+            target=target(keys),
             default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=f"Loads {len(keys)} raw table(s) on {cron!r} (from the catalog).",
+            description=f"{verb} {len(keys)} raw table(s) on {cron!r} (from the catalog).",
         )
         for i, (cron, keys) in enumerate(sorted(crons.items()))
     ]
@@ -132,3 +172,9 @@ def build_schedules(catalog: Catalog) -> list[dg.ScheduleDefinition]:
 
 def build_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
     return [build_table_asset(t) for t in catalog.tables]
+
+
+def build_checks(catalog: Catalog) -> list[dg.AssetChecksDefinition]:
+    """A reconciliation check per table with a primary key (a keyless table is replaced
+    whole by every load)."""
+    return [build_reconcile_check(t) for t in catalog.tables if t.primary_key]

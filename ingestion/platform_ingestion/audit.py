@@ -225,6 +225,10 @@ def _current(table: CatalogTable) -> str:
     return f"select * from {_rel(STAGE_SCHEMA, table.warehouse_name)}{where}"
 
 
+def stage_exists(conn, table: CatalogTable) -> bool:
+    return bool(_columns(conn, STAGE_SCHEMA, table.warehouse_name))
+
+
 def has_generation(conn, table: CatalogTable) -> bool:
     """Whether the staged rows carry their generation (an empty extract adds no column)."""
     return any(c == GENERATION_COLUMN for c, _ in _columns(conn, STAGE_SCHEMA, table.warehouse_name))

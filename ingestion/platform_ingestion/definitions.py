@@ -4,7 +4,7 @@ import dagster as dg
 from platform_shared import RUN_EXECUTOR, load_catalog, load_settings
 from platform_shared.alerts import alert_sensors
 
-from .assets import build_assets, build_schedules
+from .assets import build_assets, build_checks, build_schedules
 from .operations import purge_old_runs, purge_schedule
 from .resources import build_resources
 
@@ -16,6 +16,7 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         executor=RUN_EXECUTOR,
         assets=build_assets(catalog),
+        asset_checks=build_checks(catalog),
         schedules=[*build_schedules(catalog), purge_schedule],
         jobs=[purge_old_runs],
         sensors=alert_sensors("ingestion"),

@@ -131,7 +131,7 @@ def load_keys(conn, table: CatalogTable, *, keys: list[tuple], reflected: sa.Tab
 def merge_rows(
     conn, table: CatalogTable, *, queries, what: str, source_url: str, columns: list[str],
     names: dict[str, str], key_columns: list[str], generation: int | None, hash_key: str,
-    mark: datetime | None = None,
+    mark: datetime | None = None, before_merge=None,
 ) -> LoadResult | None:
     """Read the rows of ``queries`` and merge them into ``raw_stage.<table>`` on its key;
     None (nothing done) when the source or the stage needs a dlt load instead.
@@ -141,6 +141,8 @@ def merge_rows(
     Args:
         generation: marks the rows (incremental tables); None for a full table.
         mark: the cursor value the changes were read from, if any (the result's cursor).
+        before_merge: ``f(conn, changes)``, called in the merge's transaction before it,
+            with the temporary table of the rows read (``reconcile.py`` compares there).
 
     Raises:
         DirectLoadFailed: naming the table; the stage is unchanged.
@@ -171,6 +173,8 @@ def merge_rows(
             conn.execute(f"analyze {changes}").fetchall()
         conn.execute("begin transaction")
         try:
+            if before_merge is not None:
+                before_merge(conn, changes)
             _merge(conn, table, stage, changes, select, key_columns)
             conn.execute("commit")
         except BaseException:

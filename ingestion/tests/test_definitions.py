@@ -14,6 +14,7 @@ def _specs() -> list[dict]:
         "pools": sorted(graph.get(key).pools),
         "tags": dict(graph.get(key).tags),
         "metadata": {k: str(v) for k, v in graph.get(key).metadata.items() if not k.startswith("dagster/")},
+        "checks": sorted(c.name for c in graph.asset_check_keys if c.asset_key == key),
     } for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
         if graph.get(key).is_materializable]
 
@@ -22,3 +23,16 @@ def test_asset_specs_snapshot(snapshot):
     """Keys, owners, kinds, pools, tags and catalog metadata of every raw table; review the
     diff with `pytest --snapshot-update` when a change is meant."""
     assert _specs() == snapshot
+
+
+def test_loads_and_reconciliations_run_on_their_own_schedules():
+    # An hourly load never compares every row (its job has no reconciliation step), the
+    # daily reconciliation loads nothing else.
+    d = defs()
+    steps = {}
+    for name in ("raw_tables", "reconcile_raw_tables"):
+        schedule = d.resolve_schedule_def(name)
+        steps[name] = (schedule.cron_schedule, sorted(n.name for n in d.resolve_job_def(schedule.job_name).nodes))
+    tables = ["customers", "order_items", "orders", "payments", "products", "web_sessions"]
+    assert steps == {"raw_tables": ("0 * * * *", [f"raw__{t}" for t in tables]),
+                     "reconcile_raw_tables": ("30 3 * * *", [f"raw__{t}_matches_source" for t in tables])}

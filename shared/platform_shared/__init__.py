@@ -13,6 +13,7 @@ from .keys import HISTORY_SUFFIX as HISTORY_SUFFIX
 from .keys import ML_TEAM as ML_TEAM
 from .keys import PLATFORM_TEAM as PLATFORM_TEAM
 from .keys import RAW_SCHEMA as RAW_SCHEMA
+from .keys import RECONCILE_CHECK as RECONCILE_CHECK
 from .keys import TEAMS as TEAMS
 from .keys import raw_asset_key as raw_asset_key
 from .settings import Settings as Settings

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .keys import RECONCILE_CHECK
+
 
 def on_upstream_update() -> dg.AutomationCondition:
     """Run after any upstream asset updated, never past a failed blocking check."""
@@ -30,3 +32,17 @@ def automation_sensor(location: str) -> dg.AutomationConditionSensorDefinition:
         minimum_interval_seconds=15,
         description="Evaluates the automation conditions of this location's assets.",
     )
+
+
+def plain_run_job(defs: dg.Definitions, assets: list[dg.AssetKey] | None = None) -> dg.JobDefinition:
+    """The assets of ``defs`` (all, or ``assets``) with their checks, less the
+    reconciliation checks: a plain run (``make run``, ``make ingest``, the tests). The
+    implicit job would also compare every row of every raw table with its source; those
+    checks run on their own schedule. (``execute_in_process(asset_selection=...)`` adds
+    back every check of the assets it selects: select them here instead.)"""
+    chosen = dg.AssetSelection.assets(*assets) if assets else dg.AssetSelection.all()
+    reconcile = [k for k in defs.resolve_asset_graph().asset_check_keys if k.name == RECONCILE_CHECK]
+    checks = dg.AssetSelection.checks_for_assets(*assets) if assets else dg.AssetSelection.all_asset_checks()
+    selection = chosen.without_checks() | (checks - dg.AssetSelection.checks(*reconcile))
+    job = dg.define_asset_job("__platform_run", selection=selection)
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("__platform_run")

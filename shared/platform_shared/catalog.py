@@ -25,6 +25,8 @@ _DROP_POLICIES = ("fail", "ignore")
 _DEFAULTS = {
     "freshness_hours": 2.0,
     "schedule": "0 * * * *",
+    # When every row is compared with the source and repaired (the matches_source check).
+    "reconcile_schedule": "30 3 * * *",
     "owner": "team:platform",
     "overlap_minutes": 15,
     "on_column_dropped": "fail",
@@ -60,6 +62,7 @@ class CatalogTable:
     description: str = ""
     freshness_hours: float = 2.0
     schedule: str = "0 * * * *"
+    reconcile_schedule: str = "30 3 * * *"
     owner: str = "team:platform"
     overlap_minutes: int = 15
     on_column_dropped: DropPolicy = "fail"
@@ -186,6 +189,7 @@ def _parse_table(path: Path, i: int, raw: object, defaults: dict) -> CatalogTabl
         description=raw.get("description", ""),
         freshness_hours=float(settings["freshness_hours"]),
         schedule=str(settings["schedule"]),
+        reconcile_schedule=str(settings["reconcile_schedule"]),
         owner=str(settings["owner"]),
         overlap_minutes=overlap,
         on_column_dropped=settings["on_column_dropped"],

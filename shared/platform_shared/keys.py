@@ -24,6 +24,10 @@ ANALYTICS_TEAM = "team:analytics"
 ML_TEAM = "team:ml"
 TEAMS = (PLATFORM_TEAM, ANALYTICS_TEAM, ML_TEAM)
 
+# The asset check of each raw table that compares every row with the source (and repairs
+# what differs): run by its own schedule, left out of plain loads (`loads_only`).
+RECONCILE_CHECK = "matches_source"
+
 _SAFE_PART = re.compile(r"^[A-Za-z0-9_]+$")
 
 
