@@ -19,9 +19,12 @@ under data/bench/run/, on the same source file:
 - naive: pandas `read_sql` of each whole table, then DuckDB `create table ... as`.
 
 Then, at library level, the tables are ingested again with nothing changed (an hourly run
-of a quiet hour: the fixed cost of a run), then 1% of every table's rows get a newer
-updated_at and a changed value (in a copy of the source) and the tables are ingested
-again into the same warehouse.
+of a quiet hour: the fixed cost of a run), then 1% of every table's rows change (in a copy
+of the source: 0.8% updated with a newer updated_at, 0.1% inserted, 0.1% deleted) and the
+tables are ingested again into the same warehouse; then 1% of the rows are changed without
+touching updated_at (no cursor sees them) and every table is reconciled; then the tables
+are ingested while the demo's live writer commits to the copy, and once more after it
+stopped. Each "of full" ratio divides by the first, full library load of the same run.
 
 Peak memory is the child's ru_maxrss (os.wait4). Figures only: no assertions.
 """
@@ -91,21 +94,53 @@ def _child_library(source: Path, workdir: Path) -> dict:
                          pipelines_dir=workdir / "dlt_pipelines", hash_key="bench-only-key")
         return time.perf_counter() - started
 
+    def reconcile_all(url: str) -> float:
+        from platform_ingestion.reconcile import reconcile_table
+
+        started = time.perf_counter()
+        for table in catalog.tables:
+            reconcile_table(table, warehouse=warehouse, source_url=url, hash_key="bench-only-key")
+        return time.perf_counter() - started
+
     seconds = ingest_all(f"sqlite:///{source}")
     # An hourly run as in production, with nothing changed: the incremental tables are
     # merged without a dlt pipeline from now on (platform_ingestion/direct.py).
     unchanged = ingest_all(f"sqlite:///{source}")
     changed = workdir / "changed.db"
     shutil.copyfile(source, changed)
+    # 1% of the rows change: 0.8% updated (a newer updated_at), 0.1% inserted (copies under
+    # new keys), 0.1% hard-deleted.
     with sqlite3.connect(changed) as conn:
         n = 0
         for t in catalog.tables:
-            n += conn.execute(
-                f"update {t.source} set updated_at = '2026-08-01 00:00:00.000000', "
-                f"{CHANGES[t.source]} where {t.primary_key[0]} % 100 = 0"
-            ).rowcount
-    return {"seconds": seconds, "unchanged_seconds": unchanged,
-            "reingest_seconds": ingest_all(f"sqlite:///{changed}"), "changed_rows": n}
+            key = t.primary_key[0]
+            n += conn.execute(f"update {t.source} set updated_at = '2026-08-01 00:00:00.000000', "
+                              f"{CHANGES[t.source]} where {key} % 1000 < 8").rowcount
+            (top,) = conn.execute(f"select max({key}) from {t.source}").fetchall()[0]
+            columns = [r[1] for r in conn.execute(f"pragma table_info({t.source})")]
+            copied = ", ".join(f"{c} + {top}" if c == key else "'2026-08-01 00:00:00.000000'" if c == "updated_at"
+                               else c for c in columns)
+            n += conn.execute(f"insert into {t.source} select {copied} from {t.source} where {key} % 1000 = 8").rowcount
+            n += conn.execute(f"delete from {t.source} where {key} % 1000 = 9").rowcount
+    reingest = ingest_all(f"sqlite:///{changed}")
+    # Reconciliation when at most 1% of rows differ: 1% updated with an old updated_at,
+    # which no cursor reads (the stage now differs from the source in those rows).
+    with sqlite3.connect(changed) as conn:
+        for t in catalog.tables:
+            conn.execute(f"update {t.source} set {CHANGES[t.source]} where {t.primary_key[0]} % 100 = 50")
+    reconcile = reconcile_all(f"sqlite:///{changed}")
+    # A run while the application writes (the demo's live writer, on the changed copy).
+    writer = subprocess.Popen([sys.executable, "-m", "platform_shared.demo_data", "--url",
+                               f"sqlite:///{changed}", "--live", "3600"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        during_writes = ingest_all(f"sqlite:///{changed}")
+    finally:
+        writer.kill()
+        writer.wait()
+    quiet = ingest_all(f"sqlite:///{changed}")
+    return {"seconds": seconds, "unchanged_seconds": unchanged, "reingest_seconds": reingest, "changed_rows": n,
+            "reconcile_seconds": reconcile, "during_writes_seconds": during_writes, "quiet_seconds": quiet}
 
 
 def _child_floor(source: Path, workdir: Path, driver: str) -> dict:
@@ -287,10 +322,14 @@ def bench_scale(scale: float, variants: list[str]) -> list[tuple]:
         if f"{prefix}make_ingest" in results:
             overhead = results[f"{prefix}make_ingest"]["seconds"] - lib["seconds"]
             lines.append((f"{scale:g}", f"{label}orchestration overhead (a - b)", "", f"{overhead:.1f}", "", "", ""))
-        for key, what, rows in (("unchanged_seconds", "nothing changed", "0"),
-                                ("reingest_seconds", "1% changed", f"{lib['changed_rows']:,}")):
+        for key, what, rows in (("unchanged_seconds", "re-ingest, nothing changed", "0"),
+                                ("reingest_seconds", "re-ingest, 1% changed (updates, inserts, deletes)",
+                                 f"{lib['changed_rows']:,}"),
+                                ("reconcile_seconds", "reconcile every table, 1% differing", ""),
+                                ("during_writes_seconds", "re-ingest while the live writer commits", ""),
+                                ("quiet_seconds", "re-ingest after it, quiet", "")):
             ratio = lib[key] / lib["seconds"]
-            lines.append((f"{scale:g}", f"{label}re-ingest, {what} (library; {ratio:.2f} of full)",
+            lines.append((f"{scale:g}", f"{label}{what} (library; {ratio:.2f} of full)",
                           rows, f"{lib[key]:.1f}", "", "", ""))
     return lines
 

@@ -27,19 +27,20 @@ def _frame(df: pd.DataFrame, pk: tuple[str, ...]) -> pd.DataFrame:
     return df.sort_values(list(pk)).reset_index(drop=True)
 
 
-def assert_raw_equals_source(source_url: str, warehouse, table: str, read=None) -> None:
+def assert_raw_equals_source(source_url: str, warehouse, table: str, read=None, hash_key: str | None = None) -> None:
     """raw.<table> holds exactly the source's rows (personal-data columns compared hashed).
 
     Args:
         read: SQL -> DataFrame on the warehouse; by default the DuckDB file ``warehouse``.
+        hash_key: the key the platform hashed personal data with; by default this process's.
     """
     entry = load_catalog(load_settings().catalog_path).table(table)
     engine = sa.create_engine(source_url)
     with engine.connect() as conn:
         source = pd.read_sql_table(entry.source, conn)
     engine.dispose()
-    settings = load_settings()
-    key = os.getenv(PII_HASH_KEY) or settings.pii_hash_key_file.read_text().strip() if entry.columns.hash else ""
+    key = hash_key or os.getenv(PII_HASH_KEY) or load_settings().pii_hash_key_file.read_text().strip() \
+        if entry.columns.hash else ""
     hashing = pii_hasher(entry.columns.hash, key)
     source = hashing(pa.Table.from_pandas(source, preserve_index=False)).to_pandas()
     if read is None:
