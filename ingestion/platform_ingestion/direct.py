@@ -49,6 +49,7 @@ from .loading import (
     connectorx_url,
     invalid_utf8,
     pii_hasher,
+    read_columns,
 )
 
 class DirectLoadFailed(RuntimeError):
@@ -96,7 +97,7 @@ def _read(table: CatalogTable, *, source_url: str, queries, hash_key: str, gener
 
 
 def load_changes(
-    conn, table: CatalogTable, *, mark: datetime, reflected: sa.Table, columns: list[str], **kwargs,
+    conn, table: CatalogTable, *, mark: datetime, reflected: sa.Table, columns: list[str], source_url: str, **kwargs,
 ) -> LoadResult | None:
     """Merge the rows changed since the last load (``mark``, see ``high_water_mark``) into
     ``raw_stage.<table>``; None (nothing done) when the table needs a dlt load instead.
@@ -106,9 +107,9 @@ def load_changes(
         DirectLoadFailed: naming the table; the stage is unchanged.
     """
     start = mark - timedelta(minutes=table.overlap_minutes)
-    query = sa.select(*[reflected.c[c] for c in columns]).where(reflected.c[table.cursor] >= start)
+    query = sa.select(*read_columns(reflected, columns, source_url)).where(reflected.c[table.cursor] >= start)
     return merge_rows(conn, table, queries=[query], what=f"its changed rows (cursor {table.cursor} >= {start})",
-                      mark=mark, columns=columns, **kwargs)
+                      mark=mark, columns=columns, source_url=source_url, **kwargs)
 
 
 # Keys per query when rows are read by key: well under SQLite's limit of terms.
@@ -116,16 +117,17 @@ _KEYS_PER_QUERY = 500
 
 
 def load_keys(conn, table: CatalogTable, *, keys: list[tuple], reflected: sa.Table, columns: list[str],
-              **kwargs) -> LoadResult | None:
+              source_url: str, **kwargs) -> LoadResult | None:
     """Merge the source rows of ``keys`` (source keys the stage lacks) into the stage, as
     ``merge_rows``; a key deleted meanwhile has no row, and the result counts only rows read."""
     key = sa.tuple_(*[reflected.c[c] for c in table.primary_key]) if len(table.primary_key) > 1 \
         else reflected.c[table.primary_key[0]]
     values = keys if len(table.primary_key) > 1 else [k[0] for k in keys]
-    queries = [sa.select(*[reflected.c[c] for c in columns]).where(key.in_(values[i:i + _KEYS_PER_QUERY]))
+    select = read_columns(reflected, columns, source_url)
+    queries = [sa.select(*select).where(key.in_(values[i:i + _KEYS_PER_QUERY]))
                for i in range(0, len(values), _KEYS_PER_QUERY)]
     return merge_rows(conn, table, queries=queries, what=f"the rows of {len(keys)} key(s) missing from the stage",
-                      columns=columns, **kwargs)
+                      columns=columns, source_url=source_url, **kwargs)
 
 
 def merge_rows(

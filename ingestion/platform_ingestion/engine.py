@@ -36,6 +36,7 @@ from . import direct
 from .loading import (
     LoadRequest,
     LoadResult,
+    check_source_values,
     configure_duckdb,
     invalid_utf8,
     load_to_stage,
@@ -127,6 +128,11 @@ class Convergence:
     source_null_keys: int = 0  # source rows with a null primary key (not in source_rows)
 
 
+def table_lock_id(table: CatalogTable) -> int:
+    """The PostgreSQL advisory lock of a table's loads."""
+    return zlib.crc32(f"platform_ingestion:{table.warehouse_name}".encode())
+
+
 @contextmanager
 def one_load_per_table(conn, table: CatalogTable):
     """Queue a second run of the same table on a PostgreSQL warehouse until the first is
@@ -134,7 +140,7 @@ def one_load_per_table(conn, table: CatalogTable):
     if not isinstance(conn, PostgresConnection):
         yield  # DuckDB: one writer process at a time, and one connection per load
         return
-    lock = zlib.crc32(f"platform_ingestion:{table.warehouse_name}".encode())
+    lock = table_lock_id(table)
     conn.execute("select pg_advisory_lock(?)", [lock]).fetchall()
     try:
         yield
@@ -243,6 +249,7 @@ def ingest_table(
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     reflected = reflect_source(source_url, table)
     columns = source_columns(reflected, table)
+    check_source_values(table, reflected, source_url)
     names = warehouse_column_names([*columns, *table.primary_key])
     key_columns = [names[c] for c in table.primary_key]
     # One connection for the whole table: dlt's own connections to the DuckDB file then

@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.sources.sql_database import sql_table
 from platform_shared import CatalogTable, PlatformError, Warehouse
@@ -177,6 +178,27 @@ def replacing_sqlite_engine(source_url: str) -> sa.Engine:
     return engine
 
 
+def _declared_hint(column: sa.Column, read: sa.types.TypeEngine) -> dict:
+    if isinstance(read, sa.Text):
+        return {"name": column.name, "data_type": "text"}
+    precision, scale = column.type.precision, column.type.scale
+    return {"name": column.name, "data_type": "decimal",
+            **({"precision": precision, "scale": scale or 0} if precision else {})}
+
+
+def _casting(source_url: str):
+    """dlt's query adapter: the columns of ``read_as`` read through their cast."""
+
+    def _adapt(query, reflected: sa.Table):
+        cast = read_as(reflected, source_url)
+        if not cast:
+            return query
+        return query.with_only_columns(*[sa.cast(c, cast[c.name]).label(c.name) if c.name in cast else c
+                                         for c in query.selected_columns])
+
+    return _adapt
+
+
 def build_resource(
     table: CatalogTable, *, source_url: str, request: LoadRequest, hash_key: str,
     generation: int | None = None, replace_invalid_utf8: bool = False, reflected: sa.Table | None = None,
@@ -212,12 +234,17 @@ def build_resource(
         defer_table_reflect=True,
         reflection_level="full_with_precision",
         incremental=incremental,
+        query_adapter_callback=_casting(source_url) if reflected is not None else None,
         included_columns=list(table.columns.select) or None,
         excluded_columns=list(table.columns.exclude) or None,
         primary_key=list(table.primary_key) or None,
         merge_key=list(table.primary_key) if table.history == "scd2" and table.load == "incremental" else None,
         write_disposition=_write_disposition(table),
     ).with_name(table.warehouse_name)
+    if reflected is not None and read_as(reflected, source_url):
+        # The warehouse type of a cast column: its declared decimal (read as REAL), or text.
+        resource.apply_hints(columns=[_declared_hint(reflected.c[c], t) for c, t in
+                                      read_as(reflected, source_url).items()])
     if reflected is not None:
         # The stage copies the source's rows, not its constraints: dlt adds a column the
         # source gained as NOT NULL (`add column channel text not null default 'web'`),
@@ -311,6 +338,70 @@ def reflect_source(source_url: str, table: CatalogTable) -> sa.Table:
             f"exist in {make_url(source_url).render_as_string(hide_password=True)}: it was "
             "dropped or renamed. Fix the source, or the table's entry in the catalog."
         ) from e
+    finally:
+        engine.dispose()
+
+
+class UnreadableValues(PlatformError):
+    """A source column holds values its declared type cannot take."""
+
+
+def read_as(reflected: sa.Table, source_url: str) -> dict[str, sa.types.TypeEngine]:
+    """The source columns read through a cast, and the type each is read as.
+
+    - SQLite, a column declared DECIMAL or NUMERIC: REAL. SQLite keeps each value's own
+      storage class (901.00 is stored as the integer 901, 901.5 beside it as a real);
+      connectorx types the column by the first value it meets and panics on the other
+      (``InvalidColumnType(..., Real)``). Read as REAL, every value reads alike, and the
+      warehouse casts it to the declared decimal. Text in such a column is refused first
+      (``check_source_values``): a cast would make it 0.
+    - PostgreSQL ``interval`` (connectorx panics: not implemented) and ``numeric``
+      without a precision (connectorx fails on its scale): text, PostgreSQL's own exact
+      notation (``1 day 02:03:04``, ``12345678901234567890.123456789``).
+    """
+    backend = make_url(source_url).get_backend_name()
+    out: dict[str, sa.types.TypeEngine] = {}
+    for c in reflected.columns:
+        numeric = isinstance(c.type, sa.Numeric) and not isinstance(c.type, (sa.Float, sa.Integer))
+        if backend == "sqlite" and numeric:
+            out[c.name] = sa.Float()
+        elif backend == "postgresql" and (isinstance(c.type, (sa.Interval, postgresql.INTERVAL))
+                                          or numeric and c.type.precision is None):
+            out[c.name] = sa.Text()
+    return out
+
+
+def read_columns(reflected: sa.Table, columns, source_url: str) -> list:
+    """The select list that reads ``columns`` of the source (``read_as``)."""
+    cast = read_as(reflected, source_url)
+    return [sa.cast(reflected.c[c], cast[c]).label(c) if c in cast else reflected.c[c] for c in columns]
+
+
+def check_source_values(table: CatalogTable, reflected: sa.Table, source_url: str) -> None:
+    """Refuse text or blobs in a SQLite DECIMAL/NUMERIC column, naming the rows.
+
+    Raises:
+        UnreadableValues: naming the table, the column and up to five rows.
+    """
+    if make_url(source_url).get_backend_name() != "sqlite":
+        return
+    numeric = [c for c in read_as(reflected, source_url) if c in source_columns(reflected, table)]
+    if not numeric:
+        return
+    engine = sa.create_engine(source_url)
+    try:
+        with engine.connect() as conn:
+            for column in numeric:
+                # type_coerce: SQLAlchemy's DECIMAL would parse the text it is asked to show.
+                bad = conn.execute(sa.select(*[reflected.c[k] for k in table.primary_key],
+                                             sa.type_coerce(reflected.c[column], sa.String))
+                                   .where(sa.func.typeof(reflected.c[column]).in_(["text", "blob"])).limit(5)).all()
+                if bad:
+                    raise UnreadableValues(
+                        f"Table {table.source!r}, column {column!r} (declared {reflected.c[column].type}) holds "
+                        f"text that is not a number, for example in the rows {[tuple(r) for r in bad]} "
+                        f"({', '.join([*table.primary_key, column])}). Nothing was loaded: fix those rows in the "
+                        "source, or exclude the column in the catalog.")
     finally:
         engine.dispose()
 

@@ -27,8 +27,16 @@ from . import audit as wap
 from . import direct
 from .audit import _quote, _rel
 from .engine import one_load_per_table
-from .loading import GENERATION_COLUMN, STAGE_SCHEMA, configure_duckdb, reflect_source, source_columns, \
-    warehouse_column_names
+from .loading import (
+    GENERATION_COLUMN,
+    STAGE_SCHEMA,
+    check_source_values,
+    configure_duckdb,
+    read_columns,
+    reflect_source,
+    source_columns,
+    warehouse_column_names,
+)
 
 
 class NotReconcilable(PlatformError):
@@ -88,6 +96,7 @@ def reconcile_table(
     """
     reflected = reflect_source(source_url, table)
     columns = source_columns(reflected, table)
+    check_source_values(table, reflected, source_url)
     names = warehouse_column_names([*columns, *table.primary_key])
     key_columns = [names[c] for c in table.primary_key]
     if not key_columns:
@@ -105,7 +114,7 @@ def reconcile_table(
                 f"changed: {drift.as_metadata()}): run its load first (make ingest), then reconcile.")
         generation = (published or 0) + 1 if table.load == "incremental" else None
         found = Differences()
-        query = sa.select(*[reflected.c[c] for c in columns])
+        query = sa.select(*read_columns(reflected, list(columns), source_url))
         result = direct.merge_rows(
             conn, table, queries=[query], what="every row", source_url=source_url, columns=list(columns),
             names=names, key_columns=key_columns, generation=generation, hash_key=hash_key,

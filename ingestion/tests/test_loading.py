@@ -2,6 +2,7 @@
 
 import dataclasses
 import sqlite3
+from decimal import Decimal
 from datetime import datetime
 
 import pyarrow as pa
@@ -342,3 +343,43 @@ def test_a_second_warehouse_in_the_same_folder_gets_every_row(ingestion, monkeyp
     assert ingestion.run("orders").success
     ingestion.warehouse = other
     ingestion.assert_raw_equals_source("orders")
+
+
+PART = """
+tables:
+  - source: part
+    primary_key: p_partkey
+    load: incremental
+    cursor: updated_at
+"""
+
+
+def test_a_sqlite_decimal_column_with_integers_and_reals_loads_exactly(ingestion):
+    # SQLite stores 901.00 as the integer 901: connectorx typed the column by whichever
+    # storage class came first and panicked on the other (a TPC-H part table, p_retailprice).
+    ingestion.sql("create table part (p_partkey integer primary key, p_name varchar(55), "
+                  "p_retailprice decimal(15,2), p_size numeric, updated_at timestamp);"
+                  "insert into part values (1, 'a', 901.00, 7, '2026-01-01 00:00:00'), "
+                  "(2, 'b', 901.5, 7.25, '2026-01-01 00:00:00'), (3, 'c', null, null, '2026-01-01 00:00:00')")
+    ingestion.catalog_path.write_text(PART)
+    assert ingestion.run("part").success
+    ingestion.sql("insert into part values (4, 'd', 1234567890123.45, 3, '2026-07-01 00:00:00')")
+    hourly = ingestion.run("part")
+    assert hourly.success
+    assert ingestion.query("select p_partkey, p_retailprice::varchar, p_size from raw.part order by 1") == [
+        (1, "901.00", Decimal("7")), (2, "901.50", Decimal("7.25")), (3, None, None),
+        (4, "1234567890123.45", Decimal("3"))]
+    assert dict(ingestion.query("select column_name, data_type from information_schema.columns "
+                                "where table_schema = 'raw' and table_name = 'part'"))["p_retailprice"] == "DECIMAL(15,2)"
+
+
+def test_text_in_a_sqlite_decimal_column_fails_naming_the_table_column_and_rows(ingestion):
+    ingestion.sql("create table part (p_partkey integer primary key, p_retailprice decimal(15,2), "
+                  "updated_at timestamp);"
+                  "insert into part values (1, 901, '2026-01-01'), (2, 'n/a', '2026-01-01'), (3, '12.5', '2026-01-01')")
+    ingestion.catalog_path.write_text(PART)
+    result = ingestion.run("part")
+    assert not result.success
+    assert ("Table 'part', column 'p_retailprice' (declared DECIMAL(15, 2)) holds text that is not a number, "
+            "for example in the rows [(2, 'n/a')]") in ingestion.failure_message(result)
+    assert not ingestion.warehouse.exists()  # nothing was loaded

@@ -168,3 +168,44 @@ def test_an_hourly_run_from_postgres_merges_every_type_as_dlt_loads_it(pg_ingest
     full = pg_ingestion.run("typed", config={"full_refresh": True})
     assert full.get_asset_materialization_events()[0].materialization.metadata["backend"].value == "connectorx"
     assert (pg_ingestion.query(columns), pg_ingestion.query("select * from raw.typed order by id")) == merged
+
+
+MORE_TYPES = """
+create table more_typed (id integer primary key, u uuid, raw bytea, ints integer[], tags text[],
+    span interval, at_time time, exact numeric, updated_at timestamptz not null default '2026-03-01 00:00:00+00');
+insert into more_typed values
+  (1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\\xdeadbeef', '{1,2,3}', '{a,"b c"}', '1 mon 2 days 03:04:05.5',
+   '12:34:56.789', 12345678901234567890.123456789012, '2026-03-01 00:00:00+00'),
+  (2, null, null, null, null, null, null, null, '2026-03-01 00:00:00+00');
+grant select on more_typed to public;
+"""
+
+
+def test_uuid_bytea_arrays_interval_time_and_unbounded_numeric_round_trip_from_postgres(pg_ingestion):
+    # connectorx panicked on interval ("not implemented") and failed on numeric without a
+    # precision ("decimal scale is not equal to expected scale"): both are read as text,
+    # PostgreSQL's own exact notation. uuid arrives as text, bytea as a blob, arrays as JSON
+    # (dlt's type for lists).
+    engine = sa.create_engine(pg_ingestion.admin_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(MORE_TYPES))
+    pg_ingestion.catalog_path.write_text(
+        "tables:\n  - source: more_typed\n    primary_key: id\n    load: incremental\n    cursor: updated_at\n")
+    assert pg_ingestion.run("more_typed").success
+    with engine.begin() as conn:
+        conn.execute(sa.text("insert into more_typed select 3, u, raw, ints, tags, span, at_time, exact, "
+                             "'2026-03-02 00:00:00+00' from more_typed where id = 1"))
+    engine.dispose()
+    hourly = pg_ingestion.run("more_typed")
+    assert hourly.get_asset_materialization_events()[0].materialization.metadata["backend"].value == direct.BACKEND
+    types = dict(pg_ingestion.query("select column_name, data_type from information_schema.columns "
+                                    "where table_schema = 'raw' and table_name = 'more_typed'"))
+    assert {c: types[c] for c in ("u", "raw", "ints", "tags", "span", "at_time", "exact")} == {
+        "u": "VARCHAR", "raw": "BLOB", "ints": "JSON", "tags": "JSON", "span": "VARCHAR",
+        "at_time": "TIME", "exact": "VARCHAR"}
+    expected = ("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", b"\xde\xad\xbe\xef", "[1,2,3]", '["a","b c"]',
+                "1 mon 2 days 03:04:05.5", "12:34:56.789", "12345678901234567890.123456789012")
+    rows = pg_ingestion.query("select id, u, raw, ints::varchar, tags::varchar, span, at_time::varchar, exact "
+                              "from raw.more_typed "
+                              "order by id")
+    assert rows == [(1, *expected), (2, *[None] * 7), (3, *expected)]

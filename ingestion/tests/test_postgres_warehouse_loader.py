@@ -52,3 +52,59 @@ def test_empty_text_stays_empty_text_in_postgres_whichever_path_loads_it(postgre
     assert merged == [(1, "", "a,b"), (2, "now", '"q"'), (3, "", 'ü, "x"')]
     assert ingest(full_refresh=True) == "connectorx"
     assert rows() == merged
+
+
+def test_a_second_load_of_a_table_waits_for_the_first_on_postgres(ingestion, postgres_database):
+    # The server pool lets several steps run at once: two runs of one table interleaved
+    # their merges. The load takes a lock of the table in the warehouse first.
+    import threading
+    import time
+
+    from platform_ingestion import engine
+    from platform_shared import load_catalog
+    from platform_shared.warehouse import PostgresConnection
+
+    orders = load_catalog(ingestion.catalog_path).table("orders")
+    warehouse = Warehouse(kind="postgres", url=postgres_database)
+
+    def load() -> None:
+        done.append(engine.ingest_table(orders, request=LoadRequest(), warehouse=warehouse, source_url=ingestion.source_url,
+                                 pipelines_dir=ingestion.root / "dlt", hash_key="test-only-key")["rows_loaded"])
+
+    done: list[int] = []
+    holder = PostgresConnection(postgres_database)
+    holder.execute("select pg_advisory_lock(?)", [engine.table_lock_id(orders)]).fetchall()
+    waiting = threading.Thread(target=load)
+    waiting.start()
+    time.sleep(3)
+    assert waiting.is_alive() and done == []  # queued behind the lock, nothing loaded
+    holder.execute("select pg_advisory_unlock(?)", [engine.table_lock_id(orders)]).fetchall()
+    waiting.join(timeout=60)
+    assert done and done[0] > 0
+    holder.close()
+    first, second = threading.Thread(target=load), threading.Thread(target=load)
+    first.start(), second.start()
+    first.join(timeout=60), second.join(timeout=60)
+    assert len(done) == 3
+    ingestion.warehouse_url = postgres_database
+    ingestion.assert_raw_equals_source("orders")
+
+
+def test_reconcile_repairs_a_postgres_warehouse(ingestion, postgres_database, monkeypatch):
+    from platform_ingestion.reconcile import reconcile_table
+    from platform_shared import load_catalog
+    from platform_shared import settings as s
+
+    monkeypatch.setenv(s.WAREHOUSE, "postgres")
+    monkeypatch.setenv(s.WAREHOUSE_URL, postgres_database)
+    monkeypatch.setenv(s.PII_HASH_KEY, "test-only-key")
+    ingestion.warehouse_url = postgres_database
+    assert ingestion.run("orders", "customers").success
+    ingestion.sql("update orders set status = 'returned', updated_at = '2024-01-01 00:00:00' where order_id = 3;"
+                  "update customers set country = 'ZZ', updated_at = '2024-01-01 00:00:00' where customer_id = 4")
+    warehouse = Warehouse(kind="postgres", url=postgres_database)
+    for table in ("orders", "customers"):
+        found, _ = reconcile_table(load_catalog(ingestion.catalog_path).table(table), warehouse=warehouse,
+                                   source_url=ingestion.source_url, hash_key="test-only-key")
+        assert (found.missing, found.extra, found.different) == (0, 0, 1)
+        ingestion.assert_raw_equals_source(table)
