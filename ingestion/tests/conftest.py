@@ -44,6 +44,22 @@ class Ingestion:
     failure_message = staticmethod(lambda result: _failure_message(result))
     failed_steps = staticmethod(lambda result: _failed_steps(result))
 
+    def runs_during_writes(self, writer, runs: int) -> list[bool]:
+        """Run every table ``runs`` times while ``writer`` (a started live writer) commits,
+        each run succeeding; then kill the writer (mid-write, maybe) and run once quiet.
+        Returns each materialization's ``keys_compared``, during the writes."""
+        compared = []
+        for attempt in range(runs):
+            result = self.run()
+            assert result.success, f"run {attempt}: {self.failure_message(result)}"
+            compared += [e.materialization.metadata["keys_compared"].value
+                         for e in result.get_asset_materialization_events()]
+        assert writer.poll() is None, "the writer stopped before the runs ended: they proved nothing"
+        writer.kill()
+        writer.wait()
+        assert self.run().success
+        return compared
+
     def sql(self, statement: str) -> None:
         with sqlite3.connect(self.root / "app.db") as conn:
             conn.executescript(statement)

@@ -7,18 +7,10 @@ TABLES = ["customers", "products", "orders", "order_items", "payments", "web_ses
 
 
 def test_runs_while_the_application_writes_succeed_and_converge(ingestion, writer):
-    proc = writer()
-    compared = []
-    for attempt in range(3):  # the first load, then hourly runs, all during commits
-        result = ingestion.run()
-        assert result.success, f"run {attempt}: {ingestion.failure_message(result)}"
-        compared += [e.materialization.metadata["keys_compared"].value for e in result.get_asset_materialization_events()]
+    # The first load, then hourly runs, all during commits; then a quiet run.
+    compared = ingestion.runs_during_writes(writer(), runs=3)
     # The writer's commits reached the comparison with the source (deletes at least).
     assert any(compared)
-    assert proc.poll() is None, "the writer stopped before the runs ended: they proved nothing"
-    proc.kill()
-    proc.wait()
-    assert ingestion.run().success  # a quiet run after the writes stopped
     for table in TABLES:
         ingestion.assert_raw_equals_source(table)
 
@@ -63,13 +55,6 @@ def test_runs_into_a_postgres_warehouse_while_the_application_writes(ingestion, 
     monkeypatch.setenv(s.WAREHOUSE, "postgres")
     monkeypatch.setenv(s.WAREHOUSE_URL, postgres_database)
     ingestion.warehouse_url = postgres_database
-    proc = writer()
-    for attempt in range(2):
-        result = ingestion.run()
-        assert result.success, f"run {attempt}: {ingestion.failure_message(result)}"
-    assert proc.poll() is None, "the writer stopped before the runs ended: they proved nothing"
-    proc.kill()
-    proc.wait()
-    assert ingestion.run().success
+    ingestion.runs_during_writes(writer(), runs=2)
     for table in TABLES:
         ingestion.assert_raw_equals_source(table)

@@ -60,14 +60,7 @@ def test_the_demo_database_in_postgres_ingests_row_for_row_through_a_read_only_r
 def test_runs_while_the_application_writes_to_postgres_succeed_and_converge(pg_ingestion, writer):
     # The audit's count and keys are read in one REPEATABLE READ snapshot: commits during
     # the load (inserts, updates, hard deletes) never fail it, and arrive in the next run.
-    proc = writer(url=pg_ingestion.admin_url)
-    for attempt in range(2):
-        result = pg_ingestion.run()
-        assert result.success, f"run {attempt}: {pg_ingestion.failure_message(result)}"
-    assert proc.poll() is None, "the writer stopped before the runs ended: they proved nothing"
-    proc.kill()
-    proc.wait()
-    assert pg_ingestion.run().success
+    pg_ingestion.runs_during_writes(writer(url=pg_ingestion.admin_url), runs=2)
     for table in TABLES:
         pg_ingestion.assert_raw_equals_source(table)
 
