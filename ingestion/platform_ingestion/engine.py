@@ -145,7 +145,10 @@ def one_load_per_table(conn, table: CatalogTable):
     try:
         yield
     finally:
-        conn.execute("select pg_advisory_unlock(?)", [lock]).fetchall()
+        try:
+            conn.execute("select pg_advisory_unlock(?)", [lock]).fetchall()
+        except Exception:  # noqa: S110 (a lost connection released the lock, and must not hide why it was lost)
+            pass
 
 
 def _beginning(column: sa.Column | None):

@@ -94,6 +94,9 @@ def reconcile_table(
             (a normal load takes the change first; ``make ingest``).
         AuditFailed: the repaired stage failed its audit; ``raw`` keeps its last good copy.
     """
+    if table.columns.hash and not hash_key:
+        raise NotReconcilable(f"Table {table.source!r} hashes {list(table.columns.hash)} but the hash key is empty: "
+                              "every hashed value would differ. Set PII_HASH_KEY, or leave it unset for the local key.")
     reflected = reflect_source(source_url, table)
     columns = source_columns(reflected, table)
     check_source_values(table, reflected, source_url)

@@ -45,12 +45,17 @@ class PiiHasher(dg.ConfigurableResource):
         path = Path(self.key_file)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            # Exclusive create: two runs starting at once keep the first one's key.
+            # Written whole under another name, then linked into place: two runs starting at
+            # once keep the first one's key, and neither ever reads a half-written file.
+            draft = path.with_name(f".{path.name}.{os.getpid()}")
+            with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(secrets.token_hex(32))
             try:
-                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-                    f.write(secrets.token_hex(32))
+                os.link(draft, path)
             except FileExistsError:
                 pass
+            finally:
+                draft.unlink()
         return path.read_text().strip()
 
 

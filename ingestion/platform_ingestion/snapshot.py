@@ -85,7 +85,8 @@ def keys(conn: sa.Connection, table: CatalogTable, names: list[str]) -> pa.Recor
     parts = chunks()
     first = next(parts, None)
     if first is None:
-        return pa.RecordBatchReader.from_batches(pa.table({n: pa.array([], pa.int64()) for n in names}).schema, [])
+        # Typed null: it casts to any key type (an int64 column would not cast to a date).
+        return pa.RecordBatchReader.from_batches(pa.table({n: pa.array([], pa.null()) for n in names}).schema, [])
     # The first chunk's types hold for the rest (one SQL type per key column).
     head = pa.table(dict(zip(names, first)))
 
