@@ -191,10 +191,7 @@ def _casting(source_url: str):
 
     def _adapt(query, reflected: sa.Table):
         cast = read_as(reflected, source_url)
-        if not cast:
-            return query
-        return query.with_only_columns(*[sa.cast(c, cast[c.name]).label(c.name) if c.name in cast else c
-                                         for c in query.selected_columns])
+        return query.with_only_columns(*_cast_all(query.selected_columns, cast)) if cast else query
 
     return _adapt
 
@@ -241,10 +238,10 @@ def build_resource(
         merge_key=list(table.primary_key) if table.history == "scd2" and table.load == "incremental" else None,
         write_disposition=_write_disposition(table),
     ).with_name(table.warehouse_name)
-    if reflected is not None and read_as(reflected, source_url):
+    cast = read_as(reflected, source_url) if reflected is not None else {}
+    if cast:
         # The warehouse type of a cast column: its declared decimal (read as REAL), or text.
-        resource.apply_hints(columns=[_declared_hint(reflected.c[c], t) for c, t in
-                                      read_as(reflected, source_url).items()])
+        resource.apply_hints(columns=[_declared_hint(reflected.c[c], t) for c, t in cast.items()])
     if reflected is not None:
         # The stage copies the source's rows, not its constraints: dlt adds a column the
         # source gained as NOT NULL (`add column channel text not null default 'web'`),
@@ -373,8 +370,11 @@ def read_as(reflected: sa.Table, source_url: str) -> dict[str, sa.types.TypeEngi
 
 def read_columns(reflected: sa.Table, columns, source_url: str) -> list:
     """The select list that reads ``columns`` of the source (``read_as``)."""
-    cast = read_as(reflected, source_url)
-    return [sa.cast(reflected.c[c], cast[c]).label(c) if c in cast else reflected.c[c] for c in columns]
+    return _cast_all([reflected.c[c] for c in columns], read_as(reflected, source_url))
+
+
+def _cast_all(columns, cast: dict[str, sa.types.TypeEngine]) -> list:
+    return [sa.cast(c, cast[c.name]).label(c.name) if c.name in cast else c for c in columns]
 
 
 def check_source_values(table: CatalogTable, reflected: sa.Table, source_url: str) -> None:
