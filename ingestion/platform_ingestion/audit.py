@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pyarrow as pa
 from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, CatalogTable, PlatformError, replace_table
-from platform_shared.warehouse import PostgresConnection
+from platform_shared.warehouse import analyze, append_arrow, quote, relation, rollback, temp_relation
 
 from .loading import GENERATION_COLUMN, STAGE_SCHEMA
 
@@ -57,16 +57,8 @@ class Drift:
         }
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _rel(schema: str, table: str) -> str:
-    return f"{_quote(schema)}.{_quote(table)}"
-
-
 def _ensure_snapshot(conn) -> None:
-    conn.execute(f"create schema if not exists {_quote(STAGE_SCHEMA)}")
+    conn.execute(f"create schema if not exists {quote(STAGE_SCHEMA)}")
     conn.execute(
         f"create table if not exists {SNAPSHOT_TABLE} "
         "(table_name varchar, column_name varchar, data_type varchar)"
@@ -155,35 +147,24 @@ def compare_keys(
     source keys stream into a temporary table (typed as the staged keys), which DuckDB
     spills to disk past its memory limit.
     """
-    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
+    stage = relation(STAGE_SCHEMA, table.warehouse_name)
     columns = keys.schema.names
-    postgres = isinstance(conn, PostgresConnection)
-    # Qualified: a drop never reaches a real table of that name in the default schema.
-    source_keys = f"pg_temp.{_SOURCE_KEYS}" if postgres else f"temp.main.{_SOURCE_KEYS}"
+    source_keys = temp_relation(conn, _SOURCE_KEYS)
     conn.execute(f"drop table if exists {source_keys}").fetchall()
     conn.execute(
         f"create temp table {_SOURCE_KEYS} as select "
-        f"{', '.join(_quote(c) for c in columns)} from {stage} limit 0"
+        f"{', '.join(quote(c) for c in columns)} from {stage} limit 0"
     ).fetchall()
     try:
-        if postgres:
-            source_rows = conn.copy_arrow(source_keys, keys)
-            conn.execute(f"analyze {source_keys}").fetchall()
-        else:
-            conn.register("_source_keys_stream", keys)
-            try:
-                (source_rows,) = conn.execute(
-                    f"insert into {source_keys} select * from _source_keys_stream"
-                ).fetchall()[0]
-            finally:
-                conn.unregister("_source_keys_stream")
-        match = " and ".join(f"k.{_quote(c)} = s.{_quote(c)}" for c in columns)
+        source_rows = append_arrow(conn, source_keys, keys)
+        analyze(conn, source_keys)
+        match = " and ".join(f"k.{quote(c)} = s.{quote(c)}" for c in columns)
         gone = f"not exists (select 1 from {source_keys} as k where {match})"
         if table.history == "scd2":
             # History keeps the deleted row: its current version is retired, as dlt's scd2
             # retires a row that a full extract lacks, and marked with this run's
             # generation, so that publish copies the key's history again.
-            mark = (f", {_quote(GENERATION_COLUMN)} = {int(generation)}"
+            mark = (f", {quote(GENERATION_COLUMN)} = {int(generation)}"
                     if generation is not None and has_generation(conn, table) else "")
             (deleted,) = conn.execute(
                 f"update {stage} as s set _dlt_valid_to = now(){mark} where _dlt_valid_to is null and {gone}"
@@ -191,7 +172,7 @@ def compare_keys(
         else:
             (deleted,) = conn.execute(f"delete from {stage} as s where {gone}").fetchall()[0]
         missing = conn.execute(
-            f"select {', '.join(f'k.{_quote(c)}' for c in columns)} from {source_keys} as k "
+            f"select {', '.join(f'k.{quote(c)}' for c in columns)} from {source_keys} as k "
             f"where not exists (select 1 from ({_current(table)}) as s where {match})"
         ).fetchall()
     finally:
@@ -214,7 +195,7 @@ def same_keys_as_source(conn, table: CatalogTable, key_columns: list[str], summa
     or the count does and the audit fails on it. What this cannot see: a row missed
     among the existing keys that a hard delete offsets exactly.
     """
-    key = _quote(key_columns[0])
+    key = quote(key_columns[0])
     staged = conn.execute(f"select count(*), min({key}), max({key}) from ({_current(table)}) as c").fetchall()[0]
     return tuple(staged) == tuple(summary)
 
@@ -222,7 +203,7 @@ def same_keys_as_source(conn, table: CatalogTable, key_columns: list[str], summa
 def _current(table: CatalogTable) -> str:
     """The staged rows that are the table's current state (scd2 keeps retired versions)."""
     where = " where _dlt_valid_to is null" if table.history == "scd2" else ""
-    return f"select * from {_rel(STAGE_SCHEMA, table.warehouse_name)}{where}"
+    return f"select * from {relation(STAGE_SCHEMA, table.warehouse_name)}{where}"
 
 
 def stage_exists(conn, table: CatalogTable) -> bool:
@@ -236,8 +217,8 @@ def has_generation(conn, table: CatalogTable) -> bool:
 
 def _newer(table: CatalogTable, since: int) -> str:
     """The staged rows loaded after generation ``since`` was published."""
-    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
-    return f"select * from {stage} where {_quote(GENERATION_COLUMN)} > {int(since)}"
+    stage = relation(STAGE_SCHEMA, table.warehouse_name)
+    return f"select * from {stage} where {quote(GENERATION_COLUMN)} > {int(since)}"
 
 
 def audit(
@@ -263,12 +244,12 @@ def audit(
     if rows != source_rows:
         failures.append(f"row count {rows} in the staged load, {source_rows} in the source")
     if key_columns:
-        keys = ", ".join(_quote(c) for c in key_columns)
-        nulls = " or ".join(f"{_quote(c)} is null" for c in key_columns)
+        keys = ", ".join(quote(c) for c in key_columns)
+        nulls = " or ".join(f"{quote(c)} is null" for c in key_columns)
         (null_keys,) = conn.execute(f"select count(*) from ({current}) as c where {nulls}").fetchall()[0]
         checked = f"({current}) as c"
         if since is not None:
-            match = " and ".join(f"n.{_quote(c)} = c.{_quote(c)}" for c in key_columns)
+            match = " and ".join(f"n.{quote(c)} = c.{quote(c)}" for c in key_columns)
             newer = _newer(table, since)
             checked = f"({current}) as c where exists (select 1 from ({newer}) as n where {match})"
         (dupes,) = conn.execute(
@@ -305,7 +286,7 @@ def _publish_changes(conn, target: str, staged: str, newer: str, select: str, ke
     since), drop those whose key left ``staged``. Returns False if ``target`` then does
     not hold as many rows as ``staged`` (the caller then copies the whole table instead,
     in the same transaction)."""
-    match = " and ".join(f"t.{_quote(c)} = n.{_quote(c)}" for c in key_columns)
+    match = " and ".join(f"t.{quote(c)} = n.{quote(c)}" for c in key_columns)
     conn.execute(f"delete from {target} as t where exists (select 1 from ({newer}) as n where {match})").fetchall()
     # Every other staged row is in the target; any other row of the target had its key
     # deleted from the stage (a hard delete) since.
@@ -323,11 +304,11 @@ def _publish_history_changes(conn, table: CatalogTable, select: str, key_columns
     loaded (a new version) or retired as deleted (see ``compare_keys``) since
     generation ``since`` is copied again; dlt changes no other staged row. Returns False
     if the counts then differ (the caller copies the whole history instead)."""
-    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
-    history = _rel(RAW_SCHEMA, table.warehouse_name + HISTORY_SUFFIX)
-    keys = ", ".join(_quote(c) for c in key_columns)
+    stage = relation(STAGE_SCHEMA, table.warehouse_name)
+    history = relation(RAW_SCHEMA, table.warehouse_name + HISTORY_SUFFIX)
+    keys = ", ".join(quote(c) for c in key_columns)
     touched = f"select distinct {keys} from ({_newer(table, since)}) as n"
-    match = " and ".join(f"t.{_quote(c)} = k.{_quote(c)}" for c in key_columns)
+    match = " and ".join(f"t.{quote(c)} = k.{quote(c)}" for c in key_columns)
     conn.execute(f"delete from {history} as t where exists (select 1 from ({touched}) as k where {match})").fetchall()
     conn.execute(
         f"insert into {history} ({select}, {', '.join(_VALIDITY)}) select {select}, {_VALIDITY_SELECT} "
@@ -351,10 +332,10 @@ def publish(
         generation: the generation of the newest staged rows, recorded as published.
         started_at: when this run started (UTC), recorded for the next run's mark.
     """
-    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
+    stage = relation(STAGE_SCHEMA, table.warehouse_name)
     staged = [(c, t) for c, t in _columns(conn, STAGE_SCHEMA, table.warehouse_name)
               if not c.startswith("_dlt_") and c != GENERATION_COLUMN]
-    select = ", ".join(_quote(c) for c, _ in staged)
+    select = ", ".join(quote(c) for c, _ in staged)
     history_name = table.warehouse_name + HISTORY_SUFFIX
     incremental = (
         since is not None and bool(key_columns)
@@ -363,11 +344,11 @@ def publish(
              == [*(c for c, _ in staged), *_VALIDITY])
     )
     current = _current(table)
-    newer_current = f"select * from ({current}) as c where {_quote(GENERATION_COLUMN)} > {int(since or 0)}"
+    newer_current = f"select * from ({current}) as c where {quote(GENERATION_COLUMN)} > {int(since or 0)}"
     conn.execute("begin transaction")
     try:
-        conn.execute(f"create schema if not exists {_quote(RAW_SCHEMA)}")
-        raw = _rel(RAW_SCHEMA, table.warehouse_name)
+        conn.execute(f"create schema if not exists {quote(RAW_SCHEMA)}")
+        raw = relation(RAW_SCHEMA, table.warehouse_name)
         if not (incremental and _publish_changes(conn, raw, current, newer_current, select, list(key_columns))):
             replace_table(conn, RAW_SCHEMA, table.warehouse_name, f"select {select} from ({current}) as c")
         if table.history == "scd2" and not (
@@ -391,12 +372,3 @@ def publish(
     except BaseException:
         rollback(conn)
         raise
-
-
-def rollback(conn) -> None:
-    """Roll back the open transaction; a failed rollback (the connection is gone, and its
-    transaction with it) never hides the error that called for it."""
-    try:
-        conn.execute("rollback").fetchall()
-    except Exception:  # noqa: S110
-        pass

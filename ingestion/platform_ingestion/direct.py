@@ -36,20 +36,19 @@ import pyarrow as pa
 import sqlalchemy as sa
 from dlt.common.libs.pyarrow import cast_connectorx_temporal_columns, set_plus0000_timezone_to_utc
 from platform_shared import CatalogTable
-from platform_shared.warehouse import PostgresConnection
+from platform_shared.warehouse import analyze, append_arrow, quote, relation, rollback, temp_relation
 
-from .audit import _quote, _rel, rollback
 from .loading import (
     GENERATION_COLUMN,
     STAGE_SCHEMA,
     LoadResult,
-    _add_generation,
-    _row_hash,
+    add_generation,
     choose_backend,
     connectorx_url,
     invalid_utf8,
     pii_hasher,
     read_columns,
+    row_hash,
 )
 
 class DirectLoadFailed(RuntimeError):
@@ -63,8 +62,8 @@ _CHANGES = "_platform_changes"
 def high_water_mark(conn, table: CatalogTable, cursor: str) -> datetime | None:
     """The largest cursor among the staged rows, if the cursor is a timestamp (dlt's lag
     is in seconds for those; any other cursor type is left to dlt)."""
-    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
-    (mark,) = conn.execute(f"select max({_quote(cursor)}) from {stage}").fetchall()[0]
+    stage = relation(STAGE_SCHEMA, table.warehouse_name)
+    (mark,) = conn.execute(f"select max({quote(cursor)}) from {stage}").fetchall()[0]
     return mark if isinstance(mark, datetime) else None
 
 
@@ -82,8 +81,8 @@ def _read(table: CatalogTable, *, source_url: str, queries, hash_key: str, gener
     engine = sa.create_engine(source_url)
     maps = [
         *([pii_hasher(table.columns.hash, hash_key)] if table.columns.hash else []),
-        *([_row_hash] if table.history == "scd2" else []),
-        *([_add_generation(generation)] if generation is not None else []),
+        *([row_hash] if table.history == "scd2" else []),
+        *([add_generation(generation)] if generation is not None else []),
     ]
     for query in queries:
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
@@ -158,11 +157,9 @@ def merge_rows(
             or (table.history == "scd2") != ("_dlt_valid_to" in staged)):
         return None
     started = time.perf_counter()
-    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
-    select = ", ".join(_quote(c) for c in loaded)
-    postgres = isinstance(conn, PostgresConnection)
-    # Qualified: never a table of that name in the default schema.
-    changes = f"pg_temp.{_CHANGES}" if postgres else f"temp.main.{_CHANGES}"
+    stage = relation(STAGE_SCHEMA, table.warehouse_name)
+    select = ", ".join(quote(c) for c in loaded)
+    changes = temp_relation(conn, _CHANGES)
     rows = 0
     committed = False
     conn.execute(f"drop table if exists {changes}").fetchall()
@@ -170,9 +167,8 @@ def merge_rows(
         conn.execute(f"create temp table {_CHANGES} as select {select} from {stage} limit 0").fetchall()
         for chunk in _read(table, source_url=source_url, queries=queries, hash_key=hash_key,
                            generation=generation, names=names):
-            rows += _append(conn, changes, chunk.select(loaded))
-        if postgres:
-            conn.execute(f"analyze {changes}").fetchall()
+            rows += append_arrow(conn, changes, chunk.select(loaded))
+        analyze(conn, changes)
         conn.execute("begin transaction")
         try:
             if before_merge is not None:
@@ -185,7 +181,7 @@ def merge_rows(
         committed = True
         newest = None
         if table.cursor:
-            (newest,) = conn.execute(f"select max({_quote(names[table.cursor])}) from {changes}").fetchall()[0]
+            (newest,) = conn.execute(f"select max({quote(names[table.cursor])}) from {changes}").fetchall()[0]
     except BaseException as exc:
         if invalid_utf8(exc, source_url) or not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
             raise  # invalid UTF-8: the caller has dlt read the table again; Ctrl-C: stop
@@ -207,20 +203,8 @@ def merge_rows(
     return LoadResult(table.warehouse_name, rows, time.perf_counter() - started, BACKEND, cursor)
 
 
-def _append(conn, changes: str, chunk: pa.Table) -> int:
-    if isinstance(conn, PostgresConnection):
-        return conn.copy_arrow(changes, chunk.to_batches())
-    conn.register("_platform_chunk", chunk)
-    try:
-        # By name, cast to the staged columns' types, as dlt's DuckDB load of its files.
-        conn.execute(f"insert into {changes} by name select * from _platform_chunk").fetchall()
-    finally:
-        conn.unregister("_platform_chunk")
-    return chunk.num_rows
-
-
 def _merge(conn, table: CatalogTable, stage: str, changes: str, select: str, key_columns: list[str]) -> None:
-    match = " and ".join(f"s.{_quote(c)} = c.{_quote(c)}" for c in key_columns)
+    match = " and ".join(f"s.{quote(c)} = c.{quote(c)}" for c in key_columns)
     if table.history == "scd2":
         return _merge_scd2(conn, stage, changes, select, match)
     conn.execute(f"delete from {stage} as s where exists (select 1 from {changes} as c where {match})").fetchall()

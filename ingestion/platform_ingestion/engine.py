@@ -20,7 +20,6 @@ second run (its pool lets several steps run at once); DuckDB has one writer anyw
 from __future__ import annotations
 
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Literal
@@ -28,7 +27,7 @@ from typing import Literal
 import sqlalchemy as sa
 from platform_shared import RAW_SCHEMA, CatalogError, CatalogTable, Warehouse, table_metadata
 from platform_shared.settings import PII_HASH_KEY
-from platform_shared.warehouse import PostgresConnection
+from platform_shared.warehouse import exclusive
 from sqlalchemy.engine import make_url
 
 from . import audit as wap
@@ -133,22 +132,10 @@ def table_lock_id(table: CatalogTable) -> int:
     return zlib.crc32(f"platform_ingestion:{table.warehouse_name}".encode())
 
 
-@contextmanager
 def one_load_per_table(conn, table: CatalogTable):
     """Queue a second run of the same table on a PostgreSQL warehouse until the first is
-    done (a session lock: a killed run's connection releases it)."""
-    if not isinstance(conn, PostgresConnection):
-        yield  # DuckDB: one writer process at a time, and one connection per load
-        return
-    lock = table_lock_id(table)
-    conn.execute("select pg_advisory_lock(?)", [lock]).fetchall()
-    try:
-        yield
-    finally:
-        try:
-            conn.execute("select pg_advisory_unlock(?)", [lock]).fetchall()
-        except Exception:  # noqa: S110 (a lost connection released the lock, and must not hide why it was lost)
-            pass
+    done (DuckDB has one writer process at a time)."""
+    return exclusive(conn, table_lock_id(table))
 
 
 def _beginning(column: sa.Column | None):

@@ -115,7 +115,7 @@ _NULLABLE = {getattr(pa, arrow)(): pd.api.types.pandas_dtype(nullable) for arrow
 ]}
 
 
-def _row_hash(batch: pa.Table) -> pa.Table:
+def row_hash(batch: pa.Table) -> pa.Table:
     """Add ``_dlt_id`` as a hash of the row's values, for scd2 tables.
 
     dlt's scd2 compares row hashes to find changed rows; for Arrow data it would use a
@@ -131,7 +131,7 @@ def _row_hash(batch: pa.Table) -> pa.Table:
     return batch.append_column("_dlt_id", ids)
 
 
-def _add_generation(generation: int):
+def add_generation(generation: int):
     """An Arrow map that marks every extracted row with this run's publish generation."""
 
     def _map(batch: pa.Table) -> pa.Table:
@@ -252,9 +252,9 @@ def build_resource(
     if table.columns.hash:
         resource.add_map(pii_hasher(table.columns.hash, hash_key))
     if table.history == "scd2":
-        resource.add_map(_row_hash)
+        resource.add_map(row_hash)
     if generation is not None:
-        resource.add_map(_add_generation(generation))
+        resource.add_map(add_generation(generation))
     return resource, backend
 
 

@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from platform_shared import RAW_SCHEMA, CatalogTable, PlatformError, Warehouse, table_metadata
+from platform_shared.warehouse import quote, relation
 
 from . import audit as wap
 from . import direct
-from .audit import _quote, _rel
 from .engine import one_load_per_table
 from .loading import (
     GENERATION_COLUMN,
@@ -58,10 +58,10 @@ def _compare_and_trim(table: CatalogTable, key_columns: list[str], compared: lis
                       found: Differences):
     """The ``before_merge`` of ``direct.merge_rows``: count the differences, delete (or
     retire) the staged rows the source lacks, and keep only the rows to merge."""
-    stage = _rel(STAGE_SCHEMA, table.warehouse_name)
+    stage = relation(STAGE_SCHEMA, table.warehouse_name)
     current = " and s._dlt_valid_to is null" if table.history == "scd2" else ""
-    match = " and ".join(f"s.{_quote(c)} = c.{_quote(c)}" for c in key_columns)
-    same = " and ".join(f"s.{_quote(c)} is not distinct from c.{_quote(c)}" for c in compared)
+    match = " and ".join(f"s.{quote(c)} = c.{quote(c)}" for c in key_columns)
+    same = " and ".join(f"s.{quote(c)} is not distinct from c.{quote(c)}" for c in compared)
 
     def run(conn, changes: str) -> None:
         count = lambda sql: conn.execute(sql).fetchall()[0][0]  # noqa: E731
@@ -71,7 +71,7 @@ def _compare_and_trim(table: CatalogTable, key_columns: list[str], compared: lis
                                 f"where not ({same})")
         gone = f"not exists (select 1 from {changes} as c where {match})"
         if table.history == "scd2":
-            mark = f", {_quote(GENERATION_COLUMN)} = {int(generation)}" if generation is not None else ""
+            mark = f", {quote(GENERATION_COLUMN)} = {int(generation)}" if generation is not None else ""
             (found.extra,) = conn.execute(
                 f"update {stage} as s set _dlt_valid_to = ?{mark} where s._dlt_valid_to is null and {gone}",
                 [datetime.now(timezone.utc)]).fetchall()[0]

@@ -217,6 +217,79 @@ def build_warehouse(settings: Settings) -> Warehouse:
     return Warehouse(path=str(settings.warehouse_path))
 
 
+# The SQL of ingestion's write-audit-publish is written once, for both warehouses; these
+# are the few places where DuckDB and PostgreSQL differ. A connection is either a DuckDB
+# connection or a PostgresConnection (which answers DuckDB's calls).
+
+
+def quote(name: str) -> str:
+    """A quoted identifier, on either warehouse."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def relation(schema: str, table: str) -> str:
+    """``"schema"."table"``, quoted."""
+    return f"{quote(schema)}.{quote(table)}"
+
+
+def temp_relation(conn, name: str) -> str:
+    """The qualified name of the temporary table ``name`` (``create temp table name``):
+    a drop by this name never reaches a real table of that name in the default schema."""
+    schema = "pg_temp" if isinstance(conn, PostgresConnection) else "temp.main"
+    return f"{schema}.{quote(name)}"
+
+
+def append_arrow(conn, relation: str, data) -> int:
+    """Append Arrow data (a table, a record batch reader or batches) to ``relation`` by
+    column name, cast to the relation's column types; returns the rows appended.
+    PostgreSQL: ``COPY`` from Python (see ``copy_arrow``); DuckDB scans the Arrow data."""
+    if isinstance(conn, PostgresConnection):
+        return conn.copy_arrow(relation, data.to_batches() if hasattr(data, "to_batches") else data)
+    conn.register("_platform_arrow", data)
+    try:
+        (rows,) = conn.execute(f"insert into {relation} by name select * from _platform_arrow").fetchall()[0]
+    finally:
+        conn.unregister("_platform_arrow")
+    return rows
+
+
+def analyze(conn, relation: str) -> None:
+    """Give PostgreSQL's planner the row count of a table just filled (a temporary table
+    has no statistics until analysed, and a join on it may pick a nested loop). DuckDB
+    keeps its statistics as it writes."""
+    if isinstance(conn, PostgresConnection):
+        conn.execute(f"analyze {relation}").fetchall()
+
+
+@contextmanager
+def exclusive(conn, lock: int) -> Iterator[None]:
+    """Hold the lock ``lock`` while the block runs; a second holder waits.
+
+    PostgreSQL: a session advisory lock, released by a killed run's closed connection.
+    DuckDB: nothing to take, since the file has one writer process, and every writer takes
+    the one-slot ``warehouse`` pool."""
+    if not isinstance(conn, PostgresConnection):
+        yield
+        return
+    conn.execute("select pg_advisory_lock(?)", [lock]).fetchall()
+    try:
+        yield
+    finally:
+        try:
+            conn.execute("select pg_advisory_unlock(?)", [lock]).fetchall()
+        except Exception:  # noqa: S110 (a lost connection released the lock, and must not hide why it was lost)
+            pass
+
+
+def rollback(conn) -> None:
+    """Roll back the open transaction; a failed rollback (the connection is gone, and its
+    transaction with it) never hides the error that called for it."""
+    try:
+        conn.execute("rollback").fetchall()
+    except Exception:  # noqa: S110
+        pass
+
+
 def write_dataframe(conn, schema: str, table: str, frame) -> None:
     """Replace ``schema.table`` with a pandas DataFrame, on either warehouse."""
     conn.execute(f"create schema if not exists {schema}").fetchall()

@@ -1,9 +1,14 @@
 """The warehouse interface on both dialects: DuckDB files and a PostgreSQL database."""
 
+import threading
+import time
+from datetime import date
+
 import pyarrow as pa
 import pytest
 from platform_shared import Warehouse, replace_table
 from platform_shared.errors import WarehouseError
+from platform_shared.warehouse import append_arrow, exclusive, rollback, temp_relation
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -60,3 +65,61 @@ def test_a_fetch_of_a_statement_without_rows_counts_the_rows_it_touched(warehous
         conn.execute("create table t (id integer)").fetchall()
         assert conn.execute("insert into t values (1), (2)").fetchall() == [(2,)]
         assert conn.execute("delete from t where id = ?", [1]).fetchall() == [(1,)]
+
+
+def test_arrow_appends_by_name_cast_to_the_tables_types(warehouse):
+    data = pa.table({"day": ["2026-01-02", None], "body": ["", "x"], "id": pa.array([1, 2], pa.int32())})
+    with warehouse.connect() as conn:
+        conn.execute("create table t (id bigint, body text, day date)").fetchall()
+        assert append_arrow(conn, "t", data) == 2
+        assert append_arrow(conn, "t", data.to_reader()) == 2
+        assert _rows(conn, "select id, body, day from t") == [
+            (1, "", date(2026, 1, 2)), (1, "", date(2026, 1, 2)), (2, "x", None), (2, "x", None)]
+        # The declared types, whatever the Arrow types were.
+        declared = _rows(conn, "select column_name, data_type from information_schema.columns where table_name = 't'")
+        assert [(c, t.lower()) for c, t in declared] == [("body", "text" if warehouse.kind == "postgres" else "varchar"),
+                                                         ("day", "date"), ("id", "bigint")]
+
+
+def test_a_temporary_table_is_dropped_by_its_qualified_name_only(warehouse):
+    with warehouse.connect() as conn:
+        conn.execute("create table _scratch (id integer)").fetchall()
+        conn.execute("insert into _scratch values (1)").fetchall()
+        conn.execute("create temp table _scratch (id integer)").fetchall()
+        conn.execute(f"drop table {temp_relation(conn, '_scratch')}").fetchall()
+        conn.execute(f"drop table if exists {temp_relation(conn, '_scratch')}").fetchall()
+        assert _rows(conn, "select id from _scratch") == [(1,)]
+
+
+def test_a_rollback_that_fails_raises_nothing(warehouse):
+    """It runs in an error handler: the error that called for it must reach the user."""
+    with warehouse.connect() as conn:
+        if warehouse.kind == "postgres":
+            conn.execute("begin").fetchall()
+            with warehouse.connect() as admin:  # the connection is cut, as by a server restart
+                admin.execute("select pg_terminate_backend(pid) from pg_stat_activity where pid <> pg_backend_pid() "
+                              "and datname = current_database()").fetchall()
+        with pytest.raises(Exception):
+            conn.execute("rollback").fetchall()  # DuckDB: no transaction; PostgreSQL: no connection
+        rollback(conn)
+
+
+def test_exclusive_queues_a_second_holder_on_the_server(postgres_database):
+    warehouse = Warehouse(kind="postgres", url=postgres_database)
+    held, order = threading.Event(), []
+
+    def second():
+        with warehouse.connect() as conn:
+            held.wait()
+            with exclusive(conn, 42):
+                order.append("second")
+
+    thread = threading.Thread(target=second)
+    with warehouse.connect() as conn:
+        with exclusive(conn, 42):
+            thread.start()
+            held.set()
+            time.sleep(1)
+            order.append("first")
+    thread.join(10)
+    assert order == ["first", "second"]
