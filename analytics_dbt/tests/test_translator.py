@@ -48,3 +48,13 @@ def test_asset_specs_snapshot(snapshot):
     assert _specs() == snapshot
 
 
+
+
+def test_location_specs_snapshot(snapshot):
+    """The whole location as data (assets with their dependencies, automation conditions
+    and freshness policies; checks; schedules; sensors; jobs; resources; executor): the
+    proof that reshaping the location left its graph as it was."""
+    from platform_analytics.definitions import defs
+    from platform_shared.specs import location_specs
+
+    assert location_specs(defs()) == snapshot

@@ -36,3 +36,13 @@ def test_loads_and_reconciliations_run_on_their_own_schedules():
     tables = ["customers", "order_items", "orders", "payments", "products", "web_sessions"]
     assert steps == {"raw_tables": ("0 * * * *", [f"raw__{t}" for t in tables]),
                      "reconcile_raw_tables": ("30 3 * * *", [f"raw__{t}_matches_source" for t in tables])}
+
+
+def test_location_specs_snapshot(snapshot):
+    """The whole location as data (assets with their dependencies, automation conditions
+    and freshness policies; checks; schedules; sensors; jobs; resources; executor): the
+    proof that reshaping the location left its graph as it was."""
+    from platform_ingestion.definitions import defs
+    from platform_shared.specs import location_specs
+
+    assert location_specs(defs()) == snapshot

@@ -63,3 +63,13 @@ def test_asset_specs_snapshot(snapshot):
     """Keys, deps, owners, kinds, pools and checks of the location; review the diff with
     `pytest --snapshot-update` when a change is meant."""
     assert _specs() == snapshot
+
+
+def test_location_specs_snapshot(snapshot):
+    """The whole location as data (assets with their dependencies, automation conditions
+    and freshness policies; checks; schedules; sensors; jobs; resources; executor): the
+    proof that reshaping the location left its graph as it was."""
+    from platform_ml.definitions import defs
+    from platform_shared.specs import location_specs
+
+    assert location_specs(defs()) == snapshot

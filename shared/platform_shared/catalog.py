@@ -9,36 +9,140 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import CatalogError
 
 LoadMode = Literal["full", "incremental"]
 History = Literal["none", "scd2"]
 DropPolicy = Literal["fail", "ignore"]
-_LOAD_MODES = ("full", "incremental")
-_HISTORY = ("none", "scd2")
-_DROP_POLICIES = ("fail", "ignore")
-# Settings a table may take from the catalog's `defaults:` block.
-_DEFAULTS = {
-    "freshness_hours": 2.0,
-    "schedule": "0 * * * *",
+# The type of the ingestion location's raw-tables component; a catalog file is either a
+# component file (``type:`` and ``attributes:``) or its attributes alone.
+COMPONENT_TYPE = "platform_ingestion.components.RawTables"
+
+
+def _listed(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+ColumnNames = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_listed)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableSettings(_Strict):
+    """What a table may take from the catalog's ``defaults:`` block."""
+
+    freshness_hours: float = 2.0
+    schedule: str = "0 * * * *"
     # When every row is compared with the source and repaired (the matches_source check).
-    "reconcile_schedule": "30 3 * * *",
-    "owner": "team:platform",
-    "overlap_minutes": 15,
-    "on_column_dropped": "fail",
+    reconcile_schedule: str = "30 3 * * *"
+    owner: str = "team:platform"
+    # The window re-read below the last cursor value, for rows committed late.
+    overlap_minutes: Annotated[int, Field(ge=0, strict=True)] = 15
+    on_column_dropped: DropPolicy = "fail"
     # Rows per extracted batch: memory stays flat however large the table grows.
-    "chunk_rows": 100_000,
-}
-_TABLE_KEYS = {
-    "source", "schema", "warehouse_name", "primary_key", "load", "cursor", "history", "columns",
-    "description", "comment", *_DEFAULTS,
-}
-_COLUMN_KEYS = {"select", "exclude", "hash"}
-_TOP_KEYS = {"tables", "defaults"}
+    chunk_rows: Annotated[int, Field(ge=1, strict=True)] = 100_000
+
+
+class ColumnsEntry(_Strict):
+    """Which source columns land in the warehouse, and which are hashed (personal data)."""
+
+    select: ColumnNames = ()
+    exclude: ColumnNames = ()
+    hash: ColumnNames = ()
+
+    @model_validator(mode="after")
+    def _one_of_select_and_exclude(self):
+        if self.select and self.exclude:
+            raise ValueError("columns.select and columns.exclude cannot both be set")
+        return self
+
+
+class TableEntry(_Strict):
+    """One source table, as written in the catalog; unset settings come from ``defaults``."""
+
+    source: str
+    # The source schema (PostgreSQL: other than the connection's search path); None: default.
+    source_schema: Annotated[str, Field(min_length=1)] | None = Field(None, alias="schema")
+    warehouse_name: str | None = None
+    primary_key: ColumnNames = ()
+    load: LoadMode = "full"
+    cursor: str | None = None
+    history: History = "none"
+    columns: ColumnsEntry = ColumnsEntry()
+    description: str = ""
+    comment: str | None = None
+    freshness_hours: float | None = None
+    schedule: str | None = None
+    reconcile_schedule: str | None = None
+    owner: str | None = None
+    overlap_minutes: Annotated[int, Field(ge=0, strict=True)] | None = None
+    on_column_dropped: DropPolicy | None = None
+    chunk_rows: Annotated[int, Field(ge=1, strict=True)] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        fail = lambda what: ValueError(f"table {self.source!r}: {what}")  # noqa: E731
+        pk, columns = self.primary_key, self.columns
+        if self.load == "incremental" and not pk:
+            raise fail("an incremental table needs a primary_key to merge on")
+        if self.load == "incremental" and not self.cursor:
+            raise fail("an incremental table needs a cursor column (e.g. updated_at)")
+        if self.history == "scd2" and not pk:
+            raise fail("history: scd2 needs a primary_key to track rows by")
+        excluded = [c for c in pk if c in columns.exclude or (columns.select and c not in columns.select)]
+        if excluded:
+            raise fail(f"primary key column(s) {excluded} must not be excluded")
+        hashed_keys = [c for c in columns.hash if c in pk]
+        if hashed_keys:
+            raise fail(f"column(s) {hashed_keys} are part of the primary key and cannot be hashed: rows are "
+                       "merged and compared with the source by their key. Remove them from columns.hash (or "
+                       "exclude the column and key the table on another one)")
+        if self.warehouse_name is not None and safe_name(self.warehouse_name) != self.warehouse_name:
+            raise fail(f"warehouse_name {self.warehouse_name!r} is not safe snake_case; "
+                       f"use {safe_name(self.warehouse_name)!r}")
+        return self
+
+
+class CatalogEntries(_Strict):
+    """A catalog: the tables, and the settings they share unless they set their own.
+    The attributes of the raw-tables component, and the whole of a plain catalog file."""
+
+    defaults: TableSettings = TableSettings()
+    tables: list[TableEntry]
+
+    @model_validator(mode="after")
+    def _unique_warehouse_names(self):
+        seen: dict[str, str] = {}
+        for t in self.tables:
+            name = t.warehouse_name or safe_name(t.source)
+            if name in seen:
+                raise ValueError(f"table {t.source!r}: maps to warehouse name {name!r}, as {seen[name]!r} "
+                                 "does: give one of them another warehouse_name")
+            seen[name] = t.source
+        return self
+
+    def catalog(self, path: Path) -> Catalog:
+        """The tables with their defaults applied."""
+        tables = []
+        for t in self.tables:
+            given = t.model_dump(include=set(TableSettings.model_fields), exclude_none=True)
+            settings = self.defaults.model_copy(update=given)
+            tables.append(CatalogTable(
+                source=t.source, warehouse_name=t.warehouse_name or safe_name(t.source),
+                primary_key=t.primary_key, load=t.load, cursor=t.cursor, history=t.history,
+                columns=ColumnPolicy(t.columns.select, t.columns.exclude, t.columns.hash),
+                description=t.description, schema=t.source_schema, **settings.model_dump(),
+            ))
+        return Catalog(path=path, tables=tuple(tables))
 
 
 @dataclass(frozen=True)
@@ -102,102 +206,6 @@ def safe_name(name: str) -> str:
     return f"t_{s}" if s[0].isdigit() else s
 
 
-def _fail(path: Path, where: str, what: str) -> CatalogError:
-    return CatalogError(f"{path}: {where}: {what}")
-
-
-def _names(path: Path, where: str, value: object, what: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    value = [value] if isinstance(value, str) else value
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _fail(path, where, f"{what} must be a column name or a list of column names")
-    return tuple(value)
-
-
-def _columns(path: Path, where: str, raw: object) -> ColumnPolicy:
-    if raw is None:
-        return ColumnPolicy()
-    if not isinstance(raw, dict) or set(raw) - _COLUMN_KEYS:
-        raise _fail(path, where, f"columns takes only {sorted(_COLUMN_KEYS)}")
-    policy = ColumnPolicy(**{k: _names(path, where, raw.get(k), f"columns.{k}") for k in _COLUMN_KEYS})
-    if policy.select and policy.exclude:
-        raise _fail(path, where, "columns.select and columns.exclude cannot both be set")
-    return policy
-
-
-def _parse_table(path: Path, i: int, raw: object, defaults: dict) -> CatalogTable:
-    if not isinstance(raw, dict) or not isinstance(raw.get("source"), str):
-        raise _fail(path, f"tables[{i}]", "each entry needs a 'source' table name (a string)")
-    where = f"table {raw['source']!r}"
-    unknown = set(raw) - _TABLE_KEYS
-    if unknown:
-        raise _fail(
-            path, where, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_TABLE_KEYS)}"
-        )
-    pk = list(_names(path, where, raw.get("primary_key"), "primary_key"))
-    load = raw.get("load", "full")
-    if load not in _LOAD_MODES:
-        raise _fail(path, where, f"load is {load!r}; expected one of {list(_LOAD_MODES)}")
-    if load == "incremental" and not pk:
-        raise _fail(path, where, "an incremental table needs a primary_key to merge on")
-    if load == "incremental" and not raw.get("cursor"):
-        raise _fail(path, where, "an incremental table needs a cursor column (e.g. updated_at)")
-    history = raw.get("history", "none")
-    if history not in _HISTORY:
-        raise _fail(path, where, f"history is {history!r}; expected one of {list(_HISTORY)}")
-    if history == "scd2" and not pk:
-        raise _fail(path, where, "history: scd2 needs a primary_key to track rows by")
-    settings = {**defaults, **{k: raw[k] for k in _DEFAULTS if k in raw}}
-    if settings["on_column_dropped"] not in _DROP_POLICIES:
-        raise _fail(path, where, f"on_column_dropped must be one of {list(_DROP_POLICIES)}")
-    overlap = settings["overlap_minutes"]
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-        raise _fail(path, where, f"overlap_minutes is {overlap!r}; expected a whole number of minutes, 0 or more "
-                    "(the window re-read below the last cursor value, for rows committed late)")
-    schema = raw.get("schema")
-    if schema is not None and (not isinstance(schema, str) or not schema):
-        raise _fail(path, where, f"schema is {schema!r}; expected the name of a schema of the source database")
-    chunk_rows = settings["chunk_rows"]
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise _fail(path, where, f"chunk_rows is {chunk_rows!r}; expected a positive whole number of rows")
-    columns = _columns(path, where, raw.get("columns"))
-    missing_pk = [c for c in pk if c in columns.exclude or (columns.select and c not in columns.select)]
-    if missing_pk:
-        raise _fail(path, where, f"primary key column(s) {missing_pk} must not be excluded")
-    hashed_keys = [c for c in columns.hash if c in pk]
-    if hashed_keys:
-        raise _fail(path, where, f"column(s) {hashed_keys} are part of the primary key and cannot be hashed: "
-                    "rows are merged and compared with the source by their key. Remove them from columns.hash "
-                    "(or exclude the column and key the table on another one)")
-    warehouse_name = raw.get("warehouse_name") or safe_name(raw["source"])
-    if safe_name(warehouse_name) != warehouse_name:
-        raise _fail(
-            path,
-            where,
-            f"warehouse_name {warehouse_name!r} is not safe snake_case; "
-            f"use {safe_name(warehouse_name)!r}",
-        )
-    return CatalogTable(
-        source=raw["source"],
-        warehouse_name=warehouse_name,
-        primary_key=tuple(pk),
-        load=load,
-        cursor=raw.get("cursor"),
-        history=history,
-        columns=columns,
-        description=raw.get("description", ""),
-        freshness_hours=float(settings["freshness_hours"]),
-        schedule=str(settings["schedule"]),
-        reconcile_schedule=str(settings["reconcile_schedule"]),
-        owner=str(settings["owner"]),
-        overlap_minutes=overlap,
-        on_column_dropped=settings["on_column_dropped"],
-        chunk_rows=chunk_rows,
-        schema=schema,
-    )
-
-
 def load_catalog(path: Path) -> Catalog:
     """Read and validate a catalog file.
 
@@ -222,24 +230,48 @@ def load_catalog(path: Path) -> Catalog:
         ) from e
     except yaml.YAMLError as e:
         raise CatalogError(f"{path}: not valid YAML: {e}") from e
+    if isinstance(doc, dict) and "type" in doc:
+        if doc["type"] != COMPONENT_TYPE or set(doc) - {"type", "attributes"}:
+            raise CatalogError(f"{path}: a component file of type {COMPONENT_TYPE} (with its tables under "
+                               f"'attributes:'), or a catalog with a 'tables' list")
+        doc = doc.get("attributes")
     if not isinstance(doc, dict) or not isinstance(doc.get("tables"), list):
         raise CatalogError(f"{path}: expected a mapping with a 'tables' list")
-    unknown = set(doc) - _TOP_KEYS
-    if unknown:
-        raise _fail(path, "top level", f"unknown key(s) {sorted(unknown)}")
-    defaults = doc.get("defaults") or {}
-    if not isinstance(defaults, dict) or set(defaults) - set(_DEFAULTS):
-        raise _fail(path, "defaults", f"takes only {sorted(_DEFAULTS)}")
-    defaults = {**_DEFAULTS, **defaults}
-    tables = tuple(_parse_table(path, i, t, defaults) for i, t in enumerate(doc["tables"]))
-    seen: dict[str, str] = {}
-    for t in tables:
-        if t.warehouse_name in seen:
-            raise _fail(
-                path,
-                f"table {t.source!r}",
-                f"maps to warehouse name {t.warehouse_name!r}, as {seen[t.warehouse_name]!r} "
-                "does: give one of them another warehouse_name",
-            )
-        seen[t.warehouse_name] = t.source
-    return Catalog(path=path, tables=tables)
+    try:
+        return CatalogEntries.model_validate(doc).catalog(path)
+    except ValidationError as e:
+        raise CatalogError(f"{path}: {_explain(e, doc)}") from e
+
+
+def _allowed(where: str, loc: list) -> str:
+    model = (ColumnsEntry if loc[:1] == ["columns"] else TableSettings if where == "defaults: "
+             else TableEntry if where else CatalogEntries)
+    return ", ".join(sorted(f.alias or name for name, f in model.model_fields.items()))
+
+
+def _explain(error: ValidationError, doc: dict) -> str:
+    """Pydantic's errors, each naming the table (not only its index) and the fix."""
+    lines = []
+    for err in error.errors():
+        loc, message = list(err["loc"]), err["msg"].removeprefix("Value error, ")
+        where = ""
+        if loc[:1] == ["tables"] and len(loc) > 1 and isinstance(loc[1], int):
+            entry = doc["tables"][loc[1]]
+            source = entry.get("source") if isinstance(entry, dict) else None
+            where = f"table {source!r}: " if isinstance(source, str) else f"tables[{loc[1]}]: "
+            loc = loc[2:]
+        elif loc[:1] == ["defaults"]:
+            where, loc = "defaults: ", loc[1:]
+        loc = [p for p in loc if isinstance(p, int) or not p.startswith(("function-", "tuple["))]
+        field = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}unknown key {field!r}; allowed: {_allowed(where, loc)}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}{field} is required")
+        elif field and err["type"] != "value_error":
+            lines.append(f"{where}{field} is {err['input']!r}: {message}")
+        elif message.startswith("table "):
+            lines.append(message)
+        else:
+            lines.append(f"{where}{message}")
+    return "; ".join(dict.fromkeys(lines))
