@@ -43,10 +43,8 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 # Team topology: each location's own environment (<location>/.venv) from its own lock
 # file, exported from uv.lock so all three resolve the same versions.
-LOCATIONS := ingestion analytics_dbt ml_features
-PACKAGE_ingestion := platform-ingestion
-PACKAGE_analytics_dbt := platform-analytics
-PACKAGE_ml_features := platform-ml
+# The code locations, from their one list: dg.toml (workspace.projects, in order).
+LOCATIONS := $(shell sed -n 's/^path = "\(.*\)"/\1/p' dg.toml)
 %/.venv/.synced: %/requirements.lock
 	$(UV) venv -q --allow-existing --python python3 $*/.venv
 	$(UV) pip sync -q --python $*/.venv/bin/python $<
@@ -59,7 +57,7 @@ envs: $(VENV)/.synced $(LOCATIONS:%=%/.venv/.synced) $(DBT_ENGINE)/.venv/.synced
 
 locks: $(VENV)/.synced  ## re-export each location's requirements.lock from uv.lock (after `uv lock`)
 	@for loc in $(LOCATIONS); do \
-		case $$loc in ingestion) pkg=$(PACKAGE_ingestion);; analytics_dbt) pkg=$(PACKAGE_analytics_dbt);; ml_features) pkg=$(PACKAGE_ml_features);; esac; \
+		pkg=$$(sed -n 's/^name = "\(.*\)"/\1/p' $$loc/pyproject.toml | head -1); \
 		$(UV) export -q --package $$pkg --frozen -o $$loc/requirements.lock; done
 	$(UV) export -q --package platform-dbt-engine --no-emit-project --frozen -o $(DBT_ENGINE)/requirements.lock
 
@@ -125,7 +123,7 @@ impact: setup  ## every asset downstream of one, by location: make impact ASSET=
 TEST_LOGS := $(CURDIR)/.test-logs
 test: setup envs  ## set up, run the cross-location suite (the graph contract too) and each location's tests
 	@mkdir -p $(TEST_LOGS); status=0; \
-	{ s=0; for loc in ingestion ml_features; do \
+	{ s=0; for loc in $(filter-out analytics_dbt,$(LOCATIONS)); do \
 		$(MAKE) --no-print-directory test-locations LOCATION_TESTS=$$loc \
 			LOCATION_PYTEST_ARGS="-m 'not postgres' $(LOCATION_PYTEST_ARGS)" || s=1; done; \
 		exit $$s; } >$(TEST_LOGS)/locations.log 2>&1 & beside=$$!; \
@@ -138,7 +136,7 @@ test: setup envs  ## set up, run the cross-location suite (the graph contract to
 	exit $$status
 
 # Each location's own tests, in its own environment (as its team's CI would run them).
-LOCATION_TESTS := ingestion analytics_dbt ml_features
+LOCATION_TESTS := $(LOCATIONS)
 test-locations: envs  ## each location's tests in its own environment
 	@set -e; for loc in $(LOCATION_TESTS); do \
 		echo "== $$loc/tests in $$loc/.venv"; \

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+from platform_shared.workspace import locations  # noqa: E402
 
 TRIVIAL = """
 import dagster as dg
@@ -40,11 +41,7 @@ print(time.perf_counter() - t0)
 """
 
 TRIVIAL_LOAD = "exec(compile({src!r}, 'trivial', 'exec'))".format(src=TRIVIAL)
-LOCATIONS = {
-    "ingestion": "from platform_ingestion.definitions import defs",
-    "analytics_dbt": "from platform_analytics.definitions import defs",
-    "ml_features": "from platform_ml.definitions import defs",
-}
+LOCATIONS = {loc.name: loc.defs_import for loc in locations(REPO)}
 
 
 def measure(python: str, load: str, runs: int) -> float:

@@ -7,7 +7,7 @@ import shutil
 import dagster as dg
 import duckdb
 import pytest
-from platform_ml import assets as ml
+from platform_ml.defs import churn as ml
 from platform_shared import alerts
 from platform_shared.automation import plain_run_job
 from platform_shared import settings as s

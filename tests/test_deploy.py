@@ -14,9 +14,11 @@ import dagster as dg
 import pytest
 from platform_shared.alerts import WILL_RETRY_TAG
 from platform_shared.catalog import load_catalog
+from platform_shared.errors import CatalogError
 from platform_shared.keys import raw_asset_key
 from platform_shared.lineage import GraphUnavailable, graphql
 from platform_shared.settings import load_settings
+from platform_shared.workspace import locations
 from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +28,7 @@ import postgres  # noqa: E402
 import run_all  # noqa: E402
 import webserver as tools_webserver  # noqa: E402
 
-PACKAGES = {"ingestion": "platform-ingestion", "analytics_dbt": "platform-analytics", "ml_features": "platform-ml"}
+PACKAGES = {loc.name: loc.project for loc in locations(REPO)}
 
 
 def _uv() -> list[str]:
@@ -185,7 +187,7 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
     # schedule and the sensor's ticks.
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    from platform_ingestion.operations import purge_old_runs
+    from platform_ingestion.defs.operations import purge_old_runs
 
     materialized_keys = lambda logs: sorted(  # noqa: E731
         e.dagster_event.asset_key.to_user_string() for e in logs
@@ -219,3 +221,21 @@ def test_dg_loads_the_three_projects_from_their_own_environments():
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "All definitions loaded successfully." in done.stdout + done.stderr
+
+
+def test_dg_validates_the_components_yaml_and_a_mistake_is_named(tmp_path):
+    """`dg check yaml` checks the raw-tables component's attributes against its typed model:
+    the committed file passes; a misspelt key fails it, naming the file; loading the
+    location names the table, the key and the keys allowed."""
+    dg_cli = str(Path(sys.executable).parent / "dg")
+    done = subprocess.run([dg_cli, "check", "yaml"], cwd=REPO / "ingestion", capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    project = tmp_path / "ingestion"
+    shutil.copytree(REPO / "ingestion", project, ignore=shutil.ignore_patterns(".venv", "__pycache__", "tests"))
+    component = project / "platform_ingestion" / "defs" / "raw_tables" / "defs.yaml"
+    component.write_text(component.read_text().replace("      primary_key: order_id", "      primry_key: order_id"))
+    done = subprocess.run([dg_cli, "check", "yaml"], cwd=project, capture_output=True, text=True, timeout=600)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0 and f"{component}:" in out and "primry_key" in out, out[-3000:]
+    with pytest.raises(CatalogError, match=rf"{component}: table 'orders': unknown key 'primry_key'; allowed: .*primary_key"):
+        load_catalog(component)

@@ -24,18 +24,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from platform_shared.workspace import locations
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 DOCKER = DEPLOY / "docker"
 COMPOSE = DEPLOY / "docker-compose.yaml"
 
-# location (= its folder) -> the module of its definitions. The ports come from deploy/workspace.yaml.
-MODULES = {
-    "ingestion": "platform_ingestion.definitions",
-    "analytics_dbt": "platform_analytics.definitions",
-    "ml_features": "platform_ml.definitions",
-}
+# location (= its folder) -> the module of its definitions, from the one list of locations
+# (dg.toml); every file below must agree with it. The ports come from deploy/workspace.yaml.
+LOCATIONS = locations(REPO)
+MODULES = {loc.name: loc.module for loc in LOCATIONS}
 DAGSTER_VERSION_FILES = [f"{loc}/requirements.lock" for loc in MODULES] + ["deploy/requirements-webserver.txt"]
 
 
@@ -70,6 +69,21 @@ def _option(argv: list[str], *names: str) -> str:
     raise AssertionError(f"none of {names} in {argv}")
 
 
+def test_every_list_of_locations_is_dg_toml_s():
+    """dg.toml is the one list of code locations: the workspace files of `make dev` and of the
+    deployment, compose, Helm (below) and CODEOWNERS name the same ones, in its order."""
+    order = [loc.name for loc in LOCATIONS]
+    assert all(loc.name == loc.path for loc in LOCATIONS)  # a location is its folder
+    dev = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
+    assert [(e["python_module"]["location_name"], e["python_module"]["module_name"]) for e in dev] == \
+        [(loc.name, loc.module) for loc in LOCATIONS]
+    assert list(WORKSPACE_PORTS) == order and list(_grpc_servers(DEPLOY / "compose-workspace.yaml")) == order
+    owned = [line.split()[0].strip("/") for line in (REPO / "CODEOWNERS").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert set(order) <= set(owned)
+    assert sorted(p.name.removesuffix(".Dockerfile") for p in DOCKER.glob("*.Dockerfile")) == sorted([*order, "dagster"])
+
+
 def test_the_locations_are_the_workspace_locations():
     assert set(WORKSPACE_PORTS) == set(MODULES)
     for location, module in MODULES.items():
@@ -79,7 +93,8 @@ def test_the_locations_are_the_workspace_locations():
 
 # --- docker-compose ---------------------------------------------------------------------------
 
-CODE_SERVICES = {"ingestion": "ingestion", "analytics-dbt": "analytics_dbt", "ml-features": "ml_features"}
+# Compose and Kubernetes service names cannot hold '_'.
+CODE_SERVICES = {loc.name.replace("_", "-"): loc.name for loc in LOCATIONS}
 SERVICES = {"postgres", "migrate", "webserver", "daemon", *CODE_SERVICES}
 
 
@@ -174,7 +189,7 @@ def test_docker_compose_config_validates(tmp_path):
     _check_compose(doc)
     services = doc["services"]
     # env_file and the overrides of `environment:` both reached the containers
-    assert services["ingestion"]["environment"]["INGESTION_CATALOG"] == "ingestion/catalog.yml"
+    assert services["ingestion"]["environment"]["INGESTION_CATALOG"] == "ingestion/platform_ingestion/defs/raw_tables/defs.yaml"
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "test-only-password"
     assert services["webserver"]["environment"]["DAGSTER_PG_PASSWORD"] == "test-only-password"
     assert services["ingestion"]["environment"]["PII_HASH_KEY"] == "test-only-key"

@@ -153,7 +153,7 @@ def daemon(platform_factory, tmp_path_factory):
     config["run_monitoring"]["poll_interval_seconds"] = 5
     config["run_monitoring"]["free_slots_after_run_end_seconds"] = 5
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    catalog = yaml.safe_load(load_settings().catalog_path.read_text())
+    catalog = yaml.safe_load(load_settings().catalog_path.read_text())["attributes"]
     for table in catalog["tables"]:
         if table["source"] == "web_sessions":
             table["chunk_rows"] = 50

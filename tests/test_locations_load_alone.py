@@ -2,14 +2,12 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from platform_shared.workspace import locations
 
-MODULES = {
-    "ingestion": "platform_ingestion",
-    "analytics_dbt": "platform_analytics",
-    "ml_features": "platform_ml",
-}
+MODULES = {loc.name: loc.package for loc in locations(Path(__file__).parents[1])}
 
 _PROBE = """
 import sys

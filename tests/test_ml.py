@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from platform_ml import assets as ml
+from platform_ml.defs import churn as ml
 from platform_ml.features import FEATURE_COLUMNS, build_features
 from platform_ml.resources import ModelStore, build_resources
 from platform_shared import load_settings

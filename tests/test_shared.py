@@ -20,7 +20,7 @@ def test_defaults_live_under_the_repo_root(monkeypatch):
     for name in (s.PLATFORM_ROOT, s.WAREHOUSE_PATH, s.SOURCE_DATABASE_URL, s.INGESTION_CATALOG):
         monkeypatch.delenv(name, raising=False)
     loaded = s.load_settings()
-    assert loaded.catalog_path == loaded.root / "ingestion" / "catalog.yml"
+    assert loaded.catalog_path == loaded.root / "ingestion" / "platform_ingestion" / "defs" / "raw_tables" / "defs.yaml"
     assert loaded.warehouse_path == loaded.root / "data" / "warehouse.duckdb"
 
 

@@ -34,14 +34,13 @@ from platform_shared.demo_data import generate  # noqa: E402
 from platform_shared.keys import raw_asset_key  # noqa: E402
 from platform_shared.lineage import GraphUnavailable, graphql  # noqa: E402
 from platform_shared.settings import WAREHOUSE, WAREHOUSE_CONCURRENCY, WAREHOUSE_URL  # noqa: E402
+from platform_shared.workspace import locations  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from webserver import REPO, free_port, stop, wait_for_locations  # noqa: E402
 
-CODE_SERVERS = {  # location -> (module, port in deploy/workspace.yaml)
-    "ingestion": ("platform_ingestion.definitions", 4000),
-    "analytics_dbt": ("platform_analytics.definitions", 4001),
-    "ml_features": ("platform_ml.definitions", 4002),
-}
+# location -> (module, port): dg.toml's locations on the ports of deploy/workspace.yaml,
+# 4000 upwards in the same order (tests/test_locations_list.py holds both to it).
+CODE_SERVERS = {loc.name: (loc.module, 4000 + i) for i, loc in enumerate(locations(REPO))}
 LAUNCH = """
 mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }

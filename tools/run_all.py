@@ -18,14 +18,12 @@ import time
 from dataclasses import dataclass
 
 import dagster as dg
+from platform_shared import load_settings
 from platform_shared.automation import plain_run_job
+from platform_shared.workspace import locations
 
-# Dependency order: ingestion feeds analytics_dbt and ml_features.
-LOCATIONS = {
-    "ingestion": "platform_ingestion.definitions",
-    "analytics_dbt": "platform_analytics.definitions",
-    "ml_features": "platform_ml.definitions",
-}
+# dg.toml's order, the dependency order: ingestion feeds analytics_dbt and ml_features.
+LOCATIONS = {loc.name: loc.module for loc in locations(load_settings().root)}
 
 
 @dataclass

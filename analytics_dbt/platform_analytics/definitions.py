@@ -1,25 +1,15 @@
-"""The analytics code location: the dbt project and its dashboards."""
+"""The analytics code location: its defs/ folder (the dbt project and its dashboards)."""
 
-import json
+from pathlib import Path
 
 import dagster as dg
-from platform_shared import RUN_EXECUTOR, load_settings
-from platform_shared.alerts import alert_sensors
-from platform_shared.automation import automation_sensor
+from platform_shared import load_settings
+from platform_shared.location import location_definitions
 
-from .assets import build_dbt_assets, dashboard_specs
-from .project import analytics_project, prepare_if_changed
 from .resources import build_resources
-from .translator import AnalyticsTranslator
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    prepare_if_changed()
-    manifest = json.loads(analytics_project.manifest_path.read_text())
-    return dg.Definitions(
-        executor=RUN_EXECUTOR,
-        assets=[build_dbt_assets(), *dashboard_specs(manifest, AnalyticsTranslator())],
-        sensors=[automation_sensor("analytics_dbt"), *alert_sensors("analytics_dbt")],
-        resources=build_resources(load_settings()),
-    )
+    return location_definitions("analytics_dbt", Path(__file__).parent, resources=build_resources(load_settings()),
+                                automated=True)

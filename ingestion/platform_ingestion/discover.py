@@ -1,4 +1,5 @@
-"""Write a catalog from a live database: ``make discover`` (any schema, SQLite or PostgreSQL).
+"""Write a catalog (a raw-tables component file) from a live database: ``make discover``
+(any schema, SQLite or PostgreSQL).
 
 Every table gets its primary key as the database declares it, a safe warehouse name
 where its own name is not one (the mapping is written in the catalog), and incremental
@@ -16,6 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 import yaml
 from platform_shared import load_settings, safe_name
+from platform_shared.catalog import COMPONENT_TYPE
 
 # Column names that look like a row's last-modified time, best first.
 CURSOR_NAMES = ("updated_at", "modified_at", "last_modified", "last_modified_at",
@@ -77,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="catalog file to write (default: print)")
     args = parser.parse_args(argv)
     doc = discover(args.url or load_settings().source_database_url, schema=args.schema)
+    # A raw-tables component file: it replaces defs/raw_tables/defs.yaml, or INGESTION_CATALOG points at it.
     text = "# Written by `make discover`: review before use.\n" + yaml.safe_dump(
-        doc, sort_keys=False, allow_unicode=True)
+        {"type": COMPONENT_TYPE, "attributes": doc}, sort_keys=False, allow_unicode=True)
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {len(doc['tables'])} tables to {args.out}", file=sys.stderr)

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,12 +152,19 @@ def _failed_steps(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.step_key for e in result.all_events if e.is_step_failure}
 
 
+def committed_catalog() -> str:
+    """The committed raw-tables component's attributes, as a plain catalog file (the same
+    text, unindented, for the tests that edit it)."""
+    text = (Path(__file__).parents[1] / "platform_ingestion" / "defs" / "raw_tables" / "defs.yaml").read_text()
+    return textwrap.dedent(text.split("\nattributes:\n", 1)[1])
+
+
 @pytest.fixture
 def ingestion(tmp_path, monkeypatch) -> Ingestion:
     source_url = f"sqlite:///{tmp_path}/app.db"
     generate(source_url, scale=0.05)
     catalog = tmp_path / "catalog.yml"
-    catalog.write_text((Path(__file__).parents[1] / "catalog.yml").read_text())
+    catalog.write_text(committed_catalog())
     monkeypatch.setenv(s.SOURCE_DATABASE_URL, source_url)
     monkeypatch.setenv(s.WAREHOUSE_PATH, str(tmp_path / "warehouse.duckdb"))
     monkeypatch.setenv(s.INGESTION_CATALOG, str(catalog))

@@ -64,4 +64,4 @@ def test_a_discovered_catalog_ingests_every_table_under_safe_names(ingestion):
 def test_discover_prints_a_catalog_to_stdout(ingestion):
     out = subprocess.run([sys.executable, "-m", "platform_ingestion.discover"], check=True,
                          capture_output=True, text=True).stdout
-    assert {"customers", "orders"} <= {t["source"] for t in yaml.safe_load(out)["tables"]}
+    assert {"customers", "orders"} <= {t["source"] for t in yaml.safe_load(out)["attributes"]["tables"]}

@@ -163,3 +163,27 @@ def psi(profile: dict, frame: pd.DataFrame) -> dict[str, float]:
         expected, actual = np.clip(expected, 1e-4, None), np.clip(actual, 1e-4, None)
         out[f] = float(np.sum((actual - expected) * np.log(actual / expected)))
     return out
+
+
+def decide_champion(challenger: str, challenger_auc: float, champion: str | None,
+                    champion_auc: float | None) -> tuple[bool, str]:
+    """Whether the challenger becomes the champion, and why. Both ROC AUCs come from the
+    same held-out snapshot; a champion that cannot score today's features (NaN, or never
+    evaluated) gives way.
+
+    Example:
+        >>> decide_champion("v2", 0.81, "v1", 0.80)
+        (True, "ROC AUC 0.8100 beats the champion's 0.8000")
+        >>> decide_champion("v2", 0.80, "v1", 0.80)[0]
+        False
+    """
+    if champion is None:
+        return True, "first model: no champion yet"
+    if champion == challenger:
+        return False, f"{challenger} is already the champion"
+    if champion_auc is None or champion_auc != champion_auc:  # NaN: the champion cannot score
+        return True, f"the champion {champion} cannot be scored on today's features"
+    if challenger_auc > champion_auc:
+        return True, f"ROC AUC {challenger_auc:.4f} beats the champion's {champion_auc:.4f}"
+    return False, (f"challenger {challenger} ROC AUC {challenger_auc:.4f} does not beat "
+                   f"champion {champion}'s {champion_auc:.4f} on the same test snapshot")

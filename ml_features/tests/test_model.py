@@ -3,7 +3,8 @@
 import dagster as dg
 import numpy as np
 import pandas as pd
-from platform_ml.model import PSI_ALERT, precision_at, psi, reference_profile, time_split
+import pytest
+from platform_ml.model import PSI_ALERT, decide_champion, precision_at, psi, reference_profile, time_split
 
 
 def _snapshots() -> pd.DataFrame:
@@ -73,3 +74,16 @@ def test_location_specs_snapshot(snapshot):
     from platform_shared.specs import location_specs
 
     assert location_specs(defs()) == snapshot
+
+
+@pytest.mark.parametrize(("champion", "champion_auc", "challenger_auc", "promote", "reason"), [
+    (None, None, 0.70, True, "first model: no champion yet"),
+    ("v2", 0.80, 0.80, False, "v2 is already the champion"),
+    ("v1", float("nan"), 0.60, True, "the champion v1 cannot be scored on today's features"),
+    ("v1", None, 0.60, True, "the champion v1 cannot be scored on today's features"),
+    ("v1", 0.80, 0.8001, True, "ROC AUC 0.8001 beats the champion's 0.8000"),
+    ("v1", 0.80, 0.80, False, "challenger v2 ROC AUC 0.8000 does not beat champion v1's 0.8000 on the same test snapshot"),
+    ("v1", 0.80, 0.75, False, "challenger v2 ROC AUC 0.7500 does not beat champion v1's 0.8000 on the same test snapshot"),
+])
+def test_the_champion_changes_only_for_a_better_challenger(champion, champion_auc, challenger_auc, promote, reason):
+    assert decide_champion("v2", challenger_auc, champion, champion_auc) == (promote, reason)

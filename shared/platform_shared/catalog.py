@@ -1,6 +1,7 @@
 """The catalog of source tables: one entry per table that ingestion loads.
 
-The file is owned by the ingestion team (``ingestion/catalog.yml`` by default,
+The file is owned by the ingestion team (the raw-tables component file
+``ingestion/platform_ingestion/defs/raw_tables/defs.yaml`` by default,
 ``INGESTION_CATALOG`` to override); every location reads it through this module.
 """
 
@@ -9,10 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import CatalogError
 
@@ -28,9 +29,26 @@ def _listed(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
-ColumnNames = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_listed)]
+def _names(value: list[str], info: ValidationInfo) -> list[str]:
+    if not all(value):
+        raise ValueError(f"{info.field_name} holds an empty column name")
+    return value
 
 
+def _whole(least: int, what: str):
+    def check(value: object) -> object:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"expected {what}")
+        return value
+    return check
+
+
+_OVERLAP = _whole(0, "a whole number of minutes, 0 or more (the window re-read below the last cursor "
+                 "value, for rows committed late)")
+_CHUNK = _whole(1, "a positive whole number of rows")
+
+
+# Plain field types (no Annotated constraints): Dagster's components resolve only those.
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,18 +62,25 @@ class TableSettings(_Strict):
     reconcile_schedule: str = "30 3 * * *"
     owner: str = "team:platform"
     # The window re-read below the last cursor value, for rows committed late.
-    overlap_minutes: Annotated[int, Field(ge=0, strict=True)] = 15
+    overlap_minutes: int = 15
     on_column_dropped: DropPolicy = "fail"
     # Rows per extracted batch: memory stays flat however large the table grows.
-    chunk_rows: Annotated[int, Field(ge=1, strict=True)] = 100_000
+    chunk_rows: int = 100_000
+
+    check_overlap = field_validator("overlap_minutes", mode="before")(staticmethod(_OVERLAP))
+    check_chunk = field_validator("chunk_rows", mode="before")(staticmethod(_CHUNK))
 
 
 class ColumnsEntry(_Strict):
     """Which source columns land in the warehouse, and which are hashed (personal data)."""
 
-    select: ColumnNames = ()
-    exclude: ColumnNames = ()
-    hash: ColumnNames = ()
+    # A column name or a list of them (a list once validated).
+    select: str | list[str] = []
+    exclude: str | list[str] = []
+    hash: str | list[str] = []
+
+    as_list = field_validator("select", "exclude", "hash", mode="before")(staticmethod(_listed))
+    check_names = field_validator("select", "exclude", "hash")(staticmethod(_names))
 
     @model_validator(mode="after")
     def _one_of_select_and_exclude(self):
@@ -69,9 +94,9 @@ class TableEntry(_Strict):
 
     source: str
     # The source schema (PostgreSQL: other than the connection's search path); None: default.
-    source_schema: Annotated[str, Field(min_length=1)] | None = Field(None, alias="schema")
+    source_schema: str | None = Field(None, alias="schema")
     warehouse_name: str | None = None
-    primary_key: ColumnNames = ()
+    primary_key: str | list[str] = []  # a column name or a list of them (a list once validated)
     load: LoadMode = "full"
     cursor: str | None = None
     history: History = "none"
@@ -82,11 +107,23 @@ class TableEntry(_Strict):
     schedule: str | None = None
     reconcile_schedule: str | None = None
     owner: str | None = None
-    overlap_minutes: Annotated[int, Field(ge=0, strict=True)] | None = None
+    overlap_minutes: int | None = None
     on_column_dropped: DropPolicy | None = None
-    chunk_rows: Annotated[int, Field(ge=1, strict=True)] | None = None
+    chunk_rows: int | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    as_list = field_validator("primary_key", mode="before")(staticmethod(_listed))
+    check_names = field_validator("primary_key")(staticmethod(_names))
+    check_overlap = field_validator("overlap_minutes", mode="before")(staticmethod(_OVERLAP))
+    check_chunk = field_validator("chunk_rows", mode="before")(staticmethod(_CHUNK))
+
+    @field_validator("source_schema")
+    @staticmethod
+    def check_schema(value: str | None) -> str | None:
+        if value == "":
+            raise ValueError("expected the name of a schema of the source database")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -138,8 +175,8 @@ class CatalogEntries(_Strict):
             settings = self.defaults.model_copy(update=given)
             tables.append(CatalogTable(
                 source=t.source, warehouse_name=t.warehouse_name or safe_name(t.source),
-                primary_key=t.primary_key, load=t.load, cursor=t.cursor, history=t.history,
-                columns=ColumnPolicy(t.columns.select, t.columns.exclude, t.columns.hash),
+                primary_key=tuple(t.primary_key), load=t.load, cursor=t.cursor, history=t.history,
+                columns=ColumnPolicy(tuple(t.columns.select), tuple(t.columns.exclude), tuple(t.columns.hash)),
                 description=t.description, schema=t.source_schema, **settings.model_dump(),
             ))
         return Catalog(path=path, tables=tuple(tables))
@@ -210,7 +247,7 @@ def load_catalog(path: Path) -> Catalog:
     """Read and validate a catalog file.
 
     Args:
-        path: the YAML file (see ``ingestion/catalog.yml``).
+        path: the YAML file: a raw-tables component file, or its attributes alone.
 
     Raises:
         CatalogError: naming the file, the table and what to fix.
@@ -252,7 +289,11 @@ def _allowed(where: str, loc: list) -> str:
 def _explain(error: ValidationError, doc: dict) -> str:
     """Pydantic's errors, each naming the table (not only its index) and the fix."""
     lines = []
-    for err in error.errors():
+    errors = error.errors()
+    # A column list may be one name (str | list[str]): of the two branches' errors, keep the
+    # list's when the value is a list, as it names the wrong item.
+    errors = [e for e in errors if not (e["loc"][-1:] == ("str",) and isinstance(e["input"], list))]
+    for err in errors:
         loc, message = list(err["loc"]), err["msg"].removeprefix("Value error, ")
         where = ""
         if loc[:1] == ["tables"] and len(loc) > 1 and isinstance(loc[1], int):
@@ -262,13 +303,13 @@ def _explain(error: ValidationError, doc: dict) -> str:
             loc = loc[2:]
         elif loc[:1] == ["defaults"]:
             where, loc = "defaults: ", loc[1:]
-        loc = [p for p in loc if isinstance(p, int) or not p.startswith(("function-", "tuple["))]
+        loc = [p for p in loc if isinstance(p, int) or not p.startswith(("function-", "list[", "str"))]
         field = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             lines.append(f"{where}unknown key {field!r}; allowed: {_allowed(where, loc)}")
         elif err["type"] == "missing":
             lines.append(f"{where}{field} is required")
-        elif field and err["type"] != "value_error":
+        elif field:
             lines.append(f"{where}{field} is {err['input']!r}: {message}")
         elif message.startswith("table "):
             lines.append(message)

@@ -23,6 +23,8 @@ WAREHOUSE_URL = "WAREHOUSE_URL"
 # Steps that may use a server warehouse at once, all locations together (its pool's limit).
 WAREHOUSE_CONCURRENCY = "WAREHOUSE_CONCURRENCY"
 INGESTION_CATALOG = "INGESTION_CATALOG"
+# The catalog of source tables: the ingestion location's raw-tables component file.
+DEFAULT_CATALOG = "ingestion/platform_ingestion/defs/raw_tables/defs.yaml"
 MODEL_DIR = "MODEL_DIR"
 DAGSTER_HOME = "DAGSTER_HOME"
 # A secret: the key of the HMAC that hashes personal-data columns. Unset locally: a random
@@ -105,7 +107,7 @@ def load_settings() -> Settings:
         warehouse=warehouse,
         warehouse_path=warehouse_path,
         warehouse_url=warehouse_url,
-        catalog_path=_absolute(os.getenv(INGESTION_CATALOG, "ingestion/catalog.yml"), root),
+        catalog_path=_absolute(os.getenv(INGESTION_CATALOG, DEFAULT_CATALOG), root),
         model_dir=_absolute(os.getenv(MODEL_DIR, "data/models"), root),
         dagster_home=_absolute(os.getenv(DAGSTER_HOME, ".dagster"), root),
         pii_hash_key_set=bool(os.getenv(PII_HASH_KEY)),

@@ -27,7 +27,8 @@ def location_specs(defs: dg.Definitions) -> dict:
             "group": node.group_name,
             "pools": sorted(node.pools or ()),
             "tags": dict(node.tags),
-            "metadata": {k: str(v) for k, v in node.metadata.items() if not k.startswith("dagster/")},
+            # Dagster's own entries and dagster-dbt's objects (the manifest, the translator) aside.
+            "metadata": {k: str(v) for k, v in node.metadata.items() if not k.startswith(("dagster/", "dagster_dbt/"))},
             "column_lineage": "dagster/column_lineage" in node.metadata,
             "description": node.description,
             "automation_condition": _describe(condition) if condition else None,

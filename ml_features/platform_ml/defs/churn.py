@@ -25,7 +25,7 @@ from platform_shared import (
 )
 from platform_shared.automation import on_cron, on_upstream_update
 
-from .features import (
+from ..features import (
     FEATURE_COLUMNS,
     FEATURE_TABLE,
     FEATURES_SCHEMA,
@@ -35,8 +35,8 @@ from .features import (
     last_event_time,
     snapshot_dates,
 )
-from .model import DEFAULT_PARAMS, PSI_ALERT, evaluate, fingerprint, predict, psi, reference_profile, roc_plot, time_split, train
-from .resources import ModelStore
+from ..model import DEFAULT_PARAMS, PSI_ALERT, decide_champion, evaluate, fingerprint, predict, psi, reference_profile, roc_plot, time_split, train
+from ..resources import ModelStore
 
 MODEL = "churn_model"
 ML_SCHEMA = "ml"
@@ -200,17 +200,7 @@ def churn_model_champion(context: dg.AssetExecutionContext, model_store: ModelSt
     evaluation = model_store.read(MODEL, version, "evaluation.json")
     champion = model_store.champion(MODEL)
     challenger_auc, champion_auc = evaluation["roc_auc"], evaluation.get("champion_roc_auc")
-    if champion is None:
-        promote, reason = True, "first model: no champion yet"
-    elif champion == version:
-        promote, reason = False, f"{version} is already the champion"
-    elif champion_auc is None or champion_auc != champion_auc:  # NaN: champion cannot score
-        promote, reason = True, f"the champion {champion} cannot be scored on today's features"
-    elif challenger_auc > champion_auc:
-        promote, reason = True, f"ROC AUC {challenger_auc:.4f} beats the champion's {champion_auc:.4f}"
-    else:
-        promote, reason = False, (f"challenger {version} ROC AUC {challenger_auc:.4f} does not beat "
-                                  f"champion {champion}'s {champion_auc:.4f} on the same test snapshot")
+    promote, reason = decide_champion(version, challenger_auc, champion, champion_auc)
     if promote:
         model_store.promote(MODEL, version, reason)
     context.log.info(f"{'Promoted' if promote else 'Kept the champion'}: {reason}")
