@@ -83,10 +83,12 @@ run: seed-if-missing  ## set up and materialize every asset of the three locatio
 
 # The alert sensors read the global graph from this webserver (impact of a failure).
 dev: export DAGSTER_WEBSERVER_URL = http://$(or $(HOST),127.0.0.1):$(or $(PORT),3000)
-dev: setup  ## the Dagster UI on http://127.0.0.1:3000 with the three locations
+dev: setup envs  ## the Dagster UI on http://127.0.0.1:3000 with the three locations (dg dev)
 	@# A server warehouse takes WAREHOUSE_CONCURRENCY steps at once (the DuckDB pool stays at 1).
 	@if [ "$(WAREHOUSE)" = postgres ]; then dagster instance concurrency set warehouse_server $(or $(WAREHOUSE_CONCURRENCY),4); fi
-	dagster dev -w workspace.yaml -h $(or $(HOST),127.0.0.1) -p $(or $(PORT),3000)
+	@# dg dev: dg.toml's locations, each from its own environment (<location>/.venv, make envs).
+	@# `dagster dev -w workspace.yaml` runs the same locations from this one environment.
+	dg dev --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),3000)
 
 dbt-build: setup  ## plain `dbt build` from analytics_dbt/ (DBT_TARGET=personal for your own file)
 	cd analytics_dbt && dbt build

@@ -223,6 +223,22 @@ def test_dg_loads_the_three_projects_from_their_own_environments():
     assert "All definitions loaded successfully." in done.stdout + done.stderr
 
 
+def test_make_dev_s_dg_dev_runs_each_location_from_its_own_environment(platform, tmp_path):
+    """`make dev` is `dg dev`: every location of dg.toml loads, each code server runs from
+    <location>/.venv (its own lock file), and the global graph holds all their assets."""
+    names = [loc.name for loc in locations(REPO)]
+    with tools_webserver.dagster_dev(platform.env, tmp_path / "dg_dev.log", workspace=None) as server:
+        entries = graphql(server, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }")
+        assert [(e["name"], e["loadStatus"]) for e in entries["workspaceOrError"]["locationEntries"]] == \
+            [(name, "LOADED") for name in names]
+        processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+        for loc in locations(REPO):
+            assert f"{REPO / loc.path}/.venv/bin/python" in processes, f"no process of {loc.name}'s own environment"
+        nodes = graphql(server, "{ assetNodes { assetKey { path } repository { location { name } } } }")["assetNodes"]
+        assert {n["repository"]["location"]["name"] for n in nodes} == set(names)
+        assert ["raw", "orders"] in [n["assetKey"]["path"] for n in nodes]
+
+
 def test_dg_validates_the_components_yaml_and_a_mistake_is_named(tmp_path):
     """`dg check yaml` checks the raw-tables component's attributes against its typed model:
     the committed file passes; a misspelt key fails it, naming the file; loading the

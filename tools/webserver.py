@@ -81,17 +81,19 @@ def webserver(workspace: Path = REPO / "workspace.yaml", env: dict | None = None
 
 
 @contextlib.contextmanager
-def dagster_dev(env: dict, log: Path, workspace: Path = REPO / "workspace.yaml") -> Iterator[str]:
-    """`dagster dev` (webserver and daemon) with settings ``env``, as `make dev` runs it (this
-    environment's bin first on PATH, DAGSTER_WEBSERVER_URL set); yields its URL once every
-    location loaded, stops the whole process group after."""
+def dagster_dev(env: dict, log: Path, workspace: Path | None = REPO / "workspace.yaml") -> Iterator[str]:
+    """`dagster dev` (webserver and daemon) with settings ``env`` (this environment's bin
+    first on PATH, DAGSTER_WEBSERVER_URL set) on ``workspace``; without one, `dg dev` on
+    dg.toml's workspace, as `make dev` runs it (each location from its own environment).
+    Yields its URL once every location loaded, stops the whole process group after."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
     full = {**os.environ, **env, "DAGSTER_WEBSERVER_URL": url, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     with open(log, "a") as out:
         proc = subprocess.Popen(
-            [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
+            [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)] if workspace
+            else [str(bin_dir / "dg"), "dev", "--host", "127.0.0.1", "--port", str(port)],
             cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for_locations(url, proc, log)
