@@ -3,9 +3,10 @@
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
 from platform_shared import ANALYTICS_TEAM, Warehouse, load_settings, table_metadata, warehouse_pool
+from platform_shared.keys import DASHBOARD_PREFIX
 
 from .project import analytics_project
-from .translator import DASHBOARD_PREFIX, AnalyticsTranslator
+from .translator import AnalyticsTranslator
 
 
 def build_dbt_assets() -> dg.AssetsDefinition:

@@ -9,7 +9,6 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 from platform_shared import ANALYTICS_TEAM, raw_asset_key
 from platform_shared.automation import on_upstream_update
 
-DASHBOARD_PREFIX = "dashboard"
 # Raw tables load hourly and must be at most 2 hours old; the marts that dashboards and
 # the ML team read follow within the hour after.
 MART_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=3), warn_window=timedelta(hours=2))

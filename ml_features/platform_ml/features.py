@@ -17,8 +17,9 @@ is not over yet.
 from datetime import datetime, timedelta
 
 from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, replace_table
+from platform_shared.keys import FEATURES_PREFIX
 
-FEATURES_SCHEMA = "features"
+FEATURES_SCHEMA = FEATURES_PREFIX  # the key prefix is the schema
 FEATURE_TABLE = "customer_features"
 CHURN_WINDOW_DAYS = 60
 NUMERIC_FEATURES = [

@@ -1,7 +1,9 @@
 """The asset-key scheme, decided here and nowhere else.
 
 Ingested tables are keyed ``raw/<warehouse name>``; the dbt translator and the ML
-location ask this module for the keys of the tables they read.
+location ask this module for the keys of the tables they read. Every key prefix of every
+location is named here: ``raw/`` (ingestion), ``features/`` and ``ml/`` (ML, also their
+warehouse schemas), ``dashboard/`` (the dbt exposures).
 """
 
 from __future__ import annotations
@@ -13,6 +15,13 @@ import dagster as dg
 RAW_PREFIX = "raw"
 # The warehouse schema that ingested tables land in (same word as the key prefix).
 RAW_SCHEMA = RAW_PREFIX
+
+# The ML location's keys and warehouse schemas: point-in-time features, and the model's
+# assets (model, evaluation, champion, scores, drift).
+FEATURES_PREFIX = "features"
+ML_PREFIX = "ml"
+# The analytics location's dashboards (dbt exposures of type dashboard).
+DASHBOARD_PREFIX = "dashboard"
 
 # A catalog table with `history: scd2` also keeps every past state of its rows in
 # raw.<warehouse name>_history (columns valid_from / valid_to), part of the same asset.

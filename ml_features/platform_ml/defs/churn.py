@@ -24,6 +24,7 @@ from platform_shared import (
     write_dataframe,
 )
 from platform_shared.automation import on_cron, on_upstream_update
+from platform_shared.keys import ML_PREFIX
 
 from ..features import (
     FEATURE_COLUMNS,
@@ -39,7 +40,7 @@ from ..model import DEFAULT_PARAMS, PSI_ALERT, decide_champion, evaluate, finger
 from ..resources import ModelStore
 
 MODEL = "churn_model"
-ML_SCHEMA = "ml"
+ML_SCHEMA = ML_PREFIX  # the key prefix is the schema
 FEATURES_KEY = dg.AssetKey([FEATURES_SCHEMA, FEATURE_TABLE])
 MODEL_KEY = dg.AssetKey([ML_SCHEMA, MODEL])
 EVALUATION_KEY = dg.AssetKey([ML_SCHEMA, f"{MODEL}_evaluation"])
