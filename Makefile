@@ -23,7 +23,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest reconcile discover run dev dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
+.PHONY: help setup seed seed-if-missing ingest reconcile discover run dev location dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -89,6 +89,13 @@ dev: setup envs  ## the Dagster UI on http://127.0.0.1:3000 with the three locat
 	@# dg dev: dg.toml's locations, each from its own environment (<location>/.venv, make envs).
 	@# `dagster dev -w workspace.yaml` runs the same locations from this one environment.
 	dg dev --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),3000)
+
+location: setup  ## a new team location, wired everywhere: make location NAME=finance TEAM=finance
+	@test -n "$(NAME)" -a -n "$(TEAM)" || { echo "usage: make location NAME=<name> TEAM=<team>" >&2; exit 2; }
+	python tools/new_location.py $(NAME) --team $(TEAM)
+	$(UV) lock
+	$(MAKE) --no-print-directory locks
+	$(MAKE) --no-print-directory envs
 
 dbt-build: setup  ## plain `dbt build` from analytics_dbt/ (DBT_TARGET=personal for your own file)
 	cd analytics_dbt && dbt build

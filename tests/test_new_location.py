@@ -1,0 +1,51 @@
+"""A newcomer adds a team location with `make location` (tools/new_location.py): in a copy
+of the repo, the new location is wired into every list of locations, its own test passes,
+and the contract of the global graph (the real webserver, `make check`) holds with it in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SKIP = shutil.ignore_patterns(".venv", "data", ".dagster", "__pycache__", ".git", ".test-logs", ".pytest_cache")
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def test_a_new_location_joins_the_global_graph(tmp_path):
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO, copy, ignore=SKIP)
+    # dbt runs from its own environment, which the copy shares with this repo.
+    (copy / "analytics_dbt" / "engine" / ".venv").symlink_to(REPO / "analytics_dbt" / "engine" / ".venv")
+    python = sys.executable
+    # This environment, with the copy's packages first (the new one is only there).
+    packages = ["finance", "shared", "ingestion", "analytics_dbt", "ml_features"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(copy / p) for p in packages),
+           "PLATFORM_ROOT": str(copy), "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("INGESTION_CATALOG", None)
+
+    out = _run([python, "tools/new_location.py", "finance", "--team", "finance"], copy, env)
+    assert "next: uv lock && make locks envs check" in out
+    # What `make location` runs next: the lock, and the location's own lock file.
+    uv = [python, "-m", "uv"] if not shutil.which("uv") else [shutil.which("uv")]
+    _run([*uv, "lock"], copy, env)
+    _run([*uv, "export", "-q", "--package", "platform-finance", "--frozen",
+          "-o", "finance/requirements.lock"], copy, env)
+
+    # Every list of locations names it (dg.toml, workspace files, compose, Helm, CODEOWNERS).
+    _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_deploy_manifests.py",
+          "-k", "not compose_config_validates and not refuses"], copy, env)
+    # Its own test.
+    _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "finance/tests"], copy, env)
+    # The global graph: its asset reads raw/orders of the ingestion location, owned by a
+    # known team, no undefined key.
+    out = _run([python, "tools/check_graph.py", "--workspace", str(copy / "workspace.yaml")], copy, env)
+    assert "OK, 0 warnings:" in out and "in 4 locations (analytics_dbt, finance, ingestion, ml_features)" in out, out
