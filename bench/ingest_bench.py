@@ -358,6 +358,27 @@ def main() -> None:
     for scale in (float(s) for s in args.scales.split(",")):
         lines += bench_scale(scale, args.variants.split(","))
         print("\n" + format_table(lines) + "\n", flush=True)
+    if args.variants == ",".join(VARIANTS):
+        path = write_results(args.scales, lines)
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
+def write_results(scales: str, lines: list[tuple]) -> Path:
+    """The table as printed, in docs/bench/: the figures docs/performance.md quotes come
+    from these files, never typed by hand. One file per set of scales, replaced by the
+    next run of the same set (git keeps the earlier ones)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    path = ROOT / "docs" / "bench" / f"ingest_scales_{scales.replace(',', '_')}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# `make bench SCALES={scales}`\n\nWritten by `python bench/ingest_bench.py --scales {scales}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}"
+        f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} cores. See bench/ingest_bench.py "
+        "for what each variant measures.\n\n```\n" + format_table(lines) + "\n```\n")
+    return path
 
 
 if __name__ == "__main__":
