@@ -6,7 +6,8 @@ its own floor (ADBC's bulk ingest, which streams Arrow batches with COPY).
     python bench/ingest_bench.py --scales 1,10,100      (make bench SCALES=1,10,100)
 
 For each scale the demo database is generated once into data/bench/scale_<N>/app.db
-(reused when present; indexes of the demo schema that it lacks are created). Every variant runs in its own subprocess with a fresh warehouse
+(reused when present; indexes of the demo schema that it lacks are created). Every variant
+runs in its own subprocess with a fresh warehouse
 under data/bench/run/, on the same source file:
 
 - make ingest: the whole command, `python tools/run_all.py --location ingestion`, wall
@@ -84,14 +85,23 @@ def _child_library(source: Path, workdir: Path) -> dict:
 
     settings = load_settings()
     catalog = load_catalog(settings.catalog_path)
-    warehouse = (Warehouse(kind="postgres", url=settings.warehouse_url) if settings.warehouse == "postgres"
-                 else Warehouse(path=str(settings.warehouse_path)))
+    warehouse = (
+        Warehouse(kind="postgres", url=settings.warehouse_url)
+        if settings.warehouse == "postgres"
+        else Warehouse(path=str(settings.warehouse_path))
+    )
 
     def ingest_all(url: str) -> float:
         started = time.perf_counter()
         for table in catalog.tables:
-            ingest_table(table, request=LoadRequest(), warehouse=warehouse, source_url=url,
-                         pipelines_dir=workdir / "dlt_pipelines", hash_key="bench-only-key")
+            ingest_table(
+                table,
+                request=LoadRequest(),
+                warehouse=warehouse,
+                source_url=url,
+                pipelines_dir=workdir / "dlt_pipelines",
+                hash_key="bench-only-key",
+            )
         return time.perf_counter() - started
 
     def reconcile_all(url: str) -> float:
@@ -114,12 +124,16 @@ def _child_library(source: Path, workdir: Path) -> dict:
         n = 0
         for t in catalog.tables:
             key = t.primary_key[0]
-            n += conn.execute(f"update {t.source} set updated_at = '2026-08-01 00:00:00.000000', "
-                              f"{CHANGES[t.source]} where {key} % 1000 < 8").rowcount
+            n += conn.execute(
+                f"update {t.source} set updated_at = '2026-08-01 00:00:00.000000', "
+                f"{CHANGES[t.source]} where {key} % 1000 < 8"
+            ).rowcount
             (top,) = conn.execute(f"select max({key}) from {t.source}").fetchall()[0]
             columns = [r[1] for r in conn.execute(f"pragma table_info({t.source})")]
-            copied = ", ".join(f"{c} + {top}" if c == key else "'2026-08-01 00:00:00.000000'" if c == "updated_at"
-                               else c for c in columns)
+            copied = ", ".join(
+                f"{c} + {top}" if c == key else "'2026-08-01 00:00:00.000000'" if c == "updated_at" else c
+                for c in columns
+            )
             n += conn.execute(f"insert into {t.source} select {copied} from {t.source} where {key} % 1000 = 8").rowcount
             n += conn.execute(f"delete from {t.source} where {key} % 1000 = 9").rowcount
     reingest = ingest_all(f"sqlite:///{changed}")
@@ -130,8 +144,10 @@ def _child_library(source: Path, workdir: Path) -> dict:
             conn.execute(f"update {t.source} set {CHANGES[t.source]} where {t.primary_key[0]} % 100 = 50")
     reconcile = reconcile_all(f"sqlite:///{changed}")
     # A run while the application writes (the demo's live writer, on the changed copy).
-    writer = subprocess.Popen([sys.executable, "-m", "platform_shared.demo_data", "--url",
-                               f"sqlite:///{changed}", "--live", "3600"], stdout=subprocess.DEVNULL)
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "platform_shared.demo_data", "--url", f"sqlite:///{changed}", "--live", "3600"],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         time.sleep(2)
         during_writes = ingest_all(f"sqlite:///{changed}")
@@ -139,8 +155,15 @@ def _child_library(source: Path, workdir: Path) -> dict:
         writer.kill()
         writer.wait()
     quiet = ingest_all(f"sqlite:///{changed}")
-    return {"seconds": seconds, "unchanged_seconds": unchanged, "reingest_seconds": reingest, "changed_rows": n,
-            "reconcile_seconds": reconcile, "during_writes_seconds": during_writes, "quiet_seconds": quiet}
+    return {
+        "seconds": seconds,
+        "unchanged_seconds": unchanged,
+        "reingest_seconds": reingest,
+        "changed_rows": n,
+        "reconcile_seconds": reconcile,
+        "during_writes_seconds": during_writes,
+        "quiet_seconds": quiet,
+    }
 
 
 def _child_floor(source: Path, workdir: Path, driver: str) -> dict:
@@ -160,8 +183,12 @@ def _child_floor(source: Path, workdir: Path, driver: str) -> dict:
             cur.execute(f'select * from "{table}"')
             reader = cur.fetch_record_batch()  # noqa: F841 (DuckDB scans it by name)
         else:
-            reader = cx.read_sql(f"sqlite://{source}", f'select * from "{table}"',  # noqa: F841
-                                 return_type="arrow_stream", batch_size=100_000)
+            reader = cx.read_sql(  # noqa: F841 (DuckDB scans it by name)
+                f"sqlite://{source}",
+                f'select * from "{table}"',
+                return_type="arrow_stream",
+                batch_size=100_000,
+            )
         con.execute(f'create table "{table}" as select * from reader')
     con.close()
     return {"seconds": time.perf_counter() - started}
@@ -222,11 +249,15 @@ def source_database(scale: float) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         print(f"generating the demo database at scale {scale:g} into {path} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "platform_shared.demo_data", "--scale", str(scale)],
-                       env={**os.environ, "SOURCE_DATABASE_URL": f"sqlite:///{partial}"}, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "platform_shared.demo_data", "--scale", str(scale)],
+            env={**os.environ, "SOURCE_DATABASE_URL": f"sqlite:///{partial}"},
+            check=True,
+        )
         partial.rename(path)
     # A database generated before the demo schema indexed updated_at gets its indexes.
     import sqlalchemy as sa
+
     from platform_shared import demo_data
 
     engine = sa.create_engine(f"sqlite:///{path}")
@@ -272,8 +303,7 @@ def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None =
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "PII_HASH_KEY"}
-    env |= {"SOURCE_DATABASE_URL": f"sqlite:///{source}",
-            "WAREHOUSE_PATH": str(workdir / "warehouse.duckdb")}
+    env |= {"SOURCE_DATABASE_URL": f"sqlite:///{source}", "WAREHOUSE_PATH": str(workdir / "warehouse.duckdb")}
     if variant in PG_VARIANTS:
         env |= {"WAREHOUSE": "postgres", "WAREHOUSE_URL": fresh_postgres_database(pg_admin, f"bench_{variant}")}
     log = workdir / "output.log"
@@ -283,8 +313,7 @@ def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None =
         env["DAGSTER_HOME"] = str(workdir / "dagster_home")
         args = [sys.executable, "tools/run_all.py", "--location", "ingestion"]
     else:
-        args = [sys.executable, __file__, "--child", variant, "--source", str(source),
-                "--workdir", str(workdir)]
+        args = [sys.executable, __file__, "--child", variant, "--source", str(source), "--workdir", str(workdir)]
     wall, peak_mb, status = _measure(args, env, log)
     if status != 0:
         raise SystemExit(f"{VARIANTS[variant]} failed at scale {scale:g} (exit {status}): see {log}")
@@ -310,11 +339,19 @@ def bench_scale(scale: float, variants: list[str]) -> list[tuple]:
     for v, r in results.items():
         # Each warehouse's variants against its own floor.
         group = "pg_" if v in PG_VARIANTS else ""
-        floor = max((rows / q["seconds"] for u, q in results.items()
-                     if u.startswith(f"{group}floor_")), default=None)
+        floor = max((rows / q["seconds"] for u, q in results.items() if u.startswith(f"{group}floor_")), default=None)
         rate = rows / r["seconds"]
-        lines.append((f"{scale:g}", VARIANTS[v], f"{rows:,}", f"{r['seconds']:.1f}", f"{rate:,.0f}",
-                      f"{rate / floor:.2f}" if floor else "-", f"{r['peak_mb']:,.0f}"))
+        lines.append(
+            (
+                f"{scale:g}",
+                VARIANTS[v],
+                f"{rows:,}",
+                f"{r['seconds']:.1f}",
+                f"{rate:,.0f}",
+                f"{rate / floor:.2f}" if floor else "-",
+                f"{r['peak_mb']:,.0f}",
+            )
+        )
     for prefix, label in (("", ""), ("pg_", "PostgreSQL: ")):
         if f"{prefix}library" not in results:
             continue
@@ -322,15 +359,17 @@ def bench_scale(scale: float, variants: list[str]) -> list[tuple]:
         if f"{prefix}make_ingest" in results:
             overhead = results[f"{prefix}make_ingest"]["seconds"] - lib["seconds"]
             lines.append((f"{scale:g}", f"{label}orchestration overhead (a - b)", "", f"{overhead:.1f}", "", "", ""))
-        for key, what, rows in (("unchanged_seconds", "re-ingest, nothing changed", "0"),
-                                ("reingest_seconds", "re-ingest, 1% changed (updates, inserts, deletes)",
-                                 f"{lib['changed_rows']:,}"),
-                                ("reconcile_seconds", "reconcile every table, 1% differing", ""),
-                                ("during_writes_seconds", "re-ingest while the live writer commits", ""),
-                                ("quiet_seconds", "re-ingest after it, quiet", "")):
+        for key, what, rows in (
+            ("unchanged_seconds", "re-ingest, nothing changed", "0"),
+            ("reingest_seconds", "re-ingest, 1% changed (updates, inserts, deletes)", f"{lib['changed_rows']:,}"),
+            ("reconcile_seconds", "reconcile every table, 1% differing", ""),
+            ("during_writes_seconds", "re-ingest while the live writer commits", ""),
+            ("quiet_seconds", "re-ingest after it, quiet", ""),
+        ):
             ratio = lib[key] / lib["seconds"]
-            lines.append((f"{scale:g}", f"{label}{what} (library; {ratio:.2f} of full)",
-                          rows, f"{lib[key]:.1f}", "", "", ""))
+            lines.append(
+                (f"{scale:g}", f"{label}{what} (library; {ratio:.2f} of full)", rows, f"{lib[key]:.1f}", "", "", "")
+            )
     return lines
 
 
@@ -338,8 +377,9 @@ def format_table(lines: list[tuple]) -> str:
     header = ("scale", "variant", "rows", "seconds", "rows/s", "x floor", "peak MB")
     cells = [header, *lines]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    fmt = lambda c: "  ".join(c[i].ljust(widths[i]) if i < 2 else c[i].rjust(widths[i])  # noqa: E731
-                              for i in range(len(header)))
+    fmt = lambda c: "  ".join(  # noqa: E731
+        c[i].ljust(widths[i]) if i < 2 else c[i].rjust(widths[i]) for i in range(len(header))
+    )
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, lines)])
 
 
@@ -347,8 +387,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", default="1,10", help="comma-separated demo scales (default 1,10)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
-    parser.add_argument("--child", choices=[v for v in VARIANTS if not v.endswith("make_ingest")],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=[v for v in VARIANTS if not v.endswith("make_ingest")], help=argparse.SUPPRESS
+    )
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -367,17 +408,21 @@ def write_results(scales: str, lines: list[tuple]) -> Path:
     """The table as printed, in docs/bench/: the figures docs/performance.md quotes come
     from these files, never typed by hand. One file per set of scales, replaced by the
     next run of the same set (git keeps the earlier ones)."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
+    commit = (
+        subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        or "unknown"
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     path = ROOT / "docs" / "bench" / f"ingest_scales_{scales.replace(',', '_')}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"# `make bench SCALES={scales}`\n\nWritten by `python bench/ingest_bench.py --scales {scales}` on "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}"
         f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} cores. See bench/ingest_bench.py "
-        "for what each variant measures.\n\n```\n" + format_table(lines) + "\n```\n")
+        "for what each variant measures.\n\n```\n" + format_table(lines) + "\n```\n"
+    )
     return path
 
 

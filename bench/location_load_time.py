@@ -40,15 +40,16 @@ defs.resolve_asset_graph()
 print(time.perf_counter() - t0)
 """
 
-TRIVIAL_LOAD = "exec(compile({src!r}, 'trivial', 'exec'))".format(src=TRIVIAL)
+TRIVIAL_LOAD = f"exec(compile({TRIVIAL!r}, 'trivial', 'exec'))"
 LOCATIONS = {loc.name: loc.defs_import for loc in locations(REPO)}
 
 
 def measure(python: str, load: str, runs: int) -> float:
     times = []
     for _ in range(runs):
-        out = subprocess.run([python, "-c", PROBE.format(load=load)], cwd=REPO,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [python, "-c", PROBE.format(load=load)], cwd=REPO, capture_output=True, text=True, check=True
+        )
         times.append(float(out.stdout.strip().splitlines()[-1]))
     return statistics.median(times)
 

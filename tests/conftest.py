@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+
 from platform_shared import settings as platform_settings
 from platform_shared.demo_data import generate
 
@@ -21,6 +22,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import run_all  # noqa: E402
 import webserver as tools_webserver  # noqa: E402
+
 from platform_shared import lineage  # noqa: E402
 
 TEST_SCALE = 0.1
@@ -78,8 +80,14 @@ def platform(tmp_path_factory) -> Platform:
     generate(env[platform_settings.SOURCE_DATABASE_URL], scale=TEST_SCALE)
     instance = dg.DagsterInstance.get()
     results = {loc: run_all.run_location(loc, instance) for loc in run_all.LOCATIONS}
-    yield Platform(root, env, env[platform_settings.SOURCE_DATABASE_URL],
-                   Path(env[platform_settings.WAREHOUSE_PATH]), results, instance)
+    yield Platform(
+        root,
+        env,
+        env[platform_settings.SOURCE_DATABASE_URL],
+        Path(env[platform_settings.WAREHOUSE_PATH]),
+        results,
+        instance,
+    )
     instance.dispose()
     mp.undo()
 

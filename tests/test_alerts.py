@@ -17,6 +17,7 @@ import pytest
 
 # The freshness daemon's own event: the test reports a failure instead of waiting hours.
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+
 from platform_shared import alerts, lineage, load_settings
 from platform_shared.lineage import graphql
 from platform_shared.settings import ALERT_LOG, ALERT_WEBHOOK_URL, DAGSTER_WEBSERVER_URL
@@ -70,9 +71,14 @@ def test_a_freshness_failure_alerts_once_with_its_impact(webserver, receiver, mo
     defs = run_all.load_location("analytics_dbt")
     sensor = defs.get_sensor_def("analytics_dbt_freshness_alert")
     with dg.instance_for_test() as instance:
-        instance.report_runless_asset_event(FreshnessStateChange(
-            key=dg.AssetKey("orders"), new_state=FreshnessState.FAIL,
-            previous_state=FreshnessState.PASS, state_change_timestamp=time.time()))
+        instance.report_runless_asset_event(
+            FreshnessStateChange(
+                key=dg.AssetKey("orders"),
+                new_state=FreshnessState.FAIL,
+                previous_state=FreshnessState.PASS,
+                state_change_timestamp=time.time(),
+            )
+        )
         context = dg.build_sensor_context(instance=instance, definitions=defs)
         sensor(context)
         assert len(receiver.received) == 1
@@ -113,9 +119,14 @@ def test_a_run_that_will_be_retried_alerts_only_through_its_retry(tmp_path, monk
             run_id = dg.materialize([breaks], instance=instance, raise_on_error=False).run_id
             instance.add_run_tags(run_id, {alerts.WILL_RETRY_TAG: will_retry})
             (failure,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-            sensor(dg.build_run_status_sensor_context(
-                sensor_name=sensor.name, dagster_event=failure.dagster_event, dagster_instance=instance,
-                dagster_run=instance.get_run_by_id(run_id)).for_run_failure())
+            sensor(
+                dg.build_run_status_sensor_context(
+                    sensor_name=sensor.name,
+                    dagster_event=failure.dagster_event,
+                    dagster_instance=instance,
+                    dagster_run=instance.get_run_by_id(run_id),
+                ).for_run_failure()
+            )
             log = tmp_path / "alerts.log"
             sent.append([json.loads(line)["run_id"] for line in log.read_text().splitlines()] if log.exists() else [])
     assert sent[0] == [] and sent[1] == [run_id]
@@ -136,8 +147,14 @@ query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {
 
 
 def _launch(url, key: list[str]) -> str:
-    params = {"selector": {"repositoryLocationName": "ingestion", "repositoryName": "__repository__",
-                           "jobName": "__ASSET_JOB", "assetSelection": [{"path": key}]}}
+    params = {
+        "selector": {
+            "repositoryLocationName": "ingestion",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": key}],
+        }
+    }
     result = graphql(url, LAUNCH, {"params": params})["launchRun"]
     assert result["__typename"] == "LaunchRunSuccess", result
     return result["run"]["runId"]
@@ -176,4 +193,3 @@ def test_with_a_real_daemon_a_failed_table_alerts_and_a_good_one_flows_on(fresh_
         # daemon, runs its staging model in a run of its own.
         _wait_materialized(url, ["raw", "customers"], timeout=120)
         assert _wait_materialized(url, ["stg_app__customers"], timeout=240) != good_run
-

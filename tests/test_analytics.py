@@ -9,12 +9,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import run_all
+
 from platform_analytics.project import PROJECT_DIR
 from platform_analytics.translator import AnalyticsTranslator
 from platform_shared import load_catalog, load_settings, raw_asset_key
 from platform_shared import settings as s
-
-import run_all
 
 DBT = str(Path(sys.executable).parent / "dbt")
 
@@ -57,13 +57,22 @@ def test_a_duplicate_raw_key_fails_the_right_check_and_stops_downstream(warehous
 
 def test_incremental_sessions_equal_a_full_refresh_after_late_updates_and_deletes(warehouse):
     with duckdb.connect(str(warehouse)) as conn:
-        conn.execute("delete from raw.web_sessions where session_id in (select session_id from raw.web_sessions order by session_id desc limit 5)")
+        conn.execute(
+            "delete from raw.web_sessions where session_id in "
+            "(select session_id from raw.web_sessions order by session_id desc limit 5)"
+        )
         (now,) = conn.execute("select max(updated_at) from raw.web_sessions").fetchall()[0]
         # An update (its updated_at is now) and one that lands a day late (within the lookback).
-        conn.execute("update raw.web_sessions set funnel_step = 'checkout', updated_at = ? + interval 1 hour "
-                     "where session_id = (select min(session_id) from raw.web_sessions where funnel_step = 'cart')", [now])
-        conn.execute("update raw.web_sessions set funnel_step = 'checkout', updated_at = ? - interval 1 day "
-                     "where session_id = (select max(session_id) from raw.web_sessions where funnel_step = 'cart')", [now])
+        conn.execute(
+            "update raw.web_sessions set funnel_step = 'checkout', updated_at = ? + interval 1 hour "
+            "where session_id = (select min(session_id) from raw.web_sessions where funnel_step = 'cart')",
+            [now],
+        )
+        conn.execute(
+            "update raw.web_sessions set funnel_step = 'checkout', updated_at = ? - interval 1 day "
+            "where session_id = (select max(session_id) from raw.web_sessions where funnel_step = 'cart')",
+            [now],
+        )
         conn.execute("delete from raw.web_sessions where session_id = (select min(session_id) from raw.web_sessions)")
     incremental = _dbt("run", "--select", "sessions")
     assert incremental.returncode == 0, incremental.stdout
@@ -71,7 +80,9 @@ def test_incremental_sessions_equal_a_full_refresh_after_late_updates_and_delete
     full = _dbt("run", "--select", "sessions", "--full-refresh")
     assert full.returncode == 0, full.stdout
     assert after_incremental == _query(warehouse, "select * from marts.sessions order by session_id")
-    assert _query(warehouse, "select count(*) from marts.sessions") == _query(warehouse, "select count(*) from raw.web_sessions")
+    assert _query(warehouse, "select count(*) from marts.sessions") == _query(
+        warehouse, "select count(*) from raw.web_sessions"
+    )
 
 
 def test_dbt_build_works_alone_from_its_folder(warehouse):
@@ -85,15 +96,20 @@ def test_a_personal_target_builds_in_its_own_file_reading_the_shared_raw_tables(
     monkeypatch.setenv("DBT_PERSONAL_WAREHOUSE", str(personal))
     build = _dbt("build", "--target", "personal", "--select", "+daily_revenue", "--indirect-selection", "cautious")
     assert build.returncode == 0, build.stdout[-3000:]
-    assert _query(personal, "select count(*) from marts.daily_revenue") == _query(warehouse, "select count(*) from marts.daily_revenue")
+    assert _query(personal, "select count(*) from marts.daily_revenue") == _query(
+        warehouse, "select count(*) from marts.daily_revenue"
+    )
 
 
 def test_selecting_a_few_models_runs_only_those(warehouse):
     from platform_analytics.definitions import defs
 
     picked = [dg.AssetKey(["stg_app__orders"]), dg.AssetKey(["orders"])]
-    result = defs().resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=picked, instance=dg.DagsterInstance.ephemeral())
+    result = (
+        defs()
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(asset_selection=picked, instance=dg.DagsterInstance.ephemeral())
+    )
     assert result.success
     assert {e.asset_key for e in result.get_asset_materialization_events()} == set(picked)
 
@@ -111,14 +127,18 @@ def test_a_model_builds_alone_on_a_warehouse_where_its_neighbours_were_never_bui
     from platform_analytics.definitions import defs
 
     picked = dg.AssetKey(["stg_app__customers"])
-    result = defs().resolve_implicit_global_asset_job_def().execute_in_process(
-        asset_selection=[picked], instance=dg.DagsterInstance.ephemeral())
+    result = (
+        defs()
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(asset_selection=[picked], instance=dg.DagsterInstance.ephemeral())
+    )
     assert result.success
     assert {e.asset_key for e in result.get_asset_materialization_events()} == {picked}
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks and all(checks.values()), checks
     assert _query(fresh, "select count(*) from staging.stg_app__customers") == _query(
-        platform.warehouse, "select count(*) from raw.customers")
+        platform.warehouse, "select count(*) from raw.customers"
+    )
 
 
 def _manifest() -> dict:
@@ -155,8 +175,12 @@ def test_dashboards_are_assets_of_kind_dashboard_downstream_of_their_marts():
 
 
 def test_sql_is_linted_with_sqlfluff():
-    lint = subprocess.run([str(Path(sys.executable).parent / "sqlfluff"), "lint", "models"],
-                          cwd=PROJECT_DIR, capture_output=True, text=True)
+    lint = subprocess.run(
+        [str(Path(sys.executable).parent / "sqlfluff"), "lint", "models"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+    )
     assert lint.returncode == 0, lint.stdout[-3000:]
 
 
@@ -168,9 +192,23 @@ def test_slim_ci_selects_only_what_changed_and_its_children(tmp_path):
     shutil.copy(PROJECT_DIR / "target" / "manifest.json", state / "manifest.json")
     model = project / "models" / "marts" / "product" / "products.sql"
     model.write_text(model.read_text().replace("as return_rate,", "as return_rate,  -- changed\n"))
-    listed = subprocess.run([DBT, "ls", "--resource-type", "model", "--select", "state:modified+",
-                             "--state", str(state), "--output", "name"],
-                            cwd=project, capture_output=True, text=True)
+    listed = subprocess.run(
+        [
+            DBT,
+            "ls",
+            "--resource-type",
+            "model",
+            "--select",
+            "state:modified+",
+            "--state",
+            str(state),
+            "--output",
+            "name",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert listed.returncode == 0, listed.stdout
     # Only the changed model: `--output name` prints one name a line after dbt's log lines.
     names = [line for line in listed.stdout.splitlines() if line and " " not in line and not line.startswith("\x1b")]

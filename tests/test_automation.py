@@ -7,12 +7,11 @@ import shutil
 import dagster as dg
 import duckdb
 import pytest
-from platform_ml.defs import churn as ml
-from platform_shared import alerts
-from platform_shared.automation import plain_run_job
-from platform_shared import settings as s
-
 import run_all
+
+from platform_shared import alerts
+from platform_shared import settings as s
+from platform_shared.automation import plain_run_job
 
 ORDERS = dg.AssetKey(["raw", "orders"])
 STAGING = dg.AssetKey(["stg_app__orders"])
@@ -45,7 +44,8 @@ def world(platform, tmp_path, monkeypatch):
             instance.report_runless_asset_event(dg.AssetMaterialization(key))
         for check in graph.asset_check_keys:
             instance.report_runless_asset_event(
-                dg.AssetCheckEvaluation(asset_key=check.asset_key, check_name=check.name, passed=True))
+                dg.AssetCheckEvaluation(asset_key=check.asset_key, check_name=check.name, passed=True)
+            )
         cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
         yield copy, defs, instance, cursor
 
@@ -82,7 +82,8 @@ def test_a_raw_table_update_requests_its_dbt_dependents_across_locations(world):
     assert requested == expected
     assert MARTS <= {k.to_user_string() for k in requested}
     assert not {"stg_app__products", "stg_app__customers", "ml/customer_features"} & {
-        k.to_user_string() for k in requested}
+        k.to_user_string() for k in requested
+    }
     result = _run(defs, instance, requested)
     assert result.success
     assert _materialized_in(result, requested) == requested
@@ -122,7 +123,11 @@ def test_every_location_runs_its_automation_and_schedules_by_default(platform):
     assert sensors["ml_features_automation"] == dg.DefaultSensorStatus.RUNNING
     schedules = locations["ingestion"].schedules
     assert schedules and all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules)
-    specs = {a.key.to_user_string(): a for d in locations.values() for a in d.resolve_all_asset_specs()
-             if not a.metadata.get("dagster/auto_created_stub_asset")}
+    specs = {
+        a.key.to_user_string(): a
+        for d in locations.values()
+        for a in d.resolve_all_asset_specs()
+        if not a.metadata.get("dagster/auto_created_stub_asset")
+    }
     for key in ("raw/orders", "orders", "daily_revenue", "ml/churn_model", "ml/customer_churn_scores"):
         assert specs[key].freshness_policy is not None, key

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from sqlalchemy.engine import make_url
+
 from platform_shared.alerts import WILL_RETRY_TAG
 from platform_shared.catalog import load_catalog
 from platform_shared.errors import CatalogError
@@ -19,7 +21,6 @@ from platform_shared.keys import raw_asset_key
 from platform_shared.lineage import GraphUnavailable, graphql
 from platform_shared.settings import load_settings
 from platform_shared.workspace import locations
-from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -46,8 +47,9 @@ LOCKS["analytics_dbt/engine/requirements.lock"] = ["--package", "platform-dbt-en
 def test_each_location_lock_is_exported_from_the_one_resolution(lock):
     """requirements.lock equals `uv export` of uv.lock now: the three environments, dbt's
     and the dev one resolve the same versions (`make locks` after `uv lock`)."""
-    exported = subprocess.run([*_uv(), "export", "-q", *LOCKS[lock], "--frozen"],
-                              cwd=REPO, capture_output=True, text=True, check=True).stdout
+    exported = subprocess.run(
+        [*_uv(), "export", "-q", *LOCKS[lock], "--frozen"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     body = lambda text: [line for line in text.splitlines() if not line.startswith("#")]  # noqa: E731
     assert body((REPO / lock).read_text()) == body(exported), f"{lock} is stale: run `make locks`"
 
@@ -67,8 +69,11 @@ def test_codeowners_and_asset_owners_name_the_same_team(location):
     team:<team> among its Dagster owners."""
     team = "team:" + _codeowners()[location].split("/")[-1]
     specs = run_all.load_location(location).resolve_all_asset_specs()
-    stray = [s.key.to_user_string() for s in specs
-             if team not in s.owners and not s.metadata.get("dagster/auto_created_stub_asset")]
+    stray = [
+        s.key.to_user_string()
+        for s in specs
+        if team not in s.owners and not s.metadata.get("dagster/auto_created_stub_asset")
+    ]
     assert specs and stray == [], f"assets of {location} not owned by {team}"
 
 
@@ -97,15 +102,23 @@ def _tags(server: str, run_id: str) -> dict[str, str]:
 
 
 def _failures(run: dict) -> str:
-    return "; ".join(f"{e['stepKey']}: {(e['error'] or {}).get('message', '').strip()}" for e in run["eventConnection"]["events"]
-                     if e["__typename"] == "ExecutionStepFailureEvent") or "no step failed"
+    return (
+        "; ".join(
+            f"{e['stepKey']}: {(e['error'] or {}).get('message', '').strip()}"
+            for e in run["eventConnection"]["events"]
+            if e["__typename"] == "ExecutionStepFailureEvent"
+        )
+        or "no step failed"
+    )
 
 
 def _ended(server: str, run_id: str) -> dict:
     """The run once it has succeeded or failed (the webserver may answer errors meanwhile)."""
+
     def probe():
         run = graphql(server, RUN, {"id": run_id})["runOrError"]
         return run if run["status"] in ("SUCCESS", "FAILURE") else None
+
     return _until(lambda: _answered(probe), 300)
 
 
@@ -130,7 +143,8 @@ def _until(probe, timeout: float):
 
 
 def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
-        fresh_env, postgres_database, tmp_path, monkeypatch):
+    fresh_env, postgres_database, tmp_path, monkeypatch
+):
     """The PostgreSQL server restarts in the middle of a run, then the webserver and daemon
     stop: the run ends well (itself, or the retry the instance launches when the restart
     cut one of its statements) and its history, schedules and ticks are intact."""
@@ -143,18 +157,30 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
     shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
     url = make_url(postgres_database)
     env = fresh_env | {
-        "DAGSTER_PG_HOST": url.host, "DAGSTER_PG_PORT": str(url.port), "DAGSTER_PG_USER": url.username,
-        "DAGSTER_PG_PASSWORD": url.password, "DAGSTER_PG_DB": url.database,
+        "DAGSTER_PG_HOST": url.host,
+        "DAGSTER_PG_PORT": str(url.port),
+        "DAGSTER_PG_USER": url.username,
+        "DAGSTER_PG_PASSWORD": url.password,
+        "DAGSTER_PG_DB": url.database,
     }
-    subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
-                   env={**os.environ, **env}, check=True, capture_output=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
     log = tmp_path / "dagster_dev.log"
 
     with tools_webserver.dagster_dev(env, log) as server:
         tables = [t.warehouse_name for t in load_catalog(load_settings().catalog_path).tables]
-        params = {"selector": {"repositoryLocationName": "ingestion", "repositoryName": "__repository__",
-                               "jobName": "__ASSET_JOB",
-                               "assetSelection": [{"path": raw_asset_key(t).path} for t in tables]}}
+        params = {
+            "selector": {
+                "repositoryLocationName": "ingestion",
+                "repositoryName": "__repository__",
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": raw_asset_key(t).path} for t in tables],
+            }
+        }
         run_id = graphql(server, LAUNCH, {"params": params})["launchRun"]["run"]["runId"]
         # Once the first table is loading, the server restarts (every connection cut) under
         # the run worker, the daemon and the webserver; dagster-postgres reconnects.
@@ -172,8 +198,12 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
             runs.append(_ended(server, retry_id))
         final_id = run_id if len(runs) == 1 else retry_id
         assert runs[-1]["status"] == "SUCCESS", _failures(runs[-1])
-        materialized = {"/".join(e["assetKey"]["path"]) for run in runs
-                        for e in run["eventConnection"]["events"] if e["__typename"] == "MaterializationEvent"}
+        materialized = {
+            "/".join(e["assetKey"]["path"])
+            for run in runs
+            for e in run["eventConnection"]["events"]
+            if e["__typename"] == "MaterializationEvent"
+        }
         assert materialized == {raw_asset_key(t).to_user_string() for t in tables}
         schedule = graphql(server, SCHEDULE)["scheduleOrError"]
         assert schedule["scheduleState"]["status"] == "RUNNING"
@@ -190,8 +220,10 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
     from platform_ingestion.defs.operations import purge_old_runs
 
     materialized_keys = lambda logs: sorted(  # noqa: E731
-        e.dagster_event.asset_key.to_user_string() for e in logs
-        if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION")
+        e.dagster_event.asset_key.to_user_string()
+        for e in logs
+        if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+    )
     with dg.DagsterInstance.get() as instance:
         assert instance.get_run_by_id(final_id).status == dg.DagsterRunStatus.SUCCESS
         then = sorted("/".join(e["assetKey"]["path"]) for e in events if e["__typename"] == "MaterializationEvent")
@@ -206,7 +238,8 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
         # The purge job deletes finished runs and their event logs older than its cut-off.
         assert instance.get_run_by_id(run_id) is not None
         purge = purge_old_runs.execute_in_process(
-            instance=instance, run_config={"ops": {"purge_runs": {"config": {"older_than_days": 0}}}})
+            instance=instance, run_config={"ops": {"purge_runs": {"config": {"older_than_days": 0}}}}
+        )
         assert purge.success and purge.output_for_node("purge_runs") >= 1
         assert instance.get_run_by_id(run_id) is None
         assert instance.all_logs(run_id) == []
@@ -217,8 +250,13 @@ def test_dg_loads_the_three_projects_from_their_own_environments():
     """dg.toml: `dg check defs` loads each project with <project>/.venv (make envs)."""
     for location in PACKAGES:
         assert (REPO / location / ".venv" / "bin" / "python").exists(), f"run `make envs` ({location})"
-    done = subprocess.run([str(Path(sys.executable).parent / "dg"), "check", "defs"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "check", "defs"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "All definitions loaded successfully." in done.stdout + done.stderr
 
@@ -229,8 +267,9 @@ def test_make_dev_s_dg_dev_runs_each_location_from_its_own_environment(platform,
     names = [loc.name for loc in locations(REPO)]
     with tools_webserver.dagster_dev(platform.env, tmp_path / "dg_dev.log", workspace=None) as server:
         entries = graphql(server, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }")
-        assert [(e["name"], e["loadStatus"]) for e in entries["workspaceOrError"]["locationEntries"]] == \
-            [(name, "LOADED") for name in names]
+        assert [(e["name"], e["loadStatus"]) for e in entries["workspaceOrError"]["locationEntries"]] == [
+            (name, "LOADED") for name in names
+        ]
         processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
         for loc in locations(REPO):
             assert f"{REPO / loc.path}/.venv/bin/python" in processes, f"no process of {loc.name}'s own environment"
@@ -244,7 +283,9 @@ def test_dg_validates_the_components_yaml_and_a_mistake_is_named(tmp_path):
     the committed file passes; a misspelt key fails it, naming the file; loading the
     location names the table, the key and the keys allowed."""
     dg_cli = str(Path(sys.executable).parent / "dg")
-    done = subprocess.run([dg_cli, "check", "yaml"], cwd=REPO / "ingestion", capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [dg_cli, "check", "yaml"], cwd=REPO / "ingestion", capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     project = tmp_path / "ingestion"
     shutil.copytree(REPO / "ingestion", project, ignore=shutil.ignore_patterns(".venv", "__pycache__", "tests"))
@@ -253,5 +294,7 @@ def test_dg_validates_the_components_yaml_and_a_mistake_is_named(tmp_path):
     done = subprocess.run([dg_cli, "check", "yaml"], cwd=project, capture_output=True, text=True, timeout=600)
     out = done.stdout + done.stderr
     assert done.returncode != 0 and f"{component}:" in out and "primry_key" in out, out[-3000:]
-    with pytest.raises(CatalogError, match=rf"{component}: table 'orders': unknown key 'primry_key'; allowed: .*primary_key"):
+    with pytest.raises(
+        CatalogError, match=rf"{component}: table 'orders': unknown key 'primry_key'; allowed: .*primary_key"
+    ):
         load_catalog(component)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from platform_shared.workspace import locations
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +59,19 @@ def _module_file(location: str, module: str) -> Path | None:
 
 
 def _code_server_command(location: str) -> list[str]:
-    return ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", str(WORKSPACE_PORTS[location]),
-            "-m", MODULES[location], "--location-name", location]
+    return [
+        "dagster",
+        "code-server",
+        "start",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        str(WORKSPACE_PORTS[location]),
+        "-m",
+        MODULES[location],
+        "--location-name",
+        location,
+    ]
 
 
 def _option(argv: list[str], *names: str) -> str:
@@ -75,13 +87,19 @@ def test_every_list_of_locations_is_dg_toml_s():
     order = [loc.name for loc in LOCATIONS]
     assert all(loc.name == loc.path for loc in LOCATIONS)  # a location is its folder
     dev = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
-    assert [(e["python_module"]["location_name"], e["python_module"]["module_name"]) for e in dev] == \
-        [(loc.name, loc.module) for loc in LOCATIONS]
+    assert [(e["python_module"]["location_name"], e["python_module"]["module_name"]) for e in dev] == [
+        (loc.name, loc.module) for loc in LOCATIONS
+    ]
     assert list(WORKSPACE_PORTS) == order and list(_grpc_servers(DEPLOY / "compose-workspace.yaml")) == order
-    owned = [line.split()[0].strip("/") for line in (REPO / "CODEOWNERS").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    owned = [
+        line.split()[0].strip("/")
+        for line in (REPO / "CODEOWNERS").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert set(order) <= set(owned)
-    assert sorted(p.name.removesuffix(".Dockerfile") for p in DOCKER.glob("*.Dockerfile")) == sorted([*order, "dagster"])
+    assert sorted(p.name.removesuffix(".Dockerfile") for p in DOCKER.glob("*.Dockerfile")) == sorted(
+        [*order, "dagster"]
+    )
 
 
 def test_the_locations_are_the_workspace_locations():
@@ -158,8 +176,10 @@ def _docker_compose() -> str:
     if exe is None:
         if os.environ.get("REQUIRE_DEPLOY_TOOLS") == "1":
             pytest.fail("docker-compose is not installed and REQUIRE_DEPLOY_TOOLS=1 (apt-get install docker-compose)")
-        pytest.skip("docker-compose is not installed (apt-get install docker-compose); set "
-                    "REQUIRE_DEPLOY_TOOLS=1 to make this a failure")
+        pytest.skip(
+            "docker-compose is not installed (apt-get install docker-compose); set "
+            "REQUIRE_DEPLOY_TOOLS=1 to make this a failure"
+        )
     return exe
 
 
@@ -176,9 +196,20 @@ def _compose_config(tmp_path: Path, password: str, pii_key: str = "test-only-key
     env_file.write_text(example + f"\nDAGSTER_PG_PASSWORD={password}\nPII_HASH_KEY={pii_key}\n")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     return subprocess.run(
-        [_docker_compose(), "--env-file", str(env_file), "--project-directory", str(tmp_path / "deploy"),
-         "-f", str(COMPOSE), "config"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            _docker_compose(),
+            "--env-file",
+            str(env_file),
+            "--project-directory",
+            str(tmp_path / "deploy"),
+            "-f",
+            str(COMPOSE),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -189,7 +220,10 @@ def test_docker_compose_config_validates(tmp_path):
     _check_compose(doc)
     services = doc["services"]
     # env_file and the overrides of `environment:` both reached the containers
-    assert services["ingestion"]["environment"]["INGESTION_CATALOG"] == "ingestion/platform_ingestion/defs/raw_tables/defs.yaml"
+    assert (
+        services["ingestion"]["environment"]["INGESTION_CATALOG"]
+        == "ingestion/platform_ingestion/defs/raw_tables/defs.yaml"
+    )
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "test-only-password"
     assert services["webserver"]["environment"]["DAGSTER_PG_PASSWORD"] == "test-only-password"
     assert services["ingestion"]["environment"]["PII_HASH_KEY"] == "test-only-key"
@@ -211,6 +245,7 @@ def test_docker_compose_refuses_an_empty_pii_hash_key(tmp_path):
 
 
 # --- Dockerfiles ------------------------------------------------------------------------------
+
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
@@ -315,6 +350,7 @@ def test_webserver_dockerfile_takes_no_project_code():
 
 # --- Helm -------------------------------------------------------------------------------------
 
+
 def test_helm_values():
     raw = (DEPLOY / "helm" / "values.yaml").read_text()
     assert "NOT TESTED" in raw
@@ -348,6 +384,7 @@ def test_helm_values():
 
 
 # --- lock files -------------------------------------------------------------------------------
+
 
 def _uv_lock_versions() -> dict[str, set[str]]:
     lock = tomllib.loads((REPO / "uv.lock").read_text())

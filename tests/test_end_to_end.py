@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+
 from platform_ingestion.loading import pii_hasher
 from platform_shared import load_catalog, load_settings
 from platform_shared.settings import PII_HASH_KEY
@@ -39,8 +40,11 @@ def assert_raw_equals_source(source_url: str, warehouse, table: str, read=None, 
     with engine.connect() as conn:
         source = pd.read_sql_table(entry.source, conn)
     engine.dispose()
-    key = hash_key or os.getenv(PII_HASH_KEY) or load_settings().pii_hash_key_file.read_text().strip() \
-        if entry.columns.hash else ""
+    key = (
+        hash_key or os.getenv(PII_HASH_KEY) or load_settings().pii_hash_key_file.read_text().strip()
+        if entry.columns.hash
+        else ""
+    )
     hashing = pii_hasher(entry.columns.hash, key)
     source = hashing(pa.Table.from_pandas(source, preserve_index=False)).to_pandas()
     if read is None:
@@ -49,9 +53,7 @@ def assert_raw_equals_source(source_url: str, warehouse, table: str, read=None, 
     else:
         raw = read(f'select * from raw."{table}"')
     assert len(raw) == len(source) > 0
-    pd.testing.assert_frame_equal(
-        _frame(raw, entry.primary_key), _frame(source, entry.primary_key), check_dtype=False
-    )
+    pd.testing.assert_frame_equal(_frame(raw, entry.primary_key), _frame(source, entry.primary_key), check_dtype=False)
 
 
 @pytest.mark.parametrize("table", [t.warehouse_name for t in load_catalog(load_settings().catalog_path).tables])

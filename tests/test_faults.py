@@ -15,12 +15,13 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 import yaml
+from sqlalchemy.engine import make_url
+
 from platform_shared import load_settings
 from platform_shared.automation import plain_run_job
 from platform_shared.demo_data import generate
 from platform_shared.lineage import graphql
 from platform_shared.settings import INGESTION_CATALOG, SOURCE_DATABASE_URL, WAREHOUSE_PATH
-from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -33,7 +34,8 @@ def _ingest(*tables: str) -> dg.ExecuteInProcessResult:
     defs = run_all.load_location("ingestion")
     with dg.DagsterInstance.ephemeral() as instance:
         return plain_run_job(defs, [dg.AssetKey(["raw", t]) for t in tables]).execute_in_process(
-            instance=instance, raise_on_error=False)
+            instance=instance, raise_on_error=False
+        )
 
 
 def _errors(result: dg.ExecuteInProcessResult) -> str:
@@ -61,8 +63,10 @@ def immutable(tmp_path):
         if done.returncode != 0:
             if os.getenv("REQUIRE_IMMUTABLE_FILES") == "1":
                 pytest.fail(f"REQUIRE_IMMUTABLE_FILES=1 but chattr +i failed: {done.stderr.strip()}")
-            pytest.skip(f"chattr +i is not available here: {done.stderr.strip()}; set REQUIRE_IMMUTABLE_FILES=1 "
-                        "to make this a failure")
+            pytest.skip(
+                f"chattr +i is not available here: {done.stderr.strip()}; set REQUIRE_IMMUTABLE_FILES=1 "
+                "to make this a failure"
+            )
         marked.append(path)
         return path
 
@@ -165,8 +169,9 @@ def daemon(platform_factory, tmp_path_factory):
         for location in ("analytics_dbt", "ml_features"):
             sensors = graphql(url, SENSORS % location)["sensorsOrError"]["results"]
             (automation,) = [x["id"] for x in sensors if x["name"] == f"{location}_automation"]
-            assert graphql(url, STOP_SENSOR, {"id": automation})["stopSensor"]["__typename"] \
-                == "StopSensorMutationResult"
+            assert (
+                graphql(url, STOP_SENSOR, {"id": automation})["stopSensor"]["__typename"] == "StopSensorMutationResult"
+            )
         for name, value in env.items():  # the test process reads the same instance
             mp.setenv(name, value)
         try:
@@ -177,8 +182,14 @@ def daemon(platform_factory, tmp_path_factory):
 
 
 def _launch(url: str, location: str, *keys: str) -> str:
-    params = {"selector": {"repositoryLocationName": location, "repositoryName": "__repository__",
-                           "jobName": "__ASSET_JOB", "assetSelection": [{"path": k.split("/")} for k in keys]}}
+    params = {
+        "selector": {
+            "repositoryLocationName": location,
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": k.split("/")} for k in keys],
+        }
+    }
     result = graphql(url, LAUNCH, {"params": params})["launchRun"]
     assert result["__typename"] == "LaunchRunSuccess", result
     return result["run"]["runId"]
@@ -204,15 +215,26 @@ def _source_rows(table: str) -> int:
 
 def test_five_concurrent_runs_of_three_locations_share_the_duckdb_file(daemon):
     url, instance, warehouse, log = daemon
-    first = _launch(url, "ingestion", "raw/customers", "raw/products", "raw/orders", "raw/order_items",
-                    "raw/payments", "raw/web_sessions")
+    first = _launch(
+        url,
+        "ingestion",
+        "raw/customers",
+        "raw/products",
+        "raw/orders",
+        "raw/order_items",
+        "raw/payments",
+        "raw/web_sessions",
+    )
     assert _finished(instance, [first], 600) == {first: "SUCCESS"}
     runs = [
         _launch(url, "ingestion", "raw/orders"),
         _launch(url, "ingestion", "raw/payments"),
         # The staging layer whole: its relationship tests read each other's views.
-        _launch(url, "analytics_dbt", *[f"stg_app__{t}" for t in
-                                        ("customers", "products", "orders", "order_items", "payments", "web_sessions")]),
+        _launch(
+            url,
+            "analytics_dbt",
+            *[f"stg_app__{t}" for t in ("customers", "products", "orders", "order_items", "payments", "web_sessions")],
+        ),
         _launch(url, "ml_features", "features/customer_features"),
         _launch(url, "ingestion", "raw/products"),
     ]
@@ -233,19 +255,24 @@ def test_a_killed_run_worker_loses_nothing_and_frees_the_pool(daemon):
     columns = [c["name"] for c in sa.inspect(engine).get_columns("web_sessions")]
     copied = {"session_id": "session_id + 10000000", "updated_at": "'2030-01-01 00:00:00.000000'"}
     with engine.begin() as conn:
-        conn.execute(sa.text(f"insert into web_sessions select {', '.join(copied.get(c, c) for c in columns)}"
-                             " from web_sessions"))
+        conn.execute(
+            sa.text(f"insert into web_sessions select {', '.join(copied.get(c, c) for c in columns)} from web_sessions")
+        )
     engine.dispose()
     killed = _launch(url, "ingestion", "raw/web_sessions")
     deadline = time.monotonic() + 120
-    while not [e for e in instance.all_logs(killed) if e.dagster_event
-               and e.dagster_event.event_type_value == "STEP_START"]:
+    while not [
+        e for e in instance.all_logs(killed) if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"
+    ]:
         assert time.monotonic() < deadline, "the reload never started"
         time.sleep(0.2)
     time.sleep(0.5)  # into the load: reflecting the source, extracting 21,000 rows 50 at a time
     # The run worker and its step process (the events they emitted carry their pids).
-    workers = {e.dagster_event.pid for e in instance.all_logs(killed) if e.dagster_event
-               and e.dagster_event.event_type_value in ("RUN_START", "STEP_START")}
+    workers = {
+        e.dagster_event.pid
+        for e in instance.all_logs(killed)
+        if e.dagster_event and e.dagster_event.event_type_value in ("RUN_START", "STEP_START")
+    }
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -254,7 +281,9 @@ def test_a_killed_run_worker_loses_nothing_and_frees_the_pool(daemon):
     # The daemon gives the slot back (free_slots_after_run_end_seconds: 30 in dagster.yaml,
     # 5 in this fixture).
     deadline = time.monotonic() + 120
-    while killed in {slot.run_id for slot in instance.event_log_storage.get_concurrency_info("warehouse").claimed_slots}:
+    while killed in {
+        slot.run_id for slot in instance.event_log_storage.get_concurrency_info("warehouse").claimed_slots
+    }:
         assert time.monotonic() < deadline, "the killed run still holds the warehouse slot"
         time.sleep(2)
     assert _count(warehouse, "web_sessions") == good  # readers still see the last good copy

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from platform_shared import lineage, load_settings
 from platform_shared.settings import DAGSTER_WEBSERVER_URL, INGESTION_CATALOG
 
@@ -20,8 +21,14 @@ from check_graph import problems  # noqa: E402
 
 
 def _tool(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tools" / name), *args], cwd=REPO,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / name), *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_real_workspace_keeps_the_contract(webserver):
@@ -42,11 +49,21 @@ def broken_check(platform, tmp_path_factory) -> subprocess.CompletedProcess:
     (tmp / "catalog.yml").write_text(yaml.safe_dump(catalog))
     workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())
     for name in ("rogue", "broken"):
-        workspace["load_from"].append({"python_file": {
-            "relative_path": str(REPO / "tests" / "fixtures" / f"{name}_location.py"), "location_name": name}})
+        workspace["load_from"].append(
+            {
+                "python_file": {
+                    "relative_path": str(REPO / "tests" / "fixtures" / f"{name}_location.py"),
+                    "location_name": name,
+                }
+            }
+        )
     (tmp / "workspace.yaml").write_text(yaml.safe_dump(workspace))
-    return _tool("check_graph.py", "--workspace", str(tmp / "workspace.yaml"),
-                 env={**platform.env, INGESTION_CATALOG: str(tmp / "catalog.yml")})
+    return _tool(
+        "check_graph.py",
+        "--workspace",
+        str(tmp / "workspace.yaml"),
+        env={**platform.env, INGESTION_CATALOG: str(tmp / "catalog.yml")},
+    )
 
 
 def _lines(result: subprocess.CompletedProcess, prefix: str) -> list[str]:
@@ -56,20 +73,27 @@ def _lines(result: subprocess.CompletedProcess, prefix: str) -> list[str]:
 def test_a_key_no_location_defines_fails_naming_key_and_every_location(broken_check):
     errors = _lines(broken_check, "error: ")
     assert broken_check.returncode == 1, broken_check.stdout + broken_check.stderr
-    assert any(e.startswith("error: raw/payments: no location defines it, yet analytics_dbt depends on it")
-               and "stg_app__payments" in e for e in errors), errors
-    assert any(e.startswith("error: raw/payments: no location defines it, yet ml_features depends on it")
-               for e in errors), errors
-    assert any(e.startswith("error: raw/ordres: no location defines it, yet rogue depends on it (from rogue/typo)")
-               for e in errors), errors
+    assert any(
+        e.startswith("error: raw/payments: no location defines it, yet analytics_dbt depends on it")
+        and "stg_app__payments" in e
+        for e in errors
+    ), errors
+    assert any(
+        e.startswith("error: raw/payments: no location defines it, yet ml_features depends on it") for e in errors
+    ), errors
+    assert any(
+        e.startswith("error: raw/ordres: no location defines it, yet rogue depends on it (from rogue/typo)")
+        for e in errors
+    ), errors
 
 
 def test_duplicate_keys_and_owners_fail_the_check(broken_check):
     errors = _lines(broken_check, "error: ")
     assert "error: raw/orders: defined by more than one location (ingestion, rogue)" in errors
     assert any(e.startswith("error: rogue/unowned (rogue): no team among its owners") for e in errors), errors
-    assert any(e.startswith("error: rogue/typo (rogue): owner team:marketing is not a known team")
-               for e in errors), errors
+    assert any(e.startswith("error: rogue/typo (rogue): owner team:marketing is not a known team") for e in errors), (
+        errors
+    )
     assert broken_check.stdout.splitlines()[-1].startswith(f"FAILED: {len(errors)} errors, 1 warnings")
 
 
@@ -80,12 +104,14 @@ def test_a_location_that_fails_to_load_fails_the_check_naming_it(broken_check):
 
 def test_a_catalog_table_nobody_reads_is_a_warning_only(broken_check):
     assert _lines(broken_check, "warning: ") == [
-        "warning: raw/audit_log: catalog table with no downstream consumer in any location"]
+        "warning: raw/audit_log: catalog table with no downstream consumer in any location"
+    ]
 
 
 def test_impact_of_raw_orders_across_locations(platform, webserver):
-    result = _tool("impact.py", "raw/orders", "--format", "json",
-                   env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url})
+    result = _tool(
+        "impact.py", "raw/orders", "--format", "json", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url}
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["location"] == "ingestion"

@@ -1,6 +1,7 @@
 """The global asset graph, read from the real webserver's GraphQL API over workspace.yaml."""
 
 import pytest
+
 from platform_shared import load_catalog, load_settings, raw_asset_key
 
 ASSET_NODES = """
@@ -57,7 +58,9 @@ def test_raw_orders_feeds_dbt_models_a_dashboard_and_ml_assets(graph):
 def test_no_asset_depends_on_a_key_that_no_location_defines(graph):
     defined = {k for k, n in graph.items() if n["isMaterializable"] or "dashboard" in n["kinds"]}
     dangling = {
-        (k, "/".join(d["path"])) for k, n in graph.items() for d in n["dependencyKeys"]
+        (k, "/".join(d["path"]))
+        for k, n in graph.items()
+        for d in n["dependencyKeys"]
         if "/".join(d["path"]) not in defined
     }
     assert dangling == set()

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from platform_shared.workspace import locations
 
 MODULES = {loc.name: loc.package for loc in locations(Path(__file__).parents[1])}
@@ -25,7 +26,10 @@ def test_location_loads_alone_without_importing_another(location, platform):
     others = set(MODULES.values()) - {module}
     out = subprocess.run(
         [sys.executable, "-c", _PROBE.format(module=module, others=others)],
-        capture_output=True, text=True, check=True, env={**__import__("os").environ, **platform.env},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, **platform.env},
     ).stdout.split()
     assert int(out[0]) > 0
     assert out[1:] == ["[]"]

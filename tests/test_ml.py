@@ -12,15 +12,15 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import run_all
 import sqlalchemy as sa
+
 from platform_ml.defs import churn as ml
 from platform_ml.features import FEATURE_COLUMNS, build_features
 from platform_ml.resources import ModelStore, build_resources
 from platform_shared import load_settings
 from platform_shared import settings as s
 from platform_shared.demo_data import simulate_day
-
-import run_all
 
 
 def _df(path: Path, sql: str, params=None) -> pd.DataFrame:
@@ -43,8 +43,11 @@ def _materialize(*keys: dg.AssetKey, selection=None, run_config=None) -> dg.Exec
     """Run some of the ML location's assets and checks with the current settings."""
     return dg.materialize(
         dg.load_assets_from_modules([ml]) + list(dg.load_asset_checks_from_modules([ml])),
-        resources=build_resources(load_settings()), selection=selection or dg.AssetSelection.assets(*keys),
-        run_config=run_config, raise_on_error=False, instance=dg.DagsterInstance.ephemeral(),
+        resources=build_resources(load_settings()),
+        selection=selection or dg.AssetSelection.assets(*keys),
+        run_config=run_config,
+        raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
     )
 
 
@@ -70,11 +73,19 @@ def test_features_equal_hand_computed_values_for_chosen_customers(platform):
     for cid in chosen:
         mine = orders[(orders.customer_id == cid) & (orders.created_at < cutoff)]
         mine_items = items[(items.customer_id == cid) & (items.created_at < cutoff)]
-        window = sessions[(sessions.customer_id == cid) & (sessions.started_at < cutoff)
-                          & (sessions.started_at >= cutoff - timedelta(days=30))]
-        future = orders[(orders.customer_id == cid) & (orders.created_at >= cutoff)
-                        & (orders.created_at < cutoff + timedelta(days=60))]
-        refunds = ((payments.customer_id == cid) & (payments.status == "refunded") & (payments.updated_at < cutoff)).sum()
+        window = sessions[
+            (sessions.customer_id == cid)
+            & (sessions.started_at < cutoff)
+            & (sessions.started_at >= cutoff - timedelta(days=30))
+        ]
+        future = orders[
+            (orders.customer_id == cid)
+            & (orders.created_at >= cutoff)
+            & (orders.created_at < cutoff + timedelta(days=60))
+        ]
+        refunds = (
+            (payments.customer_id == cid) & (payments.status == "refunded") & (payments.updated_at < cutoff)
+        ).sum()
         got = features.loc[cid]
         assert got.frequency == len(mine), cid
         assert got.recency_days == (cutoff.normalize() - mine.created_at.max().normalize()).days, cid
@@ -99,19 +110,28 @@ def test_no_feature_uses_data_after_the_cutoff_even_when_rows_change_later(copy)
     simulate_day(source, seed=11)
     engine = sa.create_engine(source)
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "update payments set status = 'refunded', updated_at = (select max(updated_at) from orders) "
-            "where payment_id = (select min(payment_id) from payments where status = 'succeeded')"))
-        conn.execute(sa.text(
-            "update customers set country = case when country = 'DE' then 'FR' else 'DE' end, "
-            "updated_at = (select max(updated_at) from orders) where customer_id <= 5"))
+        conn.execute(
+            sa.text(
+                "update payments set status = 'refunded', updated_at = (select max(updated_at) from orders) "
+                "where payment_id = (select min(payment_id) from payments where status = 'succeeded')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "update customers set country = case when country = 'DE' then 'FR' else 'DE' end, "
+                "updated_at = (select max(updated_at) from orders) where customer_id <= 5"
+            )
+        )
     engine.dispose()
     assert run_all.run_location("ingestion", dg.DagsterInstance.ephemeral()).success
     with duckdb.connect(str(wh)) as conn:
         build_features(conn, cutoffs)
     after = _df(wh, "select * from features.customer_features where churned is not null")
-    moved = _df(wh, "select h.customer_id from raw.customers_history h join raw.customers c using (customer_id) "
-                    "where h.valid_to is not null and h.country != c.country")
+    moved = _df(
+        wh,
+        "select h.customer_id from raw.customers_history h join raw.customers c using (customer_id) "
+        "where h.valid_to is not null and h.country != c.country",
+    )
     assert len(moved), "the simulated day moved no customer to another country: the test proves nothing"
     # A hard delete really removes the past: customers who lost an order are left out.
     remaining = set(_df(wh, "select order_id from raw.orders").order_id)
@@ -123,7 +143,9 @@ def test_no_feature_uses_data_after_the_cutoff_even_when_rows_change_later(copy)
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict:
-    return {k: v.value for k, v in instance.get_latest_materialization_event(key).asset_materialization.metadata.items()}
+    return {
+        k: v.value for k, v in instance.get_latest_materialization_event(key).asset_materialization.metadata.items()
+    }
 
 
 def test_the_model_beats_its_baseline_and_its_artifact_loads_back_and_predicts(platform):
@@ -157,7 +179,8 @@ def test_a_worse_challenger_does_not_replace_the_champion(copy):
     result = _materialize(ml.MODEL_KEY, ml.EVALUATION_KEY, ml.CHAMPION_KEY, run_config=weak)
     assert result.success
     decision = next(
-        m.materialization.metadata for m in result.get_asset_materialization_events()
+        m.materialization.metadata
+        for m in result.get_asset_materialization_events()
         if m.materialization.asset_key == ml.CHAMPION_KEY
     )
     assert decision["promoted"].value is False
@@ -177,8 +200,10 @@ def test_a_broken_feature_table_fails_its_blocking_check_and_nothing_is_trained(
         conn.execute("update features.customer_features set recency_days = null where customer_id % 11 = 0")
         conn.execute("insert into features.customer_features select * from features.customer_features limit 1")
     versions = ModelStore(model_dir=str(copy / "models")).versions(ml.MODEL)
-    result = _materialize(selection=dg.AssetSelection.checks(dg.AssetCheckKey(ml.FEATURES_KEY, "features_are_valid"))
-                          | dg.AssetSelection.assets(ml.MODEL_KEY))
+    result = _materialize(
+        selection=dg.AssetSelection.checks(dg.AssetCheckKey(ml.FEATURES_KEY, "features_are_valid"))
+        | dg.AssetSelection.assets(ml.MODEL_KEY)
+    )
     [check] = result.get_asset_check_evaluations()
     assert not check.passed
     for problem in ("refund rate outside [0, 1]", "recency_days is null", "duplicate (as_of, customer_id)"):

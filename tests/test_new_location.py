@@ -28,8 +28,12 @@ def test_a_new_location_joins_the_global_graph(tmp_path):
     python = sys.executable
     # This environment, with the copy's packages first (the new one is only there).
     packages = ["finance", "shared", "ingestion", "analytics_dbt", "ml_features"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(copy / p) for p in packages),
-           "PLATFORM_ROOT": str(copy), "UV_PYTHON_DOWNLOADS": "never"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(copy / p) for p in packages),
+        "PLATFORM_ROOT": str(copy),
+        "UV_PYTHON_DOWNLOADS": "never",
+    }
     env.pop("INGESTION_CATALOG", None)
 
     out = _run([python, "tools/new_location.py", "finance", "--team", "finance"], copy, env)
@@ -37,12 +41,26 @@ def test_a_new_location_joins_the_global_graph(tmp_path):
     # What `make location` runs next: the lock, and the location's own lock file.
     uv = [python, "-m", "uv"] if not shutil.which("uv") else [shutil.which("uv")]
     _run([*uv, "lock"], copy, env)
-    _run([*uv, "export", "-q", "--package", "platform-finance", "--frozen",
-          "-o", "finance/requirements.lock"], copy, env)
+    _run(
+        [*uv, "export", "-q", "--package", "platform-finance", "--frozen", "-o", "finance/requirements.lock"], copy, env
+    )
 
     # Every list of locations names it (dg.toml, workspace files, compose, Helm, CODEOWNERS).
-    _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_deploy_manifests.py",
-          "-k", "not compose_config_validates and not refuses"], copy, env)
+    _run(
+        [
+            python,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_deploy_manifests.py",
+            "-k",
+            "not compose_config_validates and not refuses",
+        ],
+        copy,
+        env,
+    )
     # Its own test.
     _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "finance/tests"], copy, env)
     # The global graph: its asset reads raw/orders of the ingestion location, owned by a

@@ -19,16 +19,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
 from platform_ingestion import direct
 from platform_shared import load_catalog, load_settings
 from platform_shared import settings as platform_settings
-from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from test_end_to_end import assert_raw_equals_source  # noqa: E402
-MARTS = ["orders", "daily_revenue", "customers", "customer_cohorts", "products", "payment_health",
-         "sessions", "session_funnel"]
+
+MARTS = [
+    "orders",
+    "daily_revenue",
+    "customers",
+    "customer_cohorts",
+    "products",
+    "payment_health",
+    "sessions",
+    "session_funnel",
+]
 # Each location's assets: key -> (upstream keys, pool), as the code location loads them.
 GRAPH = """
 import json, sys
@@ -52,17 +62,23 @@ def _pg_env(platform, url: str, root: Path) -> dict[str, str]:
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    return _env(platform, **{
-        platform_settings.WAREHOUSE: "postgres", platform_settings.WAREHOUSE_URL: url,
-        platform_settings.SOURCE_DATABASE_URL: f"sqlite:///{root / 'app.db'}",
-        platform_settings.MODEL_DIR: str(root / "models"), platform_settings.DAGSTER_HOME: str(home),
-        platform_settings.WAREHOUSE_PATH: str(root / "unused.duckdb"),
-    })
+    return _env(
+        platform,
+        **{
+            platform_settings.WAREHOUSE: "postgres",
+            platform_settings.WAREHOUSE_URL: url,
+            platform_settings.SOURCE_DATABASE_URL: f"sqlite:///{root / 'app.db'}",
+            platform_settings.MODEL_DIR: str(root / "models"),
+            platform_settings.DAGSTER_HOME: str(home),
+            platform_settings.WAREHOUSE_PATH: str(root / "unused.duckdb"),
+        },
+    )
 
 
 def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "tools/run_all.py", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "tools/run_all.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +117,7 @@ def _duck(platform, sql: str) -> pd.DataFrame:
 
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     """Equal up to column types (DuckDB and PostgreSQL drivers return different ones)."""
+
     def norm(df):
         df = df.copy()
         for c in df.columns:
@@ -114,6 +131,7 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
             if pd.api.types.is_datetime64_any_dtype(df[c]) or isinstance(first, (date, datetime)):
                 df[c] = pd.to_datetime(df[c], utc=True)
         return df.sort_values(list(df.columns)).reset_index(drop=True)
+
     pd.testing.assert_frame_equal(norm(a), norm(b), check_dtype=False, check_exact=False, rtol=1e-9)
 
 
@@ -130,8 +148,9 @@ def test_raw_table_equals_its_source(pg_platform, platform, table):
     url, env, _ = pg_platform
     # The key the PostgreSQL platform made beside its (unused) DuckDB path.
     key = (Path(env[platform_settings.WAREHOUSE_PATH]).parent / "pii_hash.key").read_text().strip()
-    assert_raw_equals_source(env[platform_settings.SOURCE_DATABASE_URL], None, table, read=lambda q: _pg(url, q),
-                             hash_key=key)
+    assert_raw_equals_source(
+        env[platform_settings.SOURCE_DATABASE_URL], None, table, read=lambda q: _pg(url, q), hash_key=key
+    )
 
 
 def test_marts_and_features_equal_the_duckdb_build(pg_platform, platform):
@@ -148,10 +167,16 @@ def test_marts_and_features_equal_the_duckdb_build(pg_platform, platform):
 
 def test_the_global_graph_is_the_same_with_either_warehouse(pg_platform, platform):
     _, env, _ = pg_platform
-    duck = json.loads(subprocess.run([sys.executable, "-c", GRAPH], cwd=REPO, env=_env(platform),
-                                     capture_output=True, text=True, check=True).stdout)
-    pg = json.loads(subprocess.run([sys.executable, "-c", GRAPH], cwd=REPO, env=env,
-                                   capture_output=True, text=True, check=True).stdout)
+    duck = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", GRAPH], cwd=REPO, env=_env(platform), capture_output=True, text=True, check=True
+        ).stdout
+    )
+    pg = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", GRAPH], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert {k: deps for k, (deps, _) in pg.items()} == {k: deps for k, (deps, _) in duck.items()}
     # Only the pool differs: one DuckDB writer at a time, the server's own limit otherwise.
     assert {p for _, pools in duck.values() for p in pools} == {"warehouse"}
@@ -162,8 +187,10 @@ def test_updates_and_hard_deletes_reach_the_server_warehouse(pg_platform, platfo
     url, env, _ = pg_platform
     source = make_url(env[platform_settings.SOURCE_DATABASE_URL]).database
     with sqlite3.connect(source) as conn:
-        conn.execute("update web_sessions set funnel_step = 'purchase', updated_at = '2031-01-01 00:00:00' "
-                     "where session_id = (select min(session_id) from web_sessions)")
+        conn.execute(
+            "update web_sessions set funnel_step = 'purchase', updated_at = '2031-01-01 00:00:00' "
+            "where session_id = (select min(session_id) from web_sessions)"
+        )
         conn.execute("delete from web_sessions where session_id = (select max(session_id) from web_sessions)")
         # A customer with history: one updated, one deleted (its history keeps it, retired).
         conn.execute("update customers set country = 'ZZ', updated_at = '2031-01-01 00:00:00' where customer_id = 3")
@@ -173,11 +200,18 @@ def test_updates_and_hard_deletes_reach_the_server_warehouse(pg_platform, platfo
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     key = (Path(env[platform_settings.WAREHOUSE_PATH]).parent / "pii_hash.key").read_text().strip()
     for table in ("web_sessions", "customers"):
-        assert_raw_equals_source(env[platform_settings.SOURCE_DATABASE_URL], None, table,
-                                 read=lambda q: _pg(url, q), hash_key=key)
+        assert_raw_equals_source(
+            env[platform_settings.SOURCE_DATABASE_URL], None, table, read=lambda q: _pg(url, q), hash_key=key
+        )
     assert len(_pg(url, "select session_id from raw.web_sessions")) == before - 1
-    history = lambda cid: list(_pg(url, "select country, valid_to is null as current from raw.customers_history "  # noqa: E731
-                                   f"where customer_id = {cid} order by valid_from").itertuples(index=False))
+
+    def history(cid):
+        sql = (
+            f"select country, valid_to is null as current from raw.customers_history "
+            f"where customer_id = {cid} order by valid_from"
+        )
+        return list(_pg(url, sql).itertuples(index=False))
+
     assert [bool(v.current) for v in history(3)] == [False, True] and history(3)[-1].country == "ZZ"
     assert [bool(v.current) for v in history(5)] == [False]
     # The hourly run merged the changes without a dlt pipeline, on the server too.

@@ -16,13 +16,16 @@ PATTERNS = {
     "Slack token": re.compile("xo" + r"x[abprs]-[A-Za-z0-9-]{10,}"),
     # A URL with an inline password that is not a ${VARIABLE} or an obvious placeholder.
     "password in a URL": re.compile(r"[a-z0-9+]+://[^/\s:@'\"]+:(?!\$\{|<|\*\*\*|password@|pass@|x@)[^@\s/'\"{}]+@"),
-    "password assignment": re.compile(r"""(?i)\b(password|passwd|secret|api_key|token)\s*[:=]\s*["'][^"'${}\s]{6,}["']"""),
+    "password assignment": re.compile(
+        r"""(?i)\b(password|passwd|secret|api_key|token)\s*[:=]\s*["'][^"'${}\s]{6,}["']"""
+    ),
 }
 
 
 def _tracked_text_files() -> list[Path]:
-    names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split("\0")
+    names = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
     files = []
     for name in filter(None, names):
         path = REPO / name

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from platform_shared import CatalogError, load_catalog, raw_asset_key, safe_name
 from platform_shared import settings as s
 
@@ -37,8 +38,13 @@ def test_raw_keys_follow_the_scheme_and_refuse_unsafe_names():
 
 @pytest.mark.parametrize(
     ("name", "safe"),
-    [("Order Items", "order_items"), ("orderItems", "order_items"), ("select", "select"),
-     ('orders; drop table customers', "orders_drop_table_customers"), ("2024", "t_2024")],
+    [
+        ("Order Items", "order_items"),
+        ("orderItems", "order_items"),
+        ("select", "select"),
+        ("orders; drop table customers", "orders_drop_table_customers"),
+        ("2024", "t_2024"),
+    ],
 )
 def test_safe_names(name, safe):
     assert safe_name(name) == safe
@@ -61,10 +67,18 @@ def _catalog(tmp_path, text: str) -> Path:
         ("tables: [", r"not valid YAML"),
         ("defaults:\n  overlap_minutes: -5\ntables:\n  - source: a\n", r"defaults: overlap_minutes is -5: .* 0"),
         ("tables:\n  - source: a\n    overlap_minutes: -5\n", r"table 'a': overlap_minutes is -5: .* 0"),
-        ("tables:\n  - source: a\n    columns:\n      hsh: [b]\n", r"table 'a': unknown key 'columns.hsh'; allowed: exclude, hash, select"),
-        ("tables:\n  - source: a\n    primary_key: [id, 3]\n", r"table 'a': primary_key.1 is 3: Input should be a valid string"),
-        ("tables:\n  - source: a\n    primary_key: email\n    columns:\n      hash: [email, name]\n",
-         r"table 'a'.*\['email'\] are part of the primary key and cannot be hashed"),
+        (
+            "tables:\n  - source: a\n    columns:\n      hsh: [b]\n",
+            r"table 'a': unknown key 'columns.hsh'; allowed: exclude, hash, select",
+        ),
+        (
+            "tables:\n  - source: a\n    primary_key: [id, 3]\n",
+            r"table 'a': primary_key.1 is 3: Input should be a valid string",
+        ),
+        (
+            "tables:\n  - source: a\n    primary_key: email\n    columns:\n      hash: [email, name]\n",
+            r"table 'a'.*\['email'\] are part of the primary key and cannot be hashed",
+        ),
         ("tables:\n  - source: a\n    schema: 3\n", r"table 'a'.*schema is 3"),
     ],
 )

@@ -8,14 +8,21 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from platform_shared import lineage
 
 REPO = Path(__file__).resolve().parents[1]
 # Beside the test data of `make run`; docs/global_lineage.png is a copy shown in the README.
 SCREENSHOT = REPO / "data" / "screenshots" / "global_lineage.png"
 # Group of each location's assets in the graph.
-GROUPS = {"raw": "ingestion", "staging": "analytics_dbt", "intermediate": "analytics_dbt",
-          "marts": "analytics_dbt", "dashboards": "analytics_dbt", "ml": "ml_features"}
+GROUPS = {
+    "raw": "ingestion",
+    "staging": "analytics_dbt",
+    "intermediate": "analytics_dbt",
+    "marts": "analytics_dbt",
+    "dashboards": "analytics_dbt",
+    "ml": "ml_features",
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +46,17 @@ def test_the_global_lineage_shows_every_location_and_what_raw_orders_feeds(webse
     # every click; mark it seen through the webserver's own mutation, as its Skip button does.
     assert lineage.graphql(webserver.url, "mutation { setNuxSeen }")["setNuxSeen"] is True
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(f"{webserver.url}/asset-groups", wait_until="networkidle")
         expect(page.get_by_text("Global asset lineage")).to_be_visible(timeout=60_000)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from webserver import REPO, webserver  # noqa: E402
+
 from platform_shared import TEAMS, load_catalog, load_settings, raw_asset_key  # noqa: E402
 from platform_shared.lineage import Graph, fetch_graph  # noqa: E402
-from webserver import REPO, webserver  # noqa: E402
 
 
 def problems(graph: Graph, catalog_tables: list[str]) -> tuple[list[str], list[str]]:
@@ -36,8 +37,9 @@ def problems(graph: Graph, catalog_tables: list[str]) -> tuple[list[str], list[s
     for node in graph.nodes:
         if node.stub and node.key not in defined:
             users = sorted(n.key for n in graph.nodes if n.location == node.location and node.key in n.deps)
-            errors.append(f"{node.key}: no location defines it, yet {node.location} depends on it "
-                          f"(from {', '.join(users)})")
+            errors.append(
+                f"{node.key}: no location defines it, yet {node.location} depends on it (from {', '.join(users)})"
+            )
     for key, nodes in defined.items():
         if len(nodes) > 1:
             errors.append(f"{key}: defined by more than one location ({', '.join(n.location for n in nodes)})")
@@ -45,14 +47,18 @@ def problems(graph: Graph, catalog_tables: list[str]) -> tuple[list[str], list[s
         teams = [o for o in node.owners if o.startswith("team:")]
         unknown = [t for t in teams if t not in TEAMS]
         if unknown:
-            errors.append(f"{node.key} ({node.location}): owner {', '.join(unknown)} is not a known team "
-                          f"({', '.join(TEAMS)})")
+            errors.append(
+                f"{node.key} ({node.location}): owner {', '.join(unknown)} is not a known team ({', '.join(TEAMS)})"
+            )
         elif not teams:
-            errors.append(f"{node.key} ({node.location}): no team among its owners "
-                          f"({', '.join(node.owners) or 'none'}); add one of {', '.join(TEAMS)}")
+            errors.append(
+                f"{node.key} ({node.location}): no team among its owners "
+                f"({', '.join(node.owners) or 'none'}); add one of {', '.join(TEAMS)}"
+            )
     warnings = [
         f"{key}: catalog table with no downstream consumer in any location"
-        for key in catalog_tables if key in defined and not graph.downstream(key)
+        for key in catalog_tables
+        if key in defined and not graph.downstream(key)
     ]
     return errors, warnings
 
@@ -78,8 +84,10 @@ def main() -> int:
     locations = sorted({n.location for n in graph.nodes} | set(graph.load_errors))
     assets = len(graph.definitions())
     verdict = f"FAILED: {len(errors)} errors" if errors else "OK"
-    print(f"{verdict}, {len(warnings)} warnings: {assets} assets in {len(locations)} locations "
-          f"({', '.join(locations)}), catalog {settings.catalog_path}, {time.perf_counter() - started:.1f}s")
+    print(
+        f"{verdict}, {len(warnings)} warnings: {assets} assets in {len(locations)} locations "
+        f"({', '.join(locations)}), catalog {settings.catalog_path}, {time.perf_counter() - started:.1f}s"
+    )
     return 1 if errors else 0
 
 

@@ -30,13 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import postgres  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from webserver import REPO, free_port, stop, wait_for_locations  # noqa: E402
+
 from platform_shared.demo_data import generate  # noqa: E402
 from platform_shared.keys import raw_asset_key  # noqa: E402
 from platform_shared.lineage import GraphUnavailable, graphql  # noqa: E402
 from platform_shared.settings import WAREHOUSE, WAREHOUSE_CONCURRENCY, WAREHOUSE_URL  # noqa: E402
 from platform_shared.workspace import locations  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from webserver import REPO, free_port, stop, wait_for_locations  # noqa: E402
 
 # location -> (module, port): dg.toml's locations on the ports of deploy/workspace.yaml,
 # 4000 upwards in the same order (tests/test_locations_list.py holds both to it).
@@ -46,7 +47,7 @@ mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
 } }
 """
-RUN = 'query($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value } } } }'
+RUN = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value } } } }"
 LATEST = """
 query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
   assetMaterializations(limit: 1) { runId metadataEntries { label ... on IntMetadataEntry { intValue } } }
@@ -74,16 +75,19 @@ def wait(what: str, probe: Callable[[], object], timeout: float, every: float = 
 
 def instance_env(admin_url: str, database: str) -> dict[str, str]:
     url = make_url(admin_url)
-    return {"DAGSTER_PG_HOST": url.host or "127.0.0.1", "DAGSTER_PG_PORT": str(url.port or 5432),
-            "DAGSTER_PG_USER": url.username, "DAGSTER_PG_PASSWORD": url.password or "",
-            "DAGSTER_PG_DB": database}
+    return {
+        "DAGSTER_PG_HOST": url.host or "127.0.0.1",
+        "DAGSTER_PG_PORT": str(url.port or 5432),
+        "DAGSTER_PG_USER": url.username,
+        "DAGSTER_PG_PASSWORD": url.password or "",
+        "DAGSTER_PG_DB": database,
+    }
 
 
 def main() -> int:
     admin = postgres.admin_url()
     if not admin:
-        print("deploy-check needs PostgreSQL: set TEST_POSTGRES_URL or install the postgresql package",
-              file=sys.stderr)
+        print("deploy-check needs PostgreSQL: set TEST_POSTGRES_URL or install the postgresql package", file=sys.stderr)
         return 1
     run_id = uuid.uuid4().hex[:8]
     database = f"dagster_deploy_check_{run_id}"
@@ -93,8 +97,10 @@ def main() -> int:
     with engine.connect() as conn:
         for name in databases:
             conn.execute(sa.text(f'create database "{name}"'))
-    say(f"PostgreSQL up; instance database {database}"
-        + (f", warehouse database {databases[1]}" if server_warehouse else ""))
+    say(
+        f"PostgreSQL up; instance database {database}"
+        + (f", warehouse database {databases[1]}" if server_warehouse else "")
+    )
     procs: list[subprocess.Popen] = []
     try:
         with tempfile.TemporaryDirectory(prefix="deploy-check-") as tmp:
@@ -116,35 +122,51 @@ def main() -> int:
             for name in databases:
                 conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
         engine.dispose()
-        say(f"torn down: {len(procs)} process groups stopped"
-            + (f", STILL ALIVE: {left}" if left else ", none left") + f"; dropped {', '.join(databases)}")
+        say(
+            f"torn down: {len(procs)} process groups stopped"
+            + (f", STILL ALIVE: {left}" if left else ", none left")
+            + f"; dropped {', '.join(databases)}"
+        )
 
 
 def _run(tmp: Path, pg_env: dict, procs: list) -> int:
     home = tmp / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
-    env = {**os.environ, **pg_env, "DAGSTER_HOME": str(home),
-           "SOURCE_DATABASE_URL": f"sqlite:///{tmp}/app.db", "WAREHOUSE_PATH": str(tmp / "warehouse.duckdb"),
-           "MODEL_DIR": str(tmp / "models"), "ALERT_LOG": str(tmp / "alerts.log")}
+    env = {
+        **os.environ,
+        **pg_env,
+        "DAGSTER_HOME": str(home),
+        "SOURCE_DATABASE_URL": f"sqlite:///{tmp}/app.db",
+        "WAREHOUSE_PATH": str(tmp / "warehouse.duckdb"),
+        "MODEL_DIR": str(tmp / "models"),
+        "ALERT_LOG": str(tmp / "alerts.log"),
+    }
     rows = generate(env["SOURCE_DATABASE_URL"], scale=0.1)
     say(f"demo source database: {sum(rows.values()):,} rows in {tmp / 'app.db'}")
 
     bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "dagster"), "instance", "migrate"], env=env, check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [str(bin_dir / "dagster"), "instance", "migrate"], env=env, check=True, capture_output=True, text=True
+    )
     say("instance schema migrated (dagster instance migrate)")
     if env.get(WAREHOUSE) == "postgres":
         # The server warehouse is not limited to one writer: its pool takes several steps.
         limit = env.get(WAREHOUSE_CONCURRENCY, "4")
-        subprocess.run([str(bin_dir / "dagster"), "instance", "concurrency", "set", "warehouse_server", limit],
-                       env=env, check=True, capture_output=True, text=True)
+        subprocess.run(
+            [str(bin_dir / "dagster"), "instance", "concurrency", "set", "warehouse_server", limit],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         say(f"server warehouse {make_url(env[WAREHOUSE_URL]).database}: pool warehouse_server at {limit}")
 
     def start(name: str, args: list[str], extra: dict | None = None) -> subprocess.Popen:
         log = open(tmp / f"{name}.log", "w")
-        proc = subprocess.Popen(args, cwd=REPO, env={**env, **(extra or {})}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            args, cwd=REPO, env={**env, **(extra or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         procs.append(proc)
         return proc
 
@@ -154,33 +176,71 @@ def _run(tmp: Path, pg_env: dict, procs: list) -> int:
     for location, (module, grpc_port) in CODE_SERVERS.items():
         venv = REPO / location / ".venv"
         # Its own environment only: nothing of the root .venv on PATH.
-        start(location, [str(venv / "bin" / "dagster"), "code-server", "start", "-h", "127.0.0.1",
-                         "-p", str(grpc_port), "-m", module, "--location-name", location],
-              {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "VIRTUAL_ENV": str(venv)})
+        start(
+            location,
+            [
+                str(venv / "bin" / "dagster"),
+                "code-server",
+                "start",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(grpc_port),
+                "-m",
+                module,
+                "--location-name",
+                location,
+            ],
+            {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "VIRTUAL_ENV": str(venv)},
+        )
     for location, (_, grpc_port) in CODE_SERVERS.items():
-        wait(f"the {location} code server (see {tmp / location}.log)", lambda p=grpc_port: subprocess.run(
-            [str(bin_dir / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(p)],
-            capture_output=True).returncode == 0, timeout=180, every=1)
-    say("code servers up, each from its own environment: "
-        + ", ".join(f"{loc} :{p}" for loc, (_, p) in CODE_SERVERS.items()))
+        wait(
+            f"the {location} code server (see {tmp / location}.log)",
+            lambda p=grpc_port: (
+                subprocess.run(
+                    [str(bin_dir / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(p)],
+                    capture_output=True,
+                ).returncode
+                == 0
+            ),
+            timeout=180,
+            every=1,
+        )
+    say(
+        "code servers up, each from its own environment: "
+        + ", ".join(f"{loc} :{p}" for loc, (_, p) in CODE_SERVERS.items())
+    )
     workspace = str(REPO / "deploy" / "workspace.yaml")
-    webserver = start("webserver", [str(bin_dir / "dagster-webserver"), "-w", workspace,
-                                    "-h", "127.0.0.1", "-p", str(port)])
+    webserver = start(
+        "webserver", [str(bin_dir / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)]
+    )
     wait_for_locations(url, webserver, tmp / "webserver.log", timeout=240)
-    entries = graphql(url, "{ workspaceOrError { ... on Workspace { locationEntries { name "
-                           "locationOrLoadError { __typename ... on PythonError { message } } } } } }")
-    errors = {e["name"]: e["locationOrLoadError"] for e in entries["workspaceOrError"]["locationEntries"]
-              if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"}
+    entries = graphql(
+        url,
+        "{ workspaceOrError { ... on Workspace { locationEntries { name "
+        "locationOrLoadError { __typename ... on PythonError { message } } } } } }",
+    )
+    errors = {
+        e["name"]: e["locationOrLoadError"]
+        for e in entries["workspaceOrError"]["locationEntries"]
+        if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"
+    }
     if errors:
         raise RuntimeError(f"locations failed to load: {errors}")
     say("webserver loaded the three locations from their code servers")
     start("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace])
     say("daemon started")
 
-    params = {"selector": {"repositoryLocationName": "ingestion", "repositoryName": "__repository__",
-                           "jobName": "__ASSET_JOB", "assetSelection": [{"path": RAW_CUSTOMERS.path}],
-                           # A plain load: the table's reconciliation check runs on its own schedule.
-                           "assetCheckSelection": []}}
+    params = {
+        "selector": {
+            "repositoryLocationName": "ingestion",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": RAW_CUSTOMERS.path}],
+            # A plain load: the table's reconciliation check runs on its own schedule.
+            "assetCheckSelection": [],
+        }
+    }
     launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
     if launched["__typename"] != "LaunchRunSuccess":
         raise RuntimeError(f"launching raw/customers failed: {launched}")

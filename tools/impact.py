@@ -17,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from webserver import REPO, webserver  # noqa: E402
+
 from platform_shared import load_settings  # noqa: E402
 from platform_shared.lineage import GraphUnavailable, fetch_graph, format_impact, impact  # noqa: E402
-from webserver import REPO, webserver  # noqa: E402
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ from platform_shared.workspace import locations  # noqa: E402
 
 TEMPLATE = "ml_features"  # the location whose deployment files are copied
 
-PYPROJECT = '''[project]
+PYPROJECT = """[project]
 name = "{project}"
 version = "0.1.0"
 description = "Code location of the {team} team."
@@ -55,7 +55,7 @@ directory_type = "project"
 root_module = "{package}"
 code_location_target_module = "{package}.definitions"
 code_location_name = "{name}"
-'''
+"""
 
 DEFINITIONS = '''"""The {name} code location: its defs/ folder."""
 
@@ -132,8 +132,13 @@ def add_location(root: Path, name: str, team: str) -> list[Path]:
     package, project, service = f"platform_{name}", f"platform-{name.replace('_', '-')}", name.replace("_", "-")
     port, template_port = 4000 + len(existing), 4000 + existing.index(template)
     # Longest first: the service name (ml-features) holds the project's (platform-ml).
-    names = {TEMPLATE.replace("_", "-"): service, template.name: name, template.package: package,
-             template.project: project, str(template_port): str(port)}
+    names = {
+        TEMPLATE.replace("_", "-"): service,
+        template.name: name,
+        template.package: package,
+        template.project: project,
+        str(template_port): str(port),
+    }
     written = []
 
     def write(path: Path, text: str) -> None:
@@ -154,42 +159,76 @@ def add_location(root: Path, name: str, team: str) -> list[Path]:
         write(path, change(path.read_text()))
 
     edit("dg.toml", lambda t: t.rstrip("\n") + f'\n\n[[workspace.projects]]\npath = "{name}"\n')
-    edit("workspace.yaml", lambda t: t.rstrip("\n") + f"\n  - python_module:\n      module_name: {package}.definitions"
-         f"\n      location_name: {name}\n")
-    edit("deploy/workspace.yaml", lambda t: t.rstrip("\n") + f"\n  - grpc_server:\n      host: localhost\n"
-         f"      port: {port}\n      location_name: {name}\n")
-    edit("deploy/compose-workspace.yaml", lambda t: t.rstrip("\n") + f"\n  - grpc_server:\n      host: {service}\n"
-         f"      port: {port}\n      location_name: {name}\n")
+    edit(
+        "workspace.yaml",
+        lambda t: (
+            t.rstrip("\n") + f"\n  - python_module:\n      module_name: {package}.definitions"
+            f"\n      location_name: {name}\n"
+        ),
+    )
+    edit(
+        "deploy/workspace.yaml",
+        lambda t: (
+            t.rstrip("\n") + f"\n  - grpc_server:\n      host: localhost\n"
+            f"      port: {port}\n      location_name: {name}\n"
+        ),
+    )
+    edit(
+        "deploy/compose-workspace.yaml",
+        lambda t: (
+            t.rstrip("\n") + f"\n  - grpc_server:\n      host: {service}\n"
+            f"      port: {port}\n      location_name: {name}\n"
+        ),
+    )
     dockerfile = (root / "deploy" / "docker" / f"{TEMPLATE}.Dockerfile").read_text()
     write(root / "deploy" / "docker" / f"{name}.Dockerfile", _replace(dockerfile, names))
 
     def compose(text: str) -> str:
         start = text.index(f"\n  {TEMPLATE.replace('_', '-')}:\n") + 1
-        block = text[start:text.index("\n\n", start) + 2]
+        block = text[start : text.index("\n\n", start) + 2]
         text = _insert_before(text, "volumes:\n  postgres-data:", _replace(block, names))
         waits = f"      {TEMPLATE.replace('_', '-')}:\n        condition: service_healthy\n"  # webserver, daemon
         return text.replace(waits, waits + f"      {service}:\n        condition: service_healthy\n", 1)
+
     edit("deploy/docker-compose.yaml", compose)
 
     def helm(text: str) -> str:
-        server = f"      - host: {TEMPLATE.replace('_', '-')}\n        port: {template_port}\n        name: {TEMPLATE}\n"
-        text = text.replace(server, server + f"      - host: {service}\n        port: {port}\n        name: {name}\n", 1)
+        server = (
+            f"      - host: {TEMPLATE.replace('_', '-')}\n        port: {template_port}\n        name: {TEMPLATE}\n"
+        )
+        text = text.replace(
+            server, server + f"      - host: {service}\n        port: {port}\n        name: {name}\n", 1
+        )
         start = text.index(f"    - name: {TEMPLATE.replace('_', '-')}\n")
-        block = text[start:text.index("\n\n", start) + 2]
+        block = text[start : text.index("\n\n", start) + 2]
         return text.replace(block, block + _replace(block, names), 1)
+
     edit("deploy/helm/values.yaml", helm)
     edit("CODEOWNERS", lambda t: t.rstrip("\n") + f"\n/{name}/".ljust(21) + f"@example-org/{team}\n")
 
     def pyproject(text: str) -> str:
         text = text.replace('    "platform-ml",\n', f'    "platform-ml",\n    "{project}",\n', 1)
-        return re.sub(r'(members = \[[^\]]*)\]', rf'\1, "{name}"]', text, count=1)
+        return re.sub(r"(members = \[[^\]]*)\]", rf'\1, "{name}"]', text, count=1)
+
     edit("pyproject.toml", pyproject)
-    edit("pyproject.toml", lambda t: t.replace("platform-ml = { workspace = true }\n",
-                                               f"platform-ml = {{ workspace = true }}\n{project} = {{ workspace = true }}\n", 1))
+    edit(
+        "pyproject.toml",
+        lambda t: t.replace(
+            "platform-ml = { workspace = true }\n",
+            f"platform-ml = {{ workspace = true }}\n{project} = {{ workspace = true }}\n",
+            1,
+        ),
+    )
     keys = "shared/platform_shared/keys.py"
     if f'"team:{team}"' not in (root / keys).read_text():
-        edit(keys, lambda t: t.replace("TEAMS = (PLATFORM_TEAM, ANALYTICS_TEAM, ML_TEAM",
-                                       f'TEAMS = (PLATFORM_TEAM, ANALYTICS_TEAM, ML_TEAM, "team:{team}"', 1))
+        edit(
+            keys,
+            lambda t: t.replace(
+                "TEAMS = (PLATFORM_TEAM, ANALYTICS_TEAM, ML_TEAM",
+                f'TEAMS = (PLATFORM_TEAM, ANALYTICS_TEAM, ML_TEAM, "team:{team}"',
+                1,
+            ),
+        )
     return written
 
 

@@ -26,12 +26,15 @@ def local_cluster_url(role: str = ROLE) -> str | None:
     version, name, port = clusters[:3]
     subprocess.run(["pg_ctlcluster", version, name, "start"], capture_output=True)  # fails if up: fine
     password = secrets.token_hex(16)
-    sql = (f"do $$ begin if not exists (select from pg_roles where rolname = '{role}') then "
-           f"create role {role} login superuser; end if; end $$; "
-           f"alter role {role} password '{password}';")
+    sql = (
+        f"do $$ begin if not exists (select from pg_roles where rolname = '{role}') then "
+        f"create role {role} login superuser; end if; end $$; "
+        f"alter role {role} password '{password}';"
+    )
     for _ in range(30):
-        done = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", port, "-qc", sql],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "psql", "-p", port, "-qc", sql], capture_output=True, text=True
+        )
         if done.returncode == 0:
             return f"postgresql+psycopg2://{role}:{password}@127.0.0.1:{port}/postgres"
         time.sleep(1)
@@ -41,8 +44,9 @@ def local_cluster_url(role: str = ROLE) -> str | None:
 def restart_local_cluster() -> None:
     """Restart the machine's cluster (fast mode: every connection is cut), as a server
     restart or failover does to its clients; back up when this returns."""
-    version, name = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True,
-                                   check=True).stdout.split()[:2]
+    version, name = subprocess.run(
+        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True
+    ).stdout.split()[:2]
     subprocess.run(["pg_ctlcluster", version, name, "restart", "-m", "fast"], check=True, capture_output=True)
 
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import dagster as dg
+
 from platform_shared import load_settings
 from platform_shared.automation import plain_run_job
 from platform_shared.workspace import locations
@@ -70,8 +71,11 @@ def run_location(location: str, instance: dg.DagsterInstance) -> LocationResult:
         mat = event.materialization
         rows = mat.metadata.get("dagster/row_count")
         done[mat.asset_key] = AssetRow(
-            mat.asset_key.to_user_string(), location, "materialized",
-            rows.value if rows else None, _seconds(mat.metadata),
+            mat.asset_key.to_user_string(),
+            location,
+            "materialized",
+            rows.value if rows else None,
+            _seconds(mat.metadata),
         )
     failed_steps = {e.step_key for e in result.all_events if e.is_step_failure}
     table = []
@@ -86,8 +90,14 @@ def run_location(location: str, instance: dg.DagsterInstance) -> LocationResult:
             row.seconds = round(elapsed, 2)
     evaluations = result.get_asset_check_evaluations()
     failed_checks = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in evaluations if not c.passed]
-    return LocationResult(location, result.success, sorted(table, key=lambda r: r.asset), failed_checks,
-                          len(evaluations), len(defs.resolve_asset_graph().asset_check_keys))
+    return LocationResult(
+        location,
+        result.success,
+        sorted(table, key=lambda r: r.asset),
+        failed_checks,
+        len(evaluations),
+        len(defs.resolve_asset_graph().asset_check_keys),
+    )
 
 
 def _is_materializable(defs: dg.Definitions, key: dg.AssetKey) -> bool:
@@ -97,14 +107,19 @@ def _is_materializable(defs: dg.Definitions, key: dg.AssetKey) -> bool:
 def format_table(rows: list[AssetRow]) -> str:
     header = ("asset", "location", "status", "rows", "seconds")
     cells = [header] + [
-        (r.asset, r.location, r.status,
-         f"{r.rows:,}" if r.rows is not None else "-",
-         f"{r.seconds:.2f}" if r.seconds is not None else "-")
+        (
+            r.asset,
+            r.location,
+            r.status,
+            f"{r.rows:,}" if r.rows is not None else "-",
+            f"{r.seconds:.2f}" if r.seconds is not None else "-",
+        )
         for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = ["  ".join(c[i].ljust(widths[i]) if i < 3 else c[i].rjust(widths[i])
-                       for i in range(len(header))) for c in cells]
+    lines = [
+        "  ".join(c[i].ljust(widths[i]) if i < 3 else c[i].rjust(widths[i]) for i in range(len(header))) for c in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -117,19 +132,25 @@ def reconcile(tables: list[str], instance: dg.DagsterInstance) -> int:
     keys = sorted(k for k in defs.resolve_asset_graph().asset_check_keys if k.name == RECONCILE_CHECK)
     unknown = set(tables) - {k.asset_key.path[-1] for k in keys}
     if unknown:
-        print(f"no reconcilable raw table {sorted(unknown)}; known: {[k.asset_key.path[-1] for k in keys]}",
-              file=sys.stderr)
+        print(
+            f"no reconcilable raw table {sorted(unknown)}; known: {[k.asset_key.path[-1] for k in keys]}",
+            file=sys.stderr,
+        )
         return 2
     keys = [k for k in keys if not tables or k.asset_key.path[-1] in tables]
-    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job(
-        "reconcile_raw_tables", selection=dg.AssetSelection.checks(*keys))])).resolve_job_def("reconcile_raw_tables")
+    job = dg.Definitions.merge(
+        defs,
+        dg.Definitions(jobs=[dg.define_asset_job("reconcile_raw_tables", selection=dg.AssetSelection.checks(*keys))]),
+    ).resolve_job_def("reconcile_raw_tables")
     started = time.perf_counter()
     result = job.execute_in_process(instance=instance, raise_on_error=False)
     print(f"{'table':<16} {'compared':>9} {'missing':>8} {'extra':>6} {'different':>10}  before the repair")
     for e in sorted(result.get_asset_check_evaluations(), key=lambda e: e.asset_key.path[-1]):
         m = {k: v.value for k, v in e.metadata.items()}
-        print(f"{e.asset_key.path[-1]:<16} {m['rows_compared']:>9,} {m['rows_missing']:>8,} {m['rows_extra']:>6,} "
-              f"{m['rows_different']:>10,}  {'matched' if e.passed else 'repaired'}")
+        print(
+            f"{e.asset_key.path[-1]:<16} {m['rows_compared']:>9,} {m['rows_missing']:>8,} {m['rows_extra']:>6,} "
+            f"{m['rows_different']:>10,}  {'matched' if e.passed else 'repaired'}"
+        )
     for event in result.all_events:
         if event.is_step_failure:
             print(f"FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
@@ -139,10 +160,15 @@ def reconcile(tables: list[str], instance: dg.DagsterInstance) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--location", choices=list(LOCATIONS), action="append",
-                        help="run only this location (repeatable); default: all, in order")
-    parser.add_argument("--reconcile", action="store_true",
-                        help="compare the raw tables with the source and repair them, instead")
+    parser.add_argument(
+        "--location",
+        choices=list(LOCATIONS),
+        action="append",
+        help="run only this location (repeatable); default: all, in order",
+    )
+    parser.add_argument(
+        "--reconcile", action="store_true", help="compare the raw tables with the source and repair them, instead"
+    )
     parser.add_argument("--tables", default="", help="with --reconcile: a,b (default: every table)")
     args = parser.parse_args(argv)
     instance = dg.DagsterInstance.get()
@@ -156,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         for check in r.failed_checks:
             print(f"FAILED CHECK  {check}  ({r.location})")
     ok = all(r.success for r in results)
-    print(f"\n{'OK' if ok else 'FAILED'}: {sum(len(r.rows) for r in results)} assets in "
-          f"{len(results)} locations, {time.perf_counter() - started:.1f}s")
+    print(
+        f"\n{'OK' if ok else 'FAILED'}: {sum(len(r.rows) for r in results)} assets in "
+        f"{len(results)} locations, {time.perf_counter() - started:.1f}s"
+    )
     return 0 if ok else 1
 
 

@@ -60,8 +60,9 @@ def stop(proc: subprocess.Popen, grace: float = 20) -> None:
 
 
 @contextlib.contextmanager
-def webserver(workspace: Path = REPO / "workspace.yaml", env: dict | None = None,
-              log: Path | None = None) -> Iterator[str]:
+def webserver(
+    workspace: Path = REPO / "workspace.yaml", env: dict | None = None, log: Path | None = None
+) -> Iterator[str]:
     """Yield the URL of a webserver that has loaded ``workspace`` (settings from ``env``)."""
     port = free_port()
     with contextlib.ExitStack() as stack:
@@ -69,9 +70,19 @@ def webserver(workspace: Path = REPO / "workspace.yaml", env: dict | None = None
             log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "webserver.log"
         out = stack.enter_context(open(log, "w"))
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-webserver"), "-w", str(workspace),
-             "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(Path(sys.executable).parent / "dagster-webserver"),
+                "-w",
+                str(workspace),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         stack.callback(stop, proc)
@@ -92,9 +103,15 @@ def dagster_dev(env: dict, log: Path, workspace: Path | None = REPO / "workspace
     full = {**os.environ, **env, "DAGSTER_WEBSERVER_URL": url, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     with open(log, "a") as out:
         proc = subprocess.Popen(
-            [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)] if workspace
+            [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
+            if workspace
             else [str(bin_dir / "dg"), "dev", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=REPO,
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             wait_for_locations(url, proc, log)
             yield url

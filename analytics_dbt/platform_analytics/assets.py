@@ -2,6 +2,7 @@
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
+
 from platform_shared import ANALYTICS_TEAM, Warehouse, load_settings, table_metadata, warehouse_pool
 from platform_shared.keys import DASHBOARD_PREFIX
 
@@ -16,9 +17,7 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         project=analytics_project,
         pool=warehouse_pool(load_settings()),
     )
-    def analytics_models(
-        context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse
-    ):
+    def analytics_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse):
         invocation = dbt.cli(["build"], context=context, raise_on_error=False)
         # Held back until dbt exits: DuckDB lets no other process read the file while dbt
         # writes it. (dagster-dbt's fetch_row_counts reopens the profile's database, which
@@ -49,10 +48,7 @@ def dashboard_specs(manifest: dict, translator: AnalyticsTranslator) -> list[dg.
     for exposure in manifest.get("exposures", {}).values():
         if exposure.get("type") != "dashboard":
             continue
-        deps = [
-            translator.get_asset_key(_node(manifest, uid))
-            for uid in exposure["depends_on"]["nodes"]
-        ]
+        deps = [translator.get_asset_key(_node(manifest, uid)) for uid in exposure["depends_on"]["nodes"]]
         owner = (exposure.get("owner") or {}).get("email")
         specs.append(
             dg.AssetSpec(

@@ -104,5 +104,6 @@ def prepare_if_changed() -> None:
         # packages cannot be installed here), with the engine's dbt: its preparer takes
         # `dbt` from PATH, which the location's own environment lacks.
         EngineDbtCliResource(project_dir=analytics_project, dbt_executable=dbt_executable()).cli(
-            ["parse", "--quiet"], target_path=analytics_project.target_path).wait()
+            ["parse", "--quiet"], target_path=analytics_project.target_path
+        ).wait()
         stamp.write_text(_stamp(manifest))

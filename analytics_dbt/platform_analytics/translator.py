@@ -6,6 +6,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+
 from platform_shared import ANALYTICS_TEAM, raw_asset_key
 from platform_shared.automation import on_upstream_update
 

@@ -14,9 +14,11 @@ pytestmark = pytest.mark.skipif(not OWN_ENVIRONMENT, reason="about analytics_dbt
 
 
 def test_the_location_loads_without_importing_dbt_core():
-    probe = ("import sys\nfrom platform_analytics.definitions import defs\n"
-             "defs().resolve_asset_graph()\n"
-             "print(sorted(m for m in sys.modules if m == 'dbt' or m.startswith('dbt.')))")
+    probe = (
+        "import sys\nfrom platform_analytics.definitions import defs\n"
+        "defs().resolve_asset_graph()\n"
+        "print(sorted(m for m in sys.modules if m == 'dbt' or m.startswith('dbt.')))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_DIR)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
@@ -49,8 +51,17 @@ def test_under_dagster_dev_a_changed_project_is_parsed_once_with_the_engine(tmp_
     before, parses = manifest.stat().st_mtime_ns, _parses(manifest.parent)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DAGSTER_IS_DEV_CLI": "1"}
     probe = "from platform_analytics.definitions import defs; defs(); print('loaded')"
-    loads = [subprocess.Popen([sys.executable, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=PROJECT_DIR, env=env) for _ in range(2)]
+    loads = [
+        subprocess.Popen(
+            [sys.executable, "-c", probe],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=PROJECT_DIR,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     outputs = [load.communicate(timeout=300) for load in loads]
     assert [load.returncode for load in loads] == [0, 0], [err[-2000:] for _, err in outputs]
     assert manifest.stat().st_mtime_ns > before

@@ -38,5 +38,6 @@ def test_another_warehouse_path_needs_no_new_parse(tmp_path):
     # The warehouse file is attached under a fixed name: its path never reaches the
     # manifest, and each test or deployment has its own.
     project = _copy(tmp_path)
-    assert manifest_inputs(project, {"WAREHOUSE_PATH": "/a/warehouse.duckdb"}) == \
-        manifest_inputs(project, {"WAREHOUSE_PATH": "/b/warehouse.duckdb", "DBT_PERSONAL_WAREHOUSE": "/c/p.duckdb"})
+    assert manifest_inputs(project, {"WAREHOUSE_PATH": "/a/warehouse.duckdb"}) == manifest_inputs(
+        project, {"WAREHOUSE_PATH": "/b/warehouse.duckdb", "DBT_PERSONAL_WAREHOUSE": "/c/p.duckdb"}
+    )

@@ -2,7 +2,8 @@
 
 import dagster as dg
 import pytest
-from platform_analytics.translator import AnalyticsTranslator, _blocking, _group, _key
+
+from platform_analytics.translator import _blocking, _group, _key
 
 
 def test_sources_are_keyed_by_the_shared_raw_scheme():
@@ -31,14 +32,16 @@ def _specs() -> list[dict]:
         node = graph.get(key)
         if not (node.is_materializable or "dashboard" in node.kinds):
             continue
-        rows.append({
-            "key": key.to_user_string(),
-            "deps": sorted(p.to_user_string() for p in node.parent_keys),
-            "owners": node.owners,
-            "kinds": sorted(node.kinds),
-            "group": node.group_name,
-            "checks": sorted(f"{c.name} blocking={c.blocking}" for c in checks if c.asset_key == key),
-        })
+        rows.append(
+            {
+                "key": key.to_user_string(),
+                "deps": sorted(p.to_user_string() for p in node.parent_keys),
+                "owners": node.owners,
+                "kinds": sorted(node.kinds),
+                "group": node.group_name,
+                "checks": sorted(f"{c.name} blocking={c.blocking}" for c in checks if c.asset_key == key),
+            }
+        )
     return rows
 
 
@@ -46,8 +49,6 @@ def test_asset_specs_snapshot(snapshot):
     """Keys, deps, owners, kinds and checks of the location; review the diff with
     `pytest --snapshot-update` when a change is meant."""
     assert _specs() == snapshot
-
-
 
 
 def test_location_specs_snapshot(snapshot):

@@ -3,11 +3,12 @@
 from datetime import datetime, timedelta
 
 import dagster as dg
+
 from platform_shared import (
     RAW_SCHEMA,
+    RECONCILE_CHECK,
     Catalog,
     CatalogTable,
-    RECONCILE_CHECK,
     PlatformError,
     Warehouse,
     load_settings,
@@ -17,8 +18,8 @@ from platform_shared import (
 
 from . import audit as wap
 from .engine import ingest_table
-from .reconcile import reconcile_table
 from .loading import LoadRequest
+from .reconcile import reconcile_table
 from .resources import DltState, PiiHasher, SourceDatabase
 
 RAW_GROUP = "raw"
@@ -27,9 +28,16 @@ BACKOFF_SECONDS = 2.0
 # Failures a retry can fix: the source was briefly unreachable or busy. Anything else
 # (a missing table, bad credentials, a failed audit) fails at once.
 _TRANSIENT = (
-    "connection refused", "timeout", "timed out", "could not connect", "connection reset",
-    "server closed the connection", "too many connections", "database is locked",
-    "temporarily unavailable", "the database system is starting up",
+    "connection refused",
+    "timeout",
+    "timed out",
+    "could not connect",
+    "connection reset",
+    "server closed the connection",
+    "too many connections",
+    "database is locked",
+    "temporarily unavailable",
+    "the database system is starting up",
 )
 
 
@@ -74,16 +82,17 @@ def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
         pool=warehouse_pool(load_settings()),
         description=table.description or f"Source table {table.source}, loaded as is.",
         tags={"pii": "hashed"} if table.columns.hash else None,
-        freshness_policy=dg.FreshnessPolicy.time_window(
-            fail_window=timedelta(hours=table.freshness_hours)
-        ),
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=table.freshness_hours)),
         metadata={
             "source_table": table.source,
             "primary_key": ", ".join(table.primary_key) or "-",
             "load_mode": table.load,
             "history": table.history,
-            **({"history_table": f"{RAW_SCHEMA}.{table.warehouse_name}{wap.HISTORY_SUFFIX}"}
-               if table.history == "scd2" else {}),
+            **(
+                {"history_table": f"{RAW_SCHEMA}.{table.warehouse_name}{wap.HISTORY_SUFFIX}"}
+                if table.history == "scd2"
+                else {}
+            ),
         },
     )
     def _asset(
@@ -96,8 +105,12 @@ def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         try:
             metadata = ingest_table(
-                table, request=config.request(), warehouse=warehouse, source_url=source_db.url,
-                pipelines_dir=dlt_state.path, hash_key=pii.secret,
+                table,
+                request=config.request(),
+                warehouse=warehouse,
+                source_url=source_db.url,
+                pipelines_dir=dlt_state.path,
+                hash_key=pii.secret,
             )
         except PlatformError as e:
             raise dg.Failure(description=str(e), allow_retries=False) from e
@@ -122,21 +135,25 @@ def build_reconcile_check(table: CatalogTable) -> dg.AssetChecksDefinition:
     key = raw_asset_key(table.warehouse_name)
 
     @dg.asset_check(
-        asset=key, name=RECONCILE_CHECK, blocking=False, pool=warehouse_pool(load_settings()),
+        asset=key,
+        name=RECONCILE_CHECK,
+        blocking=False,
+        pool=warehouse_pool(load_settings()),
         description=f"Every row of {table.source} equals the source's (by primary key and every column), "
-                    "before the repair this check makes.",
+        "before the repair this check makes.",
     )
-    def _check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, source_db: SourceDatabase,
-               pii: PiiHasher) -> dg.AssetCheckResult:
+    def _check(
+        context: dg.AssetCheckExecutionContext, warehouse: Warehouse, source_db: SourceDatabase, pii: PiiHasher
+    ) -> dg.AssetCheckResult:
         try:
-            found, metadata = reconcile_table(table, warehouse=warehouse, source_url=source_db.url,
-                                              hash_key=pii.secret)
+            found, metadata = reconcile_table(table, warehouse=warehouse, source_url=source_db.url, hash_key=pii.secret)
         except PlatformError as e:
             raise dg.Failure(description=str(e), allow_retries=False) from e
         if not found.matched:
             context.log.warning(f"{table.source}: {found} before the repair")
-            context.op_execution_context.log_event(dg.AssetMaterialization(key, metadata={
-                **metadata, "repaired_by": "reconciliation"}))
+            context.op_execution_context.log_event(
+                dg.AssetMaterialization(key, metadata={**metadata, "repaired_by": "reconciliation"})
+            )
         return dg.AssetCheckResult(passed=found.matched, metadata=metadata)
 
     return _check
@@ -146,10 +163,20 @@ def build_schedules(catalog: Catalog) -> list[dg.ScheduleDefinition]:
     """Per distinct cron of the catalog, the schedule that loads the tables that use it,
     and per distinct reconcile cron, the one that reconciles them."""
     return [
-        *_schedules(catalog, lambda t: t.schedule, "raw_tables", "Loads", lambda keys: dg.AssetSelection.assets(
-            *keys).without_checks()),
-        *_schedules(catalog, lambda t: t.reconcile_schedule, "reconcile_raw_tables", "Compares with the source",
-                    lambda keys: dg.AssetSelection.checks(*(dg.AssetCheckKey(k, RECONCILE_CHECK) for k in keys))),
+        *_schedules(
+            catalog,
+            lambda t: t.schedule,
+            "raw_tables",
+            "Loads",
+            lambda keys: dg.AssetSelection.assets(*keys).without_checks(),
+        ),
+        *_schedules(
+            catalog,
+            lambda t: t.reconcile_schedule,
+            "reconcile_raw_tables",
+            "Compares with the source",
+            lambda keys: dg.AssetSelection.checks(*(dg.AssetCheckKey(k, RECONCILE_CHECK) for k in keys)),
+        ),
     ]
 
 

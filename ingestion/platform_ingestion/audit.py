@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
+
 from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, CatalogTable, PlatformError, replace_table
 from platform_shared.warehouse import analyze, append_arrow, quote, relation, rollback, temp_relation
 
@@ -60,11 +61,12 @@ class Drift:
 def _ensure_snapshot(conn) -> None:
     conn.execute(f"create schema if not exists {quote(STAGE_SCHEMA)}")
     conn.execute(
-        f"create table if not exists {SNAPSHOT_TABLE} "
-        "(table_name varchar, column_name varchar, data_type varchar)"
+        f"create table if not exists {SNAPSHOT_TABLE} (table_name varchar, column_name varchar, data_type varchar)"
     )
     conn.execute(f"create table if not exists {PUBLISHED_TABLE} (table_name varchar, generation bigint)")
-    conn.execute(f"create table if not exists {CURSORS_TABLE} (table_name varchar, cursor_column varchar, history varchar)")
+    conn.execute(
+        f"create table if not exists {CURSORS_TABLE} (table_name varchar, cursor_column varchar, history varchar)"
+    )
     # When the run that last published the table started (UTC, ISO 8601): the next run's
     # mark never passes it, whatever future cursor values the source holds.
     conn.execute(f"alter table {CURSORS_TABLE} add column if not exists started_at varchar")
@@ -81,25 +83,29 @@ def published_generation(conn, table: CatalogTable) -> int | None:
 
 def published_cursor(conn, table: CatalogTable) -> tuple[str, str] | None:
     """The cursor column and history mode the table was last published with (None: unknown)."""
-    rows = conn.execute(f"select cursor_column, history from {CURSORS_TABLE} where table_name = ?",
-                        [table.warehouse_name]).fetchall()
+    rows = conn.execute(
+        f"select cursor_column, history from {CURSORS_TABLE} where table_name = ?", [table.warehouse_name]
+    ).fetchall()
     return tuple(rows[0]) if rows else None
 
 
 def published_started_at(conn, table: CatalogTable) -> datetime | None:
     """When the run that last published the table started (UTC), if recorded."""
-    rows = conn.execute(f"select started_at from {CURSORS_TABLE} where table_name = ?",
-                        [table.warehouse_name]).fetchall()
+    rows = conn.execute(
+        f"select started_at from {CURSORS_TABLE} where table_name = ?", [table.warehouse_name]
+    ).fetchall()
     return datetime.fromisoformat(rows[0][0]) if rows and rows[0][0] else None
 
 
 def detect_drift(conn, table: CatalogTable, columns: dict[str, str]) -> Drift:
     """Compare the source's columns now with those of the last published load."""
     _ensure_snapshot(conn)
-    before = dict(conn.execute(
-        f"select column_name, data_type from {SNAPSHOT_TABLE} where table_name = ?",
-        [table.warehouse_name],
-    ).fetchall())
+    before = dict(
+        conn.execute(
+            f"select column_name, data_type from {SNAPSHOT_TABLE} where table_name = ?",
+            [table.warehouse_name],
+        ).fetchall()
+    )
     if not before:
         return Drift()
     return Drift(
@@ -115,8 +121,9 @@ def check_drift(table: CatalogTable, drift: Drift, *, full_refresh: bool) -> Non
     if drift.dropped and table.on_column_dropped == "fail":
         problems.append(f"column(s) {drift.dropped} were dropped or renamed in the source")
     if drift.retyped:
-        problems.append("column(s) changed type: " + ", ".join(
-            f"{c} {a} -> {b}" for c, (a, b) in drift.retyped.items()))
+        problems.append(
+            "column(s) changed type: " + ", ".join(f"{c} {a} -> {b}" for c, (a, b) in drift.retyped.items())
+        )
     if problems and not full_refresh:
         raise SchemaDrift(
             f"Source table {table.source!r}: {'; '.join(problems)}. The warehouse keeps the last "
@@ -137,9 +144,7 @@ class KeyComparison:
     missing: list[tuple]
 
 
-def compare_keys(
-    conn, table: CatalogTable, keys: pa.RecordBatchReader, generation: int | None = None
-) -> KeyComparison:
+def compare_keys(conn, table: CatalogTable, keys: pa.RecordBatchReader, generation: int | None = None) -> KeyComparison:
     """Delete staged rows whose key is gone from the source (retire them, for a table with
     history) and list the source keys the stage lacks.
 
@@ -152,8 +157,7 @@ def compare_keys(
     source_keys = temp_relation(conn, _SOURCE_KEYS)
     conn.execute(f"drop table if exists {source_keys}").fetchall()
     conn.execute(
-        f"create temp table {_SOURCE_KEYS} as select "
-        f"{', '.join(quote(c) for c in columns)} from {stage} limit 0"
+        f"create temp table {_SOURCE_KEYS} as select {', '.join(quote(c) for c in columns)} from {stage} limit 0"
     ).fetchall()
     try:
         source_rows = append_arrow(conn, source_keys, keys)
@@ -164,8 +168,11 @@ def compare_keys(
             # History keeps the deleted row: its current version is retired, as dlt's scd2
             # retires a row that a full extract lacks, and marked with this run's
             # generation, so that publish copies the key's history again.
-            mark = (f", {quote(GENERATION_COLUMN)} = {int(generation)}"
-                    if generation is not None and has_generation(conn, table) else "")
+            mark = (
+                f", {quote(GENERATION_COLUMN)} = {int(generation)}"
+                if generation is not None and has_generation(conn, table)
+                else ""
+            )
             (deleted,) = conn.execute(
                 f"update {stage} as s set _dlt_valid_to = now(){mark} where _dlt_valid_to is null and {gone}"
             ).fetchall()[0]
@@ -222,8 +229,13 @@ def _newer(table: CatalogTable, since: int) -> str:
 
 
 def audit(
-    conn, table: CatalogTable, *, source_rows: int, key_columns: list[str],
-    since: int | None = None, source_null_keys: int = 0,
+    conn,
+    table: CatalogTable,
+    *,
+    source_rows: int,
+    key_columns: list[str],
+    since: int | None = None,
+    source_null_keys: int = 0,
 ) -> int:
     """Audit the staged table; returns its row count.
 
@@ -272,7 +284,8 @@ def audit(
 def _columns(conn, schema: str, table: str) -> list[tuple[str, str]]:
     return conn.execute(
         "select column_name, data_type from information_schema.columns where table_schema = ? "
-        "and table_name = ? order by ordinal_position", [schema, table],
+        "and table_name = ? order by ordinal_position",
+        [schema, table],
     ).fetchall()
 
 
@@ -319,8 +332,13 @@ def _publish_history_changes(conn, table: CatalogTable, select: str, key_columns
 
 
 def publish(
-    conn, table: CatalogTable, columns: dict[str, str], *,
-    key_columns: list[str] = (), since: int | None = None, generation: int | None = None,
+    conn,
+    table: CatalogTable,
+    columns: dict[str, str],
+    *,
+    key_columns: list[str] = (),
+    since: int | None = None,
+    generation: int | None = None,
     started_at: datetime | None = None,
 ) -> None:
     """Swap the audited copy into ``raw`` and record its source schema, atomically.
@@ -333,15 +351,21 @@ def publish(
         started_at: when this run started (UTC), recorded for the next run's mark.
     """
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
-    staged = [(c, t) for c, t in _columns(conn, STAGE_SCHEMA, table.warehouse_name)
-              if not c.startswith("_dlt_") and c != GENERATION_COLUMN]
+    staged = [
+        (c, t)
+        for c, t in _columns(conn, STAGE_SCHEMA, table.warehouse_name)
+        if not c.startswith("_dlt_") and c != GENERATION_COLUMN
+    ]
     select = ", ".join(quote(c) for c, _ in staged)
     history_name = table.warehouse_name + HISTORY_SUFFIX
     incremental = (
-        since is not None and bool(key_columns)
+        since is not None
+        and bool(key_columns)
         and _columns(conn, RAW_SCHEMA, table.warehouse_name) == staged
-        and (table.history != "scd2" or [c for c, _ in _columns(conn, RAW_SCHEMA, history_name)]
-             == [*(c for c, _ in staged), *_VALIDITY])
+        and (
+            table.history != "scd2"
+            or [c for c, _ in _columns(conn, RAW_SCHEMA, history_name)] == [*(c for c, _ in staged), *_VALIDITY]
+        )
     )
     current = _current(table)
     newer_current = f"select * from ({current}) as c where {quote(GENERATION_COLUMN)} > {int(since or 0)}"
@@ -362,7 +386,8 @@ def publish(
         if table.load == "incremental":
             conn.execute(
                 f"insert into {CURSORS_TABLE} (table_name, cursor_column, history, started_at) values (?, ?, ?, ?)",
-                [table.warehouse_name, table.cursor, table.history, started_at.isoformat() if started_at else None])
+                [table.warehouse_name, table.cursor, table.history, started_at.isoformat() if started_at else None],
+            )
         conn.execute(f"delete from {SNAPSHOT_TABLE} where table_name = ?", [table.warehouse_name])
         conn.executemany(
             f"insert into {SNAPSHOT_TABLE} values (?, ?, ?)",

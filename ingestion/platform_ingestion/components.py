@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dagster as dg
+
 from platform_shared import load_catalog, load_settings
 from platform_shared.catalog import CatalogEntries
 

@@ -16,12 +16,22 @@ from pathlib import Path
 
 import sqlalchemy as sa
 import yaml
+
 from platform_shared import load_settings, safe_name
 from platform_shared.catalog import COMPONENT_TYPE
 
 # Column names that look like a row's last-modified time, best first.
-CURSOR_NAMES = ("updated_at", "modified_at", "last_modified", "last_modified_at",
-                "updated_on", "modified_on", "updated", "modified", "last_update")
+CURSOR_NAMES = (
+    "updated_at",
+    "modified_at",
+    "last_modified",
+    "last_modified_at",
+    "updated_on",
+    "modified_on",
+    "updated",
+    "modified",
+    "last_update",
+)
 
 
 def _cursor(columns: list[dict]) -> str | None:
@@ -57,15 +67,21 @@ def discover(url: str, *, schema: str | None = None) -> dict:
             if pk:
                 entry["primary_key"] = pk[0] if len(pk) == 1 else pk
             else:
-                entry["comment"] = ("WARNING: no primary key in the source: loaded in full, "
-                                    "without key audits. Add primary_key if one exists.")
+                entry["comment"] = (
+                    "WARNING: no primary key in the source: loaded in full, "
+                    "without key audits. Add primary_key if one exists."
+                )
             if pk and cursor:
                 entry["load"] = "incremental"
                 entry["cursor"] = cursor
-                leading = {i["column_names"][0] for i in inspector.get_indexes(name, schema=schema) if i["column_names"]}
+                leading = {
+                    i["column_names"][0] for i in inspector.get_indexes(name, schema=schema) if i["column_names"]
+                }
                 if cursor not in leading:
-                    entry["comment"] = (f"WARNING: no index on {cursor} in the source: every incremental "
-                                        "load scans the whole table. Index it in the application database.")
+                    entry["comment"] = (
+                        f"WARNING: no index on {cursor} in the source: every incremental "
+                        "load scans the whole table. Index it in the application database."
+                    )
             tables.append(entry)
     finally:
         engine.dispose()
@@ -81,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = discover(args.url or load_settings().source_database_url, schema=args.schema)
     # A raw-tables component file: it replaces defs/raw_tables/defs.yaml, or INGESTION_CATALOG points at it.
     text = "# Written by `make discover`: review before use.\n" + yaml.safe_dump(
-        {"type": COMPONENT_TYPE, "attributes": doc}, sort_keys=False, allow_unicode=True)
+        {"type": COMPONENT_TYPE, "attributes": doc}, sort_keys=False, allow_unicode=True
+    )
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {len(doc['tables'])} tables to {args.out}", file=sys.stderr)

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
 from platform_shared import RAW_SCHEMA, CatalogError, CatalogTable, Warehouse, table_metadata
 from platform_shared.settings import PII_HASH_KEY
 from platform_shared.warehouse import exclusive
-from sqlalchemy.engine import make_url
 
 from . import audit as wap
 from . import direct
@@ -71,7 +72,12 @@ class Plan:
 
 
 def plan_load(
-    table: CatalogTable, *, request: LoadRequest, drift: wap.Drift, recorded: Recorded, beginning,
+    table: CatalogTable,
+    *,
+    request: LoadRequest,
+    drift: wap.Drift,
+    recorded: Recorded,
+    beginning,
 ) -> Plan:
     """Decide what a run reads.
 
@@ -101,7 +107,7 @@ def plan_load(
         mark = recorded.staged_max
         cap = recorded.last_started
         if cap is not None and mark.tzinfo is not None:
-            cap = cap.replace(tzinfo=timezone.utc)
+            cap = cap.replace(tzinfo=UTC)
         if cap is not None and mark > cap:
             mark, ahead = cap, mark
     if plain and recorded.published is not None and drift.added:
@@ -113,8 +119,9 @@ def plan_load(
         return Plan("direct", request, generation, mark, ahead)
     # dlt reads the same window when it loads instead (after drift): its own cursor state,
     # which the direct merges leave behind, is then neither read nor moved.
-    window = LoadRequest(backfill_from=mark - timedelta(minutes=table.overlap_minutes),
-                         backfill_to=direct.end_of_time(mark))
+    window = LoadRequest(
+        backfill_from=mark - timedelta(minutes=table.overlap_minutes), backfill_to=direct.end_of_time(mark)
+    )
     return Plan("dlt", window, generation, mark, ahead)
 
 
@@ -143,7 +150,7 @@ def _beginning(column: sa.Column | None):
     if column is not None and isinstance(column.type, sa.Date) and not isinstance(column.type, sa.DateTime):
         return date(1, 1, 1)
     aware = column is not None and getattr(column.type, "timezone", False)
-    return datetime(1, 1, 1, tzinfo=timezone.utc if aware else None)
+    return datetime(1, 1, 1, tzinfo=UTC if aware else None)
 
 
 def inspect(conn, table: CatalogTable, columns: dict[str, str], names: dict[str, str]) -> tuple[wap.Drift, Recorded]:
@@ -151,25 +158,48 @@ def inspect(conn, table: CatalogTable, columns: dict[str, str], names: dict[str,
     if table.load != "incremental":
         return drift, Recorded()
     published = wap.published_generation(conn, table)
-    resumable = (published is not None and table.cursor in names
-                 and wap.published_cursor(conn, table) == (table.cursor, table.history)
-                 and wap.has_generation(conn, table))
+    resumable = (
+        published is not None
+        and table.cursor in names
+        and wap.published_cursor(conn, table) == (table.cursor, table.history)
+        and wap.has_generation(conn, table)
+    )
     return drift, Recorded(
-        published=published, resumable=resumable,
+        published=published,
+        resumable=resumable,
         staged_max=direct.high_water_mark(conn, table, names[table.cursor]) if resumable else None,
         last_started=wap.published_started_at(conn, table),
     )
 
 
-def extract(conn, table: CatalogTable, plan: Plan, *, warehouse: Warehouse, source_url: str, reflected: sa.Table,
-            columns: list[str], names: dict[str, str], key_columns: list[str], pipelines_dir, hash_key: str,
-            ) -> LoadResult:
+def extract(
+    conn,
+    table: CatalogTable,
+    plan: Plan,
+    *,
+    warehouse: Warehouse,
+    source_url: str,
+    reflected: sa.Table,
+    columns: list[str],
+    names: dict[str, str],
+    key_columns: list[str],
+    pipelines_dir,
+    hash_key: str,
+) -> LoadResult:
     """Step 3: the plan's read, landed in ``raw_stage``."""
     if plan.path == "direct":
         try:
             result = direct.load_changes(
-                conn, table, mark=plan.mark, source_url=source_url, reflected=reflected, columns=columns,
-                names=names, key_columns=key_columns, generation=plan.generation, hash_key=hash_key,
+                conn,
+                table,
+                mark=plan.mark,
+                source_url=source_url,
+                reflected=reflected,
+                columns=columns,
+                names=names,
+                key_columns=key_columns,
+                generation=plan.generation,
+                hash_key=hash_key,
             )
             if result is not None:
                 return result
@@ -178,20 +208,38 @@ def extract(conn, table: CatalogTable, plan: Plan, *, warehouse: Warehouse, sour
                 raise
         # dlt reads the same window instead (to replace invalid UTF-8, or for a source
         # connectorx does not read).
-        plan = replace(plan, window=LoadRequest(
-            backfill_from=plan.mark - timedelta(minutes=table.overlap_minutes),
-            backfill_to=direct.end_of_time(plan.mark)))
+        plan = replace(
+            plan,
+            window=LoadRequest(
+                backfill_from=plan.mark - timedelta(minutes=table.overlap_minutes),
+                backfill_to=direct.end_of_time(plan.mark),
+            ),
+        )
     result = load_to_stage(
-        table, source_url=source_url, warehouse=warehouse, pipelines_dir=pipelines_dir, request=plan.window,
-        hash_key=hash_key, generation=plan.generation, reflected=reflected,
+        table,
+        source_url=source_url,
+        warehouse=warehouse,
+        pipelines_dir=pipelines_dir,
+        request=plan.window,
+        hash_key=hash_key,
+        generation=plan.generation,
+        reflected=reflected,
     )
     if plan.mark is not None:
         result.cursor_value = direct.high_water_mark(conn, table, names[table.cursor])
     return result
 
 
-def converge(conn, table: CatalogTable, *, source_url: str, key_columns: list[str], generation: int | None,
-             rows_extracted: int, load_missing) -> Convergence:
+def converge(
+    conn,
+    table: CatalogTable,
+    *,
+    source_url: str,
+    key_columns: list[str],
+    generation: int | None,
+    rows_extracted: int,
+    load_missing,
+) -> Convergence:
     """Step 4: bring the stage's keys to the source's, as of one snapshot of the source.
 
     The summary (row count, smallest and largest key) is read first; only when it differs
@@ -223,8 +271,13 @@ def converge(conn, table: CatalogTable, *, source_url: str, key_columns: list[st
 
 
 def ingest_table(
-    table: CatalogTable, *, request: LoadRequest, warehouse: Warehouse,
-    source_url: str, pipelines_dir, hash_key: str,
+    table: CatalogTable,
+    *,
+    request: LoadRequest,
+    warehouse: Warehouse,
+    source_url: str,
+    pipelines_dir,
+    hash_key: str,
 ) -> dict:
     """Extract, converge, audit and publish one table; returns its metadata. No Dagster here.
 
@@ -235,8 +288,9 @@ def ingest_table(
         raise CatalogError(
             f"Table {table.source!r} hashes {list(table.columns.hash)} but the hash key is empty: an unkeyed "
             f"hash of personal data is reversed with a dictionary. Set {PII_HASH_KEY} (a deployment must), or "
-            "leave it unset to use the local key file. Nothing was loaded.")
-    started = datetime.now(timezone.utc).replace(tzinfo=None)
+            "leave it unset to use the local key file. Nothing was loaded."
+        )
+    started = datetime.now(UTC).replace(tzinfo=None)
     reflected = reflect_source(source_url, table)
     columns = source_columns(reflected, table)
     check_source_values(table, reflected, source_url)
@@ -249,24 +303,49 @@ def ingest_table(
             configure_duckdb(conn)
         drift, recorded = inspect(conn, table, columns, names)
         wap.check_drift(table, drift, full_refresh=request.full_refresh)
-        plan = plan_load(table, request=request, drift=drift, recorded=recorded,
-                         beginning=_beginning(reflected.c.get(table.cursor or "")))
-        common = dict(source_url=source_url, reflected=reflected, columns=list(columns), names=names,
-                      key_columns=key_columns, hash_key=hash_key)
+        plan = plan_load(
+            table,
+            request=request,
+            drift=drift,
+            recorded=recorded,
+            beginning=_beginning(reflected.c.get(table.cursor or "")),
+        )
+        common = dict(
+            source_url=source_url,
+            reflected=reflected,
+            columns=list(columns),
+            names=names,
+            key_columns=key_columns,
+            hash_key=hash_key,
+        )
         result = extract(conn, table, plan, warehouse=warehouse, pipelines_dir=pipelines_dir, **common)
         converged = converge(
-            conn, table, source_url=source_url, key_columns=key_columns, generation=plan.generation,
+            conn,
+            table,
+            source_url=source_url,
+            key_columns=key_columns,
+            generation=plan.generation,
             rows_extracted=result.rows_loaded,
-            load_missing=lambda missing: direct.load_keys(conn, table, keys=missing, generation=plan.generation,
-                                                         **common),
+            load_missing=lambda missing: direct.load_keys(
+                conn, table, keys=missing, generation=plan.generation, **common
+            ),
         )
-        since = recorded.published if (
-            recorded.published is not None and not request.full_refresh and wap.has_generation(conn, table)
-        ) else None
-        wap.audit(conn, table, source_rows=converged.source_rows, key_columns=key_columns, since=since,
-                  source_null_keys=converged.source_null_keys)
-        wap.publish(conn, table, columns, key_columns=key_columns, since=since, generation=plan.generation,
-                    started_at=started)
+        since = (
+            recorded.published
+            if (recorded.published is not None and not request.full_refresh and wap.has_generation(conn, table))
+            else None
+        )
+        wap.audit(
+            conn,
+            table,
+            source_rows=converged.source_rows,
+            key_columns=key_columns,
+            since=since,
+            source_null_keys=converged.source_null_keys,
+        )
+        wap.publish(
+            conn, table, columns, key_columns=key_columns, since=since, generation=plan.generation, started_at=started
+        )
         tags = {names[c]: {"pii": "hashed"} for c in table.columns.hash}
         meta = table_metadata(conn, RAW_SCHEMA, table.warehouse_name, tags)
     return {
@@ -282,7 +361,10 @@ def ingest_table(
         "cursor_value": str(result.cursor_value) if result.cursor_value is not None else "-",
         "cursor_ahead_of_clock": (
             f"the largest {table.cursor} staged, {plan.cursor_ahead}, is after the start of the last run "
-            f"({recorded.last_started} UTC): read from that start instead" if plan.cursor_ahead else "-"),
+            f"({recorded.last_started} UTC): read from that start instead"
+            if plan.cursor_ahead
+            else "-"
+        ),
         "columns_filled": "every row read again to fill the added column(s)" if plan.whole_table else "-",
         "duration_s": round(result.seconds, 3),
         "backend": result.backend,

@@ -28,17 +28,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.sources.sql_database import sql_table
-from platform_shared import CatalogTable, PlatformError, Warehouse
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
+
+from platform_shared import CatalogTable, PlatformError, Warehouse
 
 Backend = Literal["connectorx", "pyarrow"]
 
 
 class SourceTableMissing(PlatformError):
     """A catalog table is not in the source database."""
+
 
 # dlt lands every table here; audit.py publishes audited copies to `raw`.
 STAGE_SCHEMA = "raw_stage"
@@ -108,11 +110,22 @@ def pii_hasher(columns: tuple[str, ...], key: str):
 # Arrow types read into pandas' nullable dtypes for the row hash: a plain integer column
 # becomes float when a batch holds a null, and its values would then hash differently
 # from one batch (or one run) to the next.
-_NULLABLE = {getattr(pa, arrow)(): pd.api.types.pandas_dtype(nullable) for arrow, nullable in [
-    ("int8", "Int8"), ("int16", "Int16"), ("int32", "Int32"), ("int64", "Int64"),
-    ("uint8", "UInt8"), ("uint16", "UInt16"), ("uint32", "UInt32"), ("uint64", "UInt64"),
-    ("float32", "Float32"), ("float64", "Float64"), ("bool_", "boolean"),
-]}
+_NULLABLE = {
+    getattr(pa, arrow)(): pd.api.types.pandas_dtype(nullable)
+    for arrow, nullable in [
+        ("int8", "Int8"),
+        ("int16", "Int16"),
+        ("int32", "Int32"),
+        ("int64", "Int64"),
+        ("uint8", "UInt8"),
+        ("uint16", "UInt16"),
+        ("uint32", "UInt32"),
+        ("uint64", "UInt64"),
+        ("float32", "Float32"),
+        ("float64", "Float64"),
+        ("bool_", "boolean"),
+    ]
+}
 
 
 def row_hash(batch: pa.Table) -> pa.Table:
@@ -182,8 +195,11 @@ def _declared_hint(column: sa.Column, read: sa.types.TypeEngine) -> dict:
     if isinstance(read, sa.Text):
         return {"name": column.name, "data_type": "text"}
     precision, scale = column.type.precision, column.type.scale
-    return {"name": column.name, "data_type": "decimal",
-            **({"precision": precision, "scale": scale or 0} if precision else {})}
+    return {
+        "name": column.name,
+        "data_type": "decimal",
+        **({"precision": precision, "scale": scale or 0} if precision else {}),
+    }
 
 
 def _casting(source_url: str):
@@ -197,8 +213,14 @@ def _casting(source_url: str):
 
 
 def build_resource(
-    table: CatalogTable, *, source_url: str, request: LoadRequest, hash_key: str,
-    generation: int | None = None, replace_invalid_utf8: bool = False, reflected: sa.Table | None = None,
+    table: CatalogTable,
+    *,
+    source_url: str,
+    request: LoadRequest,
+    hash_key: str,
+    generation: int | None = None,
+    replace_invalid_utf8: bool = False,
+    reflected: sa.Table | None = None,
 ):
     backend = "pyarrow" if replace_invalid_utf8 else choose_backend(source_url)
     incremental = None
@@ -211,8 +233,13 @@ def build_resource(
             initial_value=request.backfill_from,
             end_value=request.backfill_to,
         )
-    credentials = (replacing_sqlite_engine(source_url) if replace_invalid_utf8
-                   else connectorx_url(source_url) if backend == "connectorx" else source_url)
+    credentials = (
+        replacing_sqlite_engine(source_url)
+        if replace_invalid_utf8
+        else connectorx_url(source_url)
+        if backend == "connectorx"
+        else source_url
+    )
     resource = sql_table(
         credentials=credentials,
         table=table.source,
@@ -223,8 +250,7 @@ def build_resource(
         # batches of chunk_rows, so memory stays flat however large the table grows. The
         # pyarrow backend streams in chunk_size batches already.
         backend_kwargs=(
-            {"return_type": "arrow_stream", "batch_size": table.chunk_rows}
-            if backend == "connectorx" else {}
+            {"return_type": "arrow_stream", "batch_size": table.chunk_rows} if backend == "connectorx" else {}
         ),
         chunk_size=table.chunk_rows,
         # Reflect when the run starts, never when the code location loads.
@@ -247,8 +273,9 @@ def build_resource(
         # source gained as NOT NULL (`add column channel text not null default 'web'`),
         # which fails on the rows staged before it. Every column but the key is nullable;
         # the audit checks the keys, and `raw` has no constraints.
-        resource.apply_hints(columns=[{"name": c.name, "nullable": True} for c in reflected.columns
-                                      if c.name not in table.primary_key])
+        resource.apply_hints(
+            columns=[{"name": c.name, "nullable": True} for c in reflected.columns if c.name not in table.primary_key]
+        )
     if table.columns.hash:
         resource.add_map(pii_hasher(table.columns.hash, hash_key))
     if table.history == "scd2":
@@ -288,8 +315,11 @@ def postgres_loader_url(url: str) -> str:
     # `-cwork_mem=...`, without a space: dlt renders the URL again, writing a space as '+',
     # which libpq (ADBC's loader reads the URL with it) does not decode.
     options = f"{parsed.query.get('options', '')} -cwork_mem={POSTGRES_LOADER_WORK_MEM}".strip()
-    return parsed.set(drivername="postgresql").update_query_dict({"options": options}).render_as_string(
-        hide_password=False)
+    return (
+        parsed.set(drivername="postgresql")
+        .update_query_dict({"options": options})
+        .render_as_string(hide_password=False)
+    )
 
 
 def build_pipeline(table: CatalogTable, *, warehouse: Warehouse, pipelines_dir: Path) -> dlt.Pipeline:
@@ -362,8 +392,9 @@ def read_as(reflected: sa.Table, source_url: str) -> dict[str, sa.types.TypeEngi
         numeric = isinstance(c.type, sa.Numeric) and not isinstance(c.type, (sa.Float, sa.Integer))
         if backend == "sqlite" and numeric:
             out[c.name] = sa.Float()
-        elif backend == "postgresql" and (isinstance(c.type, (sa.Interval, postgresql.INTERVAL))
-                                          or numeric and c.type.precision is None):
+        elif backend == "postgresql" and (
+            isinstance(c.type, (sa.Interval, postgresql.INTERVAL)) or numeric and c.type.precision is None
+        ):
             out[c.name] = sa.Text()
     return out
 
@@ -393,15 +424,20 @@ def check_source_values(table: CatalogTable, reflected: sa.Table, source_url: st
         with engine.connect() as conn:
             for column in numeric:
                 # type_coerce: SQLAlchemy's DECIMAL would parse the text it is asked to show.
-                bad = conn.execute(sa.select(*[reflected.c[k] for k in table.primary_key],
-                                             sa.type_coerce(reflected.c[column], sa.String))
-                                   .where(sa.func.typeof(reflected.c[column]).in_(["text", "blob"])).limit(5)).all()
+                bad = conn.execute(
+                    sa.select(
+                        *[reflected.c[k] for k in table.primary_key], sa.type_coerce(reflected.c[column], sa.String)
+                    )
+                    .where(sa.func.typeof(reflected.c[column]).in_(["text", "blob"]))
+                    .limit(5)
+                ).all()
                 if bad:
                     raise UnreadableValues(
                         f"Table {table.source!r}, column {column!r} (declared {reflected.c[column].type}) holds "
                         f"text that is not a number, for example in the rows {[tuple(r) for r in bad]} "
                         f"({', '.join([*table.primary_key, column])}). Nothing was loaded: fix those rows in the "
-                        "source, or exclude the column in the catalog.")
+                        "source, or exclude the column in the catalog."
+                    )
     finally:
         engine.dispose()
 
@@ -410,7 +446,8 @@ def source_columns(reflected: sa.Table, table: CatalogTable) -> dict[str, str]:
     """The loaded columns of the reflected source table and their SQL types."""
     policy = table.columns
     return {
-        c.name: str(c.type) for c in reflected.columns
+        c.name: str(c.type)
+        for c in reflected.columns
         if (not policy.select or c.name in policy.select) and c.name not in policy.exclude
     }
 
@@ -445,15 +482,21 @@ def load_to_stage(
     started = time.perf_counter()
     for replace_invalid_utf8 in (False, True):
         resource, backend = build_resource(
-            table, source_url=source_url, request=request, hash_key=hash_key, generation=generation,
-            replace_invalid_utf8=replace_invalid_utf8, reflected=reflected,
+            table,
+            source_url=source_url,
+            request=request,
+            hash_key=hash_key,
+            generation=generation,
+            replace_invalid_utf8=replace_invalid_utf8,
+            reflected=reflected,
         )
         # A load that failed half way leaves packages that dlt would load first on the next
         # run, ignoring the new extract: start every run clean.
         pipeline.abort_packages()
         try:
-            info = pipeline.run(resource, refresh="drop_resources" if request.full_refresh else None,
-                                loader_file_format=file_format)
+            info = pipeline.run(
+                resource, refresh="drop_resources" if request.full_refresh else None, loader_file_format=file_format
+            )
             break
         except BaseException as exc:
             # Invalid UTF-8 in a SQLite text column: read the table again, replacing it.
@@ -466,7 +509,10 @@ def load_to_stage(
     normalize = pipeline.last_trace.last_normalize_info
     rows = normalize.row_counts.get(table.warehouse_name, 0) if normalize else 0
     return LoadResult(
-        table.warehouse_name, rows, time.perf_counter() - started, backend,
+        table.warehouse_name,
+        rows,
+        time.perf_counter() - started,
+        backend,
         _cursor_value(pipeline, table),
     )
 

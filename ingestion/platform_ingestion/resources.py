@@ -7,9 +7,10 @@ import secrets
 from pathlib import Path
 
 import dagster as dg
+from sqlalchemy.engine import make_url
+
 from platform_shared import Settings, build_warehouse, safe_name
 from platform_shared.settings import PII_HASH_KEY, SOURCE_DATABASE_URL
-from sqlalchemy.engine import make_url
 
 
 class SourceDatabase(dg.ConfigurableResource):
@@ -80,6 +81,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "warehouse": build_warehouse(settings),
         "source_db": SourceDatabase(url=dg.EnvVar(SOURCE_DATABASE_URL) if make_url(url).password else url),
         "dlt_state": DltState(pipelines_dir=str(dlt_state_dir(settings))),
-        "pii": PiiHasher(key=dg.EnvVar(PII_HASH_KEY) if settings.pii_hash_key_set else "",
-                         key_file=str(settings.pii_hash_key_file)),
+        "pii": PiiHasher(
+            key=dg.EnvVar(PII_HASH_KEY) if settings.pii_hash_key_set else "", key_file=str(settings.pii_hash_key_file)
+        ),
     }

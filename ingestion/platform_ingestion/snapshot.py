@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
+
 from platform_shared import CatalogTable
 
 
@@ -54,11 +55,15 @@ def key_summary(conn: sa.Connection, table: CatalogTable) -> tuple[int, Any, Any
     three aggregates would scan the table)."""
     source = _table(table, table.primary_key[0])
     key = source.c[table.primary_key[0]]
-    return tuple(conn.execute(sa.select(
-        sa.select(sa.func.count()).select_from(source).scalar_subquery(),
-        sa.select(sa.func.min(key)).scalar_subquery(),
-        sa.select(sa.func.max(key)).scalar_subquery(),
-    )).one())
+    return tuple(
+        conn.execute(
+            sa.select(
+                sa.select(sa.func.count()).select_from(source).scalar_subquery(),
+                sa.select(sa.func.min(key)).scalar_subquery(),
+                sa.select(sa.func.max(key)).scalar_subquery(),
+            )
+        ).one()
+    )
 
 
 def keys(conn: sa.Connection, table: CatalogTable, names: list[str]) -> pa.RecordBatchReader:
@@ -78,7 +83,7 @@ def keys(conn: sa.Connection, table: CatalogTable, names: list[str]) -> pa.Recor
     def chunks():
         try:
             while rows := cursor.fetchmany(table.chunk_rows):
-                yield [list(values) for values in zip(*rows)]
+                yield [list(values) for values in zip(*rows, strict=True)]
         finally:
             cursor.close()
 
@@ -88,11 +93,11 @@ def keys(conn: sa.Connection, table: CatalogTable, names: list[str]) -> pa.Recor
         # Typed null: it casts to any key type (an int64 column would not cast to a date).
         return pa.RecordBatchReader.from_batches(pa.table({n: pa.array([], pa.null()) for n in names}).schema, [])
     # The first chunk's types hold for the rest (one SQL type per key column).
-    head = pa.table(dict(zip(names, first)))
+    head = pa.table(dict(zip(names, first, strict=True)))
 
     def batches() -> Iterator[pa.RecordBatch]:
         yield from head.to_batches()
         for part in parts:
-            yield from pa.table(dict(zip(names, part)), schema=head.schema).to_batches()
+            yield from pa.table(dict(zip(names, part, strict=True)), schema=head.schema).to_batches()
 
     return pa.RecordBatchReader.from_batches(head.schema, batches())

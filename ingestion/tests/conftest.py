@@ -17,10 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+
 from platform_ingestion.loading import pii_hasher
 from platform_shared import load_catalog
-from platform_shared.automation import plain_run_job
 from platform_shared import settings as s
+from platform_shared.automation import plain_run_job
 from platform_shared.demo_data import generate
 
 
@@ -39,7 +40,8 @@ class Ingestion:
         keys = [dg.AssetKey(["raw", t]) for t in tables] or None
         run_config = {"ops": {f"raw__{t}": {"config": config} for t in tables}} if config else None
         return plain_run_job(defs(), keys).execute_in_process(
-            raise_on_error=False, run_config=run_config,
+            raise_on_error=False,
+            run_config=run_config,
         )
 
     failure_message = staticmethod(lambda result: _failure_message(result))
@@ -53,8 +55,9 @@ class Ingestion:
         for attempt in range(runs):
             result = self.run()
             assert result.success, f"run {attempt}: {self.failure_message(result)}"
-            compared += [e.materialization.metadata["keys_compared"].value
-                         for e in result.get_asset_materialization_events()]
+            compared += [
+                e.materialization.metadata["keys_compared"].value for e in result.get_asset_materialization_events()
+            ]
         assert writer.poll() is None, "the writer stopped before the runs ended: they proved nothing"
         writer.kill()
         writer.wait()
@@ -66,8 +69,10 @@ class Ingestion:
             conn.executescript(statement)
 
     def raw_types(self, table: str) -> dict[str, str]:
-        sql = ("select column_name, data_type from information_schema.columns where table_schema = 'raw' "
-               f"and table_name = '{table}' order by ordinal_position")
+        sql = (
+            "select column_name, data_type from information_schema.columns where table_schema = 'raw' "
+            f"and table_name = '{table}' order by ordinal_position"
+        )
         if self.warehouse_url:
             engine = sa.create_engine(self.warehouse_url)
             with engine.connect() as conn:
@@ -91,8 +96,11 @@ class Ingestion:
             source = pd.read_sql_table(entry.source, conn)
         declared = {c.name: c.type for c in sa.Table(entry.source, sa.MetaData(), autoload_with=engine).columns}
         engine.dispose()
-        key = os.getenv(s.PII_HASH_KEY) or (self.warehouse.parent / "pii_hash.key").read_text().strip() \
-            if entry.columns.hash else ""
+        key = (
+            os.getenv(s.PII_HASH_KEY) or (self.warehouse.parent / "pii_hash.key").read_text().strip()
+            if entry.columns.hash
+            else ""
+        )
         source = pii_hasher(entry.columns.hash, key)(pa.Table.from_pandas(source, preserve_index=False)).to_pandas()
         if self.warehouse_url:  # a PostgreSQL warehouse
             engine = sa.create_engine(self.warehouse_url)
@@ -108,13 +116,21 @@ class Ingestion:
         for column, warehouse_type in self.raw_types(table).items():
             source_type = "text" if column in entry.columns.hash else _kind(declared[column])
             assert warehouse_type.lower().startswith(WAREHOUSE_TYPES[source_type]), (table, column, warehouse_type)
-        pd.testing.assert_frame_equal(_frame(raw, entry.primary_key), _frame(source, entry.primary_key), check_dtype=False)
+        pd.testing.assert_frame_equal(
+            _frame(raw, entry.primary_key), _frame(source, entry.primary_key), check_dtype=False
+        )
 
 
 # The warehouse type (its start, lower case, DuckDB's or PostgreSQL's) of each kind of
 # source column the demo and the tests declare.
-WAREHOUSE_TYPES = {"integer": ("bigint", "integer"), "text": ("varchar", "character varying", "text"),
-                   "timestamp": ("timestamp",), "date": ("date",), "boolean": ("boolean",), "real": ("double",)}
+WAREHOUSE_TYPES = {
+    "integer": ("bigint", "integer"),
+    "text": ("varchar", "character varying", "text"),
+    "timestamp": ("timestamp",),
+    "date": ("date",),
+    "boolean": ("boolean",),
+    "real": ("double",),
+}
 
 
 def _kind(declared) -> str:
@@ -177,8 +193,19 @@ def writer(ingestion):
     started = []
 
     def start(seconds: float = 120, url: str | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "platform_shared.demo_data", "--url", url or ingestion.source_url,
-                                 "--live", str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "platform_shared.demo_data",
+                "--url",
+                url or ingestion.source_url,
+                "--live",
+                str(seconds),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         started.append(proc)
         time.sleep(1.0)  # its first commits (and the switch to WAL) land before the load reads
         assert proc.poll() is None, proc.stderr.read().decode()

@@ -37,9 +37,14 @@ def test_invalid_utf8_is_replaced_not_a_table_failure(notes):
 
 
 def test_timestamps_with_mixed_time_zones_are_kept_as_written(notes):
-    notes.sql("insert into notes values (1, 'a', '2026-03-01 12:00:00+02:00'), (2, 'b', '2026-03-01 10:00:00Z'),"
-              " (3, 'c', '2026-03-01 10:00:00');")
+    notes.sql(
+        "insert into notes values (1, 'a', '2026-03-01 12:00:00+02:00'), (2, 'b', '2026-03-01 10:00:00Z'),"
+        " (3, 'c', '2026-03-01 10:00:00');"
+    )
     assert notes.run("notes").success
     # SQLite has no timestamp type: the text arrives as written, for dbt to parse per zone.
     assert [r[0] for r in notes.query('select "at" from raw.notes order by note_id')] == [
-        "2026-03-01 12:00:00+02:00", "2026-03-01 10:00:00Z", "2026-03-01 10:00:00"]
+        "2026-03-01 12:00:00+02:00",
+        "2026-03-01 10:00:00Z",
+        "2026-03-01 10:00:00",
+    ]

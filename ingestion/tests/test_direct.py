@@ -5,20 +5,26 @@ from platform_shared import settings as s
 from platform_shared.demo_data import simulate_day
 
 TABLES = ["customers", "products", "orders", "order_items", "payments", "web_sessions"]
-COLUMNS = ("select column_name, data_type from information_schema.columns where table_schema = 'raw' "
-           "and table_name = '{}' order by ordinal_position")
+COLUMNS = (
+    "select column_name, data_type from information_schema.columns where table_schema = 'raw' "
+    "and table_name = '{}' order by ordinal_position"
+)
 
 
 def _backends(result) -> dict[str, str]:
-    return {e.asset_key.path[-1]: e.materialization.metadata["backend"].value
-            for e in result.get_asset_materialization_events()}
+    return {
+        e.asset_key.path[-1]: e.materialization.metadata["backend"].value
+        for e in result.get_asset_materialization_events()
+    }
 
 
 def _tables(ingestion) -> dict:
-    tables = {t: (ingestion.query(COLUMNS.format(t)), ingestion.query(f"select * from raw.{t} order by all"))
-              for t in TABLES}
+    tables = {
+        t: (ingestion.query(COLUMNS.format(t)), ingestion.query(f"select * from raw.{t} order by all")) for t in TABLES
+    }
     tables["current history"] = ingestion.query(
-        "select * exclude (valid_from, valid_to) from raw.customers_history where valid_to is null order by all")
+        "select * exclude (valid_from, valid_to) from raw.customers_history where valid_to is null order by all"
+    )
     return tables
 
 
@@ -59,8 +65,10 @@ tables:
 
 
 def _events(ingestion):
-    ingestion.sql("create table events (event_id integer primary key, qty integer, body text, updated_at timestamp);"
-                  "insert into events values (1, 5, 'first', '2026-01-01 10:00:00');")
+    ingestion.sql(
+        "create table events (event_id integer primary key, qty integer, body text, updated_at timestamp);"
+        "insert into events values (1, 5, 'first', '2026-01-01 10:00:00');"
+    )
     ingestion.catalog_path.write_text(EVENTS)
     assert ingestion.run("events").success
     return ingestion
@@ -78,8 +86,10 @@ def test_invalid_utf8_in_a_changed_row_is_read_again_by_dlt_replacing_it(ingesti
 def test_a_changed_row_the_source_cannot_give_fails_naming_the_table_and_merges_nothing(ingestion):
     events = _events(ingestion)
     # SQLite keeps text in an integer column; connectorx refuses it.
-    events.sql("update events set body = 'second', updated_at = '2026-01-02 00:00:00' where event_id = 1;"
-               "insert into events values (2, 'many', 'x', '2026-01-02 10:00:00');")
+    events.sql(
+        "update events set body = 'second', updated_at = '2026-01-02 00:00:00' where event_id = 1;"
+        "insert into events values (2, 'many', 'x', '2026-01-02 10:00:00');"
+    )
     failed = events.run("events")
     assert not failed.success
     message = events.failure_message(failed)
@@ -93,8 +103,10 @@ def test_a_changed_row_the_source_cannot_give_fails_naming_the_table_and_merges_
 
 def test_a_merge_that_fails_half_way_leaves_the_stage_as_it_was(ingestion, monkeypatch):
     events = _events(ingestion)
-    events.sql("update events set body = 'second', updated_at = '2026-01-02 00:00:00' where event_id = 1;"
-               "insert into events values (2, 6, 'new', '2026-01-02 10:00:00');")
+    events.sql(
+        "update events set body = 'second', updated_at = '2026-01-02 00:00:00' where event_id = 1;"
+        "insert into events values (2, 6, 'new', '2026-01-02 10:00:00');"
+    )
     merge = direct._merge
 
     def merge_then_fail(conn, *args):
@@ -113,31 +125,43 @@ def test_a_merge_that_fails_half_way_leaves_the_stage_as_it_was(ingestion, monke
 def test_a_new_cursor_column_in_the_catalog_reads_the_whole_table_again(ingestion):
     # orders read by created_at miss a status change; the catalog moves to updated_at.
     catalog = ingestion.catalog_path.read_text()
-    ingestion.catalog_path.write_text(catalog.replace(
-        "  - source: orders\n    primary_key: order_id\n    load: incremental\n    cursor: updated_at",
-        "  - source: orders\n    primary_key: order_id\n    load: incremental\n    cursor: created_at"))
+    ingestion.catalog_path.write_text(
+        catalog.replace(
+            "  - source: orders\n    primary_key: order_id\n    load: incremental\n    cursor: updated_at",
+            "  - source: orders\n    primary_key: order_id\n    load: incremental\n    cursor: created_at",
+        )
+    )
     assert ingestion.run("orders").success
-    ingestion.sql("update orders set status = 'returned', updated_at = '2031-01-01 00:00:00' "
-                  "where order_id = (select min(order_id) from orders)")
+    ingestion.sql(
+        "update orders set status = 'returned', updated_at = '2031-01-01 00:00:00' "
+        "where order_id = (select min(order_id) from orders)"
+    )
     assert ingestion.run("orders").success  # by created_at: the change is not seen
     ingestion.catalog_path.write_text(catalog)
     moved = ingestion.run("orders").get_asset_materialization_events()[0].materialization.metadata
     assert moved["backend"].value == "connectorx"  # dlt, with no cursor state for updated_at
     ingestion.assert_raw_equals_source("orders")
-    assert ingestion.run("orders").get_asset_materialization_events()[0].materialization.metadata[
-        "backend"].value == direct.BACKEND
+    assert (
+        ingestion.run("orders").get_asset_materialization_events()[0].materialization.metadata["backend"].value
+        == direct.BACKEND
+    )
 
 
 def test_a_dlt_load_after_direct_merges_reads_only_the_overlap_window(ingestion):
     # dlt's own cursor stays at its last load while direct merges move on: a dlt load
     # after drift must not read (and, with history, version again) every row changed since.
-    ingestion.catalog_path.write_text(ingestion.catalog_path.read_text().replace(
-        "    history: scd2\n", "    history: scd2\n    on_column_dropped: ignore\n", 1))
+    ingestion.catalog_path.write_text(
+        ingestion.catalog_path.read_text().replace(
+            "    history: scd2\n", "    history: scd2\n    on_column_dropped: ignore\n", 1
+        )
+    )
     assert ingestion.run("customers").success
     (last_day,) = ingestion.query("select count(*) from raw.customers where customer_id % 10 = 4")[0]
     for day in range(2, 5):
-        ingestion.sql(f"update customers set country = 'Z{day}', updated_at = '2026-07-0{day} 00:00:00' "
-                      f"where customer_id % 10 = {day}")
+        ingestion.sql(
+            f"update customers set country = 'Z{day}', updated_at = '2026-07-0{day} 00:00:00' "
+            f"where customer_id % 10 = {day}"
+        )
         assert _backends(ingestion.run("customers"))["customers"] == direct.BACKEND
     versions = ingestion.query("select count(*) from raw.customers_history")[0][0]
     ingestion.sql("alter table customers drop column first_name")
@@ -152,24 +176,29 @@ def test_a_column_added_with_a_default_is_filled_in_every_row(ingestion):
     # It was filled only in the rows that changed after it was added (4 of 12,058 orders in
     # a live try): an existing row's updated_at does not move when a column is added.
     assert ingestion.run("orders", "customers").success
-    ingestion.sql("alter table orders add column channel text not null default 'web';"
-                  "alter table customers add column tier integer default 1;"
-                  "update orders set status = 'shipped', updated_at = '2026-07-01 00:00:00' where order_id = 1")
+    ingestion.sql(
+        "alter table orders add column channel text not null default 'web';"
+        "alter table customers add column tier integer default 1;"
+        "update orders set status = 'shipped', updated_at = '2026-07-01 00:00:00' where order_id = 1"
+    )
     result = ingestion.run("orders", "customers")
     assert result.success
     for event in result.get_asset_materialization_events():
         metadata = event.materialization.metadata
         assert metadata["backend"].value == "connectorx" and metadata["columns_filled"].value != "-"
-    assert ingestion.query("select count(*), count(*) filter (channel = 'web') from raw.orders") == \
-        ingestion.query("select count(*), count(*) from raw_stage.orders")
+    assert ingestion.query("select count(*), count(*) filter (channel = 'web') from raw.orders") == ingestion.query(
+        "select count(*), count(*) from raw_stage.orders"
+    )
     assert ingestion.query("select count(*) filter (tier is distinct from 1) from raw.customers") == [(0,)]
     ingestion.assert_raw_equals_source("orders")
     ingestion.assert_raw_equals_source("customers")
     # Every customer has a new version (its row now has a tier), and one current version.
-    assert ingestion.query("select count(*) filter (valid_to is null), count(distinct customer_id) "
-                           "from raw.customers_history") == ingestion.query(
-        "select count(*), count(*) from raw.customers")
-    assert ingestion.query("select data_type from information_schema.columns where table_schema = 'raw' "
-                           "and table_name = 'orders' and column_name = 'channel'") == [("VARCHAR",)]
+    assert ingestion.query(
+        "select count(*) filter (valid_to is null), count(distinct customer_id) from raw.customers_history"
+    ) == ingestion.query("select count(*), count(*) from raw.customers")
+    assert ingestion.query(
+        "select data_type from information_schema.columns where table_schema = 'raw' "
+        "and table_name = 'orders' and column_name = 'channel'"
+    ) == [("VARCHAR",)]
     # The next run is an hourly one again.
     assert set(_backends(ingestion.run("orders", "customers")).values()) == {direct.BACKEND}

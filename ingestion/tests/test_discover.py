@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import yaml
+
 from platform_ingestion.discover import discover
 from platform_shared import load_catalog
 
@@ -28,10 +29,13 @@ def test_discover_maps_awkward_names_keys_and_cursors(ingestion):
     ingestion.sql(AWKWARD)
     tables = {t["source"]: t for t in discover(ingestion.source_url)["tables"]}
     assert tables["Order Items"] == {
-        "source": "Order Items", "warehouse_name": "order_items_2", "primary_key": "Item ID",
-        "load": "incremental", "cursor": "updated_at",
+        "source": "Order Items",
+        "warehouse_name": "order_items_2",
+        "primary_key": "Item ID",
+        "load": "incremental",
+        "cursor": "updated_at",
         "comment": "WARNING: no index on updated_at in the source: every incremental load scans the "
-                   "whole table. Index it in the application database.",
+        "whole table. Index it in the application database.",
     }  # the demo's order_items already took that name
     assert "comment" not in tables["orders"]  # the demo schema indexes its cursors
     assert tables["select"]["primary_key"] == "from" and "warehouse_name" not in tables["select"]
@@ -62,6 +66,7 @@ def test_a_discovered_catalog_ingests_every_table_under_safe_names(ingestion):
 
 
 def test_discover_prints_a_catalog_to_stdout(ingestion):
-    out = subprocess.run([sys.executable, "-m", "platform_ingestion.discover"], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "platform_ingestion.discover"], check=True, capture_output=True, text=True
+    ).stdout
     assert {"customers", "orders"} <= {t["source"] for t in yaml.safe_load(out)["attributes"]["tables"]}

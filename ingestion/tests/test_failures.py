@@ -1,6 +1,7 @@
 """What a bad load does: fail its own asset with a clear reason, and keep the last good copy."""
 
 import pytest
+
 from platform_ingestion.assets import is_transient
 from platform_ingestion.loading import SourceTableMissing
 
@@ -40,7 +41,9 @@ def test_a_null_primary_key_fails_the_audit(events):
     events.sql("insert into events values (null, 'orphan', null, '2026-01-02 00:00:00')")
     result = events.run("events")
     assert not result.success
-    assert "'events' failed its audit: 1 row(s) with a null primary key (\"event_id\")" in events.failure_message(result)
+    assert "'events' failed its audit: 1 row(s) with a null primary key (\"event_id\")" in events.failure_message(
+        result
+    )
     assert events.query("select count(*) from raw.events") == [(2,)]
 
 
@@ -57,19 +60,23 @@ def test_a_dropped_column_fails_with_a_clear_message_before_any_work(events):
     result = events.run("events")
     assert not result.success
     assert "['payload'] were dropped or renamed" in events.failure_message(result)
-    assert [c for (c, *_ ) in events.query("describe raw.events")].count("payload") == 1
+    assert [c for (c, *_) in events.query("describe raw.events")].count("payload") == 1
 
 
 def test_a_dropped_column_follows_the_ignore_policy(events):
-    events.catalog_path.write_text(EVENTS_CATALOG.replace(
-        "primary_key: event_id", "primary_key: event_id\n    on_column_dropped: ignore"))
+    events.catalog_path.write_text(
+        EVENTS_CATALOG.replace("primary_key: event_id", "primary_key: event_id\n    on_column_dropped: ignore")
+    )
     events.sql("alter table events drop column payload; insert into events values (3, 'buy', '2026-01-03 00:00:00')")
     result = events.run("events")
     assert result.success
     assert result.get_asset_materialization_events()[0].materialization.metadata["columns_dropped"].value == "payload"
     # The column stays in the warehouse, empty from now on; the rows are the source's.
     assert events.query("select event_id, kind, payload from raw.events order by 1") == [
-        (1, "click", None), (2, "view", None), (3, "buy", None)]
+        (1, "click", None),
+        (2, "view", None),
+        (3, "buy", None),
+    ]
 
 
 def test_a_retyped_column_fails_until_a_full_refresh(events):
@@ -89,7 +96,9 @@ def test_a_missing_source_table_fails_only_its_own_asset_naming_it(events):
     events.sql("drop table events")
     result = events.run()
     assert events.failed_steps(result) == {"raw__events"}
-    assert "Source table 'events'" in events.failure_message(result) and "dropped or renamed" in events.failure_message(result)
+    assert "Source table 'events'" in events.failure_message(result) and "dropped or renamed" in events.failure_message(
+        result
+    )
     assert events.query("select count(*) from raw.events") == [(2,)]
     assert events.query("select count(*) from raw.products")[0][0] > 0
     # Not retried: a retry cannot bring the table back.

@@ -24,10 +24,12 @@ def test_a_row_written_with_an_old_cursor_is_loaded_by_its_key(ingestion):
     # A long transaction, a clock behind, a manual fix: a row inserted with an updated_at
     # below the overlap window. It failed the table's audit on every run until a full refresh.
     assert ingestion.run("orders", "customers").success
-    ingestion.sql("insert into orders select order_id + 1000000, customer_id, status, total_cents, created_at, "
-                  "'2024-01-01 00:00:00' from orders where order_id = 1;"
-                  "insert into customers select customer_id + 1000000, email, first_name, last_name, country, "
-                  "signup_channel, created_at, '2024-01-01 00:00:00' from customers where customer_id = 1")
+    ingestion.sql(
+        "insert into orders select order_id + 1000000, customer_id, status, total_cents, created_at, "
+        "'2024-01-01 00:00:00' from orders where order_id = 1;"
+        "insert into customers select customer_id + 1000000, email, first_name, last_name, country, "
+        "signup_channel, created_at, '2024-01-01 00:00:00' from customers where customer_id = 1"
+    )
     result = ingestion.run("orders", "customers")
     assert result.success, ingestion.failure_message(result)
     for table in ("orders", "customers"):
@@ -50,8 +52,7 @@ def test_a_cursor_in_the_future_never_stalls_the_table(ingestion):
     ingestion.assert_raw_equals_source("orders")
 
 
-def test_runs_into_a_postgres_warehouse_while_the_application_writes(ingestion, writer, postgres_database,
-                                                                       monkeypatch):
+def test_runs_into_a_postgres_warehouse_while_the_application_writes(ingestion, writer, postgres_database, monkeypatch):
     monkeypatch.setenv(s.WAREHOUSE, "postgres")
     monkeypatch.setenv(s.WAREHOUSE_URL, postgres_database)
     ingestion.warehouse_url = postgres_database

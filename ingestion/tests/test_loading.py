@@ -2,11 +2,12 @@
 
 import dataclasses
 import sqlite3
-from decimal import Decimal
 from datetime import datetime
+from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+
 from platform_ingestion import audit
 from platform_ingestion.loading import LoadRequest, build_resource, pii_hasher
 from platform_shared import load_catalog
@@ -60,12 +61,17 @@ def test_scd2_history_keeps_every_past_state_with_validity(ingestion):
 def _history_matches_stage(ingestion, table: str) -> None:
     """raw.<table>_history holds exactly the staged versions (so publishing only the
     changed keys' versions missed nothing)."""
-    columns = [c for (c,) in ingestion.query(
-        f"select column_name from information_schema.columns where table_schema = 'raw' "
-        f"and table_name = '{table}' order by ordinal_position")]
+    columns = [
+        c
+        for (c,) in ingestion.query(
+            f"select column_name from information_schema.columns where table_schema = 'raw' "
+            f"and table_name = '{table}' order by ordinal_position"
+        )
+    ]
     select = ", ".join(columns)
-    assert ingestion.query(f"select {select}, valid_from, valid_to from raw.{table}_history order by all") == \
-        ingestion.query(f"select {select}, _dlt_valid_from, _dlt_valid_to from raw_stage.{table} order by all")
+    assert ingestion.query(
+        f"select {select}, valid_from, valid_to from raw.{table}_history order by all"
+    ) == ingestion.query(f"select {select}, _dlt_valid_from, _dlt_valid_to from raw_stage.{table} order by all")
 
 
 def test_an_incremental_table_with_history_reads_only_changes_and_retires_deleted_rows(ingestion, monkeypatch):
@@ -85,7 +91,8 @@ def test_an_incremental_table_with_history_reads_only_changes_and_retires_delete
     assert 1 <= meta["rows_loaded"].value < total / 10
     assert meta["rows_deleted"].value == 1 and meta["keys_compared"].value is True
     history = lambda cid: ingestion.query(  # noqa: E731
-        f"select country, valid_to is null from raw.customers_history where customer_id = {cid} order by valid_from")
+        f"select country, valid_to is null from raw.customers_history where customer_id = {cid} order by valid_from"
+    )
     assert [current for _, current in history(3)] == [False, True] and history(3)[1][0] == "ZZ"
     # A deleted row stays in the history, retired; it leaves the current table.
     assert [current for _, current in history(5)] == [False]
@@ -119,12 +126,16 @@ def test_an_unchanged_row_keeps_its_one_version_whatever_batch_it_is_read_in(ing
         "insert into devices values (1, 10, 'phone'), (2, null, 'tablet'), (3, 30, 'laptop');"
     )
     ingestion.catalog_path.write_text(
-        "tables:\n  - source: devices\n    primary_key: device_id\n    history: scd2\n    chunk_rows: 2\n")
+        "tables:\n  - source: devices\n    primary_key: device_id\n    history: scd2\n    chunk_rows: 2\n"
+    )
     assert ingestion.run("devices").success
     ingestion.sql("delete from devices where device_id = 2")  # device 1 is now read in a batch without nulls
     assert ingestion.run("devices").success
     assert ingestion.query("select device_id, count(*) from raw.devices_history group by 1 order by 1") == [
-        (1, 1), (2, 1), (3, 1)]
+        (1, 1),
+        (2, 1),
+        (3, 1),
+    ]
     assert ingestion.query("select device_id from raw.devices order by 1") == [(1,), (3,)]
 
 
@@ -136,10 +147,14 @@ def test_a_row_the_cursor_missed_is_not_hidden_by_a_delete(ingestion):
     assert ingestion.run("orders").success
     ingestion.sql(
         "insert into orders select max(order_id) + 1, customer_id, status, total_cents, created_at, "
-        "'2020-01-01 00:00:00' from orders; delete from orders where order_id = 8;")
+        "'2020-01-01 00:00:00' from orders; delete from orders where order_id = 8;"
+    )
     caught = ingestion.run("orders").get_asset_materialization_events()[0].materialization.metadata
     assert (caught["keys_compared"].value, caught["rows_deleted"].value, caught["rows_loaded_by_key"].value) == (
-        True, 1, 1)
+        True,
+        1,
+        1,
+    )
     ingestion.assert_raw_equals_source("orders")
 
 
@@ -173,9 +188,11 @@ def test_a_date_cursor_overlaps_by_a_day(ingestion):
     ingestion.sql(
         "create table visits (visit_id integer primary key, day date);"
         "with recursive n(i) as (select 1 union all select i + 1 from n where i < 1000) "
-        "insert into visits select i, date('2023-01-01', '+' || i || ' days') from n;")
+        "insert into visits select i, date('2023-01-01', '+' || i || ' days') from n;"
+    )
     ingestion.catalog_path.write_text(
-        "tables:\n  - source: visits\n    primary_key: visit_id\n    load: incremental\n    cursor: day\n")
+        "tables:\n  - source: visits\n    primary_key: visit_id\n    load: incremental\n    cursor: day\n"
+    )
     assert ingestion.run("visits").success
     again = ingestion.run("visits").get_asset_materialization_events()[0].materialization.metadata
     assert again["rows_loaded"].value == 2  # the last day and the one before
@@ -191,8 +208,10 @@ def test_a_date_range_backfill_reloads_only_that_window(ingestion):
     # An update the cursor missed (updated_at untouched), on an old and a new order.
     ingestion.sql(f"update orders set status = 'returned' where order_id in ({old[0]}, {new[0]})")
     (old_at,) = ingestion.query(f"select updated_at from raw.orders where order_id = {old[0]}")[0]
-    window = {"backfill_from": str(old_at.replace(hour=0, minute=0, second=0, microsecond=0)),
-              "backfill_to": str(old_at.replace(hour=23, minute=59, second=59))}
+    window = {
+        "backfill_from": str(old_at.replace(hour=0, minute=0, second=0, microsecond=0)),
+        "backfill_to": str(old_at.replace(hour=23, minute=59, second=59)),
+    }
     assert ingestion.run("orders", config=window).success
     statuses = dict(ingestion.query(f"select order_id, status from raw.orders where order_id in ({old[0]}, {new[0]})"))
     assert statuses[old[0]] == "returned" and statuses[new[0]] != "returned"
@@ -223,8 +242,13 @@ def test_without_pii_hash_key_a_local_key_is_made_once_and_kept_private(ingestio
     key_file = ingestion.warehouse.parent / "pii_hash.key"
     assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_text()) == 64
     first = ingestion.query("select email from raw.customers where customer_id = 1")
-    assert first == [(pii_hasher(("email",), key_file.read_text())(pa.table({"email": [
-        ingestion.source_email(1)]})).column("email")[0].as_py(),)]
+    assert first == [
+        (
+            pii_hasher(("email",), key_file.read_text())(pa.table({"email": [ingestion.source_email(1)]}))
+            .column("email")[0]
+            .as_py(),
+        )
+    ]
     assert ingestion.run("customers", config={"full_refresh": True}).success
     assert ingestion.query("select email from raw.customers where customer_id = 1") == first
 
@@ -234,10 +258,19 @@ def test_hashed_columns_with_an_empty_key_load_nothing(ingestion):
     from platform_shared import CatalogError, Warehouse
 
     customers = load_catalog(ingestion.catalog_path).table("customers")
-    with pytest.raises(CatalogError, match=r"Table 'customers' hashes \['email', 'last_name'\] but the hash key "
-                                           r"is empty.*Set PII_HASH_KEY"):
-        ingest_table(customers, request=LoadRequest(), warehouse=Warehouse(path=str(ingestion.warehouse)),
-                     source_url=ingestion.source_url, pipelines_dir=ingestion.root / "dlt", hash_key="")
+    with pytest.raises(
+        CatalogError,
+        match=r"Table 'customers' hashes \['email', 'last_name'\] but the hash key "
+        r"is empty.*Set PII_HASH_KEY",
+    ):
+        ingest_table(
+            customers,
+            request=LoadRequest(),
+            warehouse=Warehouse(path=str(ingestion.warehouse)),
+            source_url=ingestion.source_url,
+            pipelines_dir=ingestion.root / "dlt",
+            hash_key="",
+        )
     assert not ingestion.warehouse.exists()
 
 
@@ -273,7 +306,6 @@ def test_tiny_chunks_load_exactly_the_source_rows_through_updates_and_deletes(in
         ingestion.assert_raw_equals_source(table)
 
 
-
 INCREMENTAL_EVENTS = """
 tables:
   - source: events
@@ -299,13 +331,22 @@ def test_changes_kept_back_by_a_failed_audit_are_published_by_the_next_good_run(
     )
     failed = ingestion.run("events")
     assert "1 row(s) with a null primary key" in ingestion.failure_message(failed)
-    assert ingestion.query("select event_id, kind from raw.events order by 1") == [(1, "click"), (2, "view"), (3, "view")]
+    assert ingestion.query("select event_id, kind from raw.events order by 1") == [
+        (1, "click"),
+        (2, "view"),
+        (3, "view"),
+    ]
     # The bad row goes; the next run's cursor window no longer reaches the update.
-    ingestion.sql("delete from events where event_id is null; insert into events values (4, 'view', '2026-03-02 00:00:00')")
+    ingestion.sql(
+        "delete from events where event_id is null; insert into events values (4, 'view', '2026-03-02 00:00:00')"
+    )
     assert ingestion.run("events").success
     ingestion.assert_raw_equals_source("events")
     # A new column is published too, and an emptied source table empties raw.
-    ingestion.sql("alter table events add column channel text; update events set channel = 'web', updated_at = '2026-03-03 00:00:00'")
+    ingestion.sql(
+        "alter table events add column channel text; "
+        "update events set channel = 'web', updated_at = '2026-03-03 00:00:00'"
+    )
     assert ingestion.run("events").success
     ingestion.assert_raw_equals_source("events")
     ingestion.sql("delete from events")
@@ -320,13 +361,15 @@ def test_rows_left_in_stage_by_a_failed_first_load_are_reconciled_on_the_next(in
     with sqlite3.connect(ingestion.root / "app.db") as conn:  # the same table without its key constraint
         (ddl,) = conn.execute("select sql from sqlite_master where name = 'payments'").fetchone()
         conn.executescript(
-            "alter table payments rename to old_payments;"
-            + ddl.replace("PRIMARY KEY (payment_id),", "") + ";"
+            "alter table payments rename to old_payments;" + ddl.replace("PRIMARY KEY (payment_id),", "") + ";"
             "insert into payments select * from old_payments; drop table old_payments;"
-            "insert into payments select * from payments where payment_id = (select min(payment_id) from payments)")
+            "insert into payments select * from payments where payment_id = (select min(payment_id) from payments)"
+        )
     first = ingestion.run("payments")
     assert not first.success and "more than one row" in ingestion.failure_message(first)
-    ingestion.sql("delete from payments where payment_id in (select payment_id from payments order by payment_id limit 2)")
+    ingestion.sql(
+        "delete from payments where payment_id in (select payment_id from payments order by payment_id limit 2)"
+    )
     retry = ingestion.run("payments")
     assert retry.success
     assert retry.get_asset_materialization_events()[0].materialization.metadata["rows_deleted"].value >= 2
@@ -357,29 +400,45 @@ tables:
 def test_a_sqlite_decimal_column_with_integers_and_reals_loads_exactly(ingestion):
     # SQLite stores 901.00 as the integer 901: connectorx typed the column by whichever
     # storage class came first and panicked on the other (a TPC-H part table, p_retailprice).
-    ingestion.sql("create table part (p_partkey integer primary key, p_name varchar(55), "
-                  "p_retailprice decimal(15,2), p_size numeric, updated_at timestamp);"
-                  "insert into part values (1, 'a', 901.00, 7, '2026-01-01 00:00:00'), "
-                  "(2, 'b', 901.5, 7.25, '2026-01-01 00:00:00'), (3, 'c', null, null, '2026-01-01 00:00:00')")
+    ingestion.sql(
+        "create table part (p_partkey integer primary key, p_name varchar(55), "
+        "p_retailprice decimal(15,2), p_size numeric, updated_at timestamp);"
+        "insert into part values (1, 'a', 901.00, 7, '2026-01-01 00:00:00'), "
+        "(2, 'b', 901.5, 7.25, '2026-01-01 00:00:00'), (3, 'c', null, null, '2026-01-01 00:00:00')"
+    )
     ingestion.catalog_path.write_text(PART)
     assert ingestion.run("part").success
     ingestion.sql("insert into part values (4, 'd', 1234567890123.45, 3, '2026-07-01 00:00:00')")
     hourly = ingestion.run("part")
     assert hourly.success
     assert ingestion.query("select p_partkey, p_retailprice::varchar, p_size from raw.part order by 1") == [
-        (1, "901.00", Decimal("7")), (2, "901.50", Decimal("7.25")), (3, None, None),
-        (4, "1234567890123.45", Decimal("3"))]
-    assert dict(ingestion.query("select column_name, data_type from information_schema.columns "
-                                "where table_schema = 'raw' and table_name = 'part'"))["p_retailprice"] == "DECIMAL(15,2)"
+        (1, "901.00", Decimal("7")),
+        (2, "901.50", Decimal("7.25")),
+        (3, None, None),
+        (4, "1234567890123.45", Decimal("3")),
+    ]
+    assert (
+        dict(
+            ingestion.query(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = 'raw' and table_name = 'part'"
+            )
+        )["p_retailprice"]
+        == "DECIMAL(15,2)"
+    )
 
 
 def test_text_in_a_sqlite_decimal_column_fails_naming_the_table_column_and_rows(ingestion):
-    ingestion.sql("create table part (p_partkey integer primary key, p_retailprice decimal(15,2), "
-                  "updated_at timestamp);"
-                  "insert into part values (1, 901, '2026-01-01'), (2, 'n/a', '2026-01-01'), (3, '12.5', '2026-01-01')")
+    ingestion.sql(
+        "create table part (p_partkey integer primary key, p_retailprice decimal(15,2), "
+        "updated_at timestamp);"
+        "insert into part values (1, 901, '2026-01-01'), (2, 'n/a', '2026-01-01'), (3, '12.5', '2026-01-01')"
+    )
     ingestion.catalog_path.write_text(PART)
     result = ingestion.run("part")
     assert not result.success
-    assert ("Table 'part', column 'p_retailprice' (declared DECIMAL(15, 2)) holds text that is not a number, "
-            "for example in the rows [(2, 'n/a')]") in ingestion.failure_message(result)
+    assert (
+        "Table 'part', column 'p_retailprice' (declared DECIMAL(15, 2)) holds text that is not a number, "
+        "for example in the rows [(2, 'n/a')]"
+    ) in ingestion.failure_message(result)
     assert not ingestion.warehouse.exists()  # nothing was loaded

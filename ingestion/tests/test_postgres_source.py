@@ -6,10 +6,11 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 import yaml
+from sqlalchemy.engine import make_url
+
 from platform_ingestion import direct
 from platform_shared import settings as s
 from platform_shared.demo_data import generate, simulate_day
-from sqlalchemy.engine import make_url
 
 TABLES = ["customers", "products", "orders", "order_items", "payments", "web_sessions"]
 
@@ -25,8 +26,11 @@ def _read_only_url(admin_url: str, database: str) -> str:
         conn.execute(sa.text(f"grant usage on schema public to {role}"))
         conn.execute(sa.text(f"grant select on all tables in schema public to {role}"))
     engine.dispose()
-    return make_url(admin_url).set(database=database, username=role, password=password).render_as_string(
-        hide_password=False)
+    return (
+        make_url(admin_url)
+        .set(database=database, username=role, password=password)
+        .render_as_string(hide_password=False)
+    )
 
 
 @pytest.fixture
@@ -43,8 +47,9 @@ def _writes(url: str) -> int:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         conn.execute(sa.text("select pg_stat_force_next_flush()"))
-        total = conn.execute(sa.text(
-            "select coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) from pg_stat_user_tables")).scalar_one()
+        total = conn.execute(
+            sa.text("select coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) from pg_stat_user_tables")
+        ).scalar_one()
     engine.dispose()
     return total
 
@@ -70,15 +75,27 @@ def test_a_catalog_discovered_in_another_schema_loads_as_written(ingestion, post
 
     engine = sa.create_engine(postgres_database)
     with engine.begin() as conn:
-        conn.execute(sa.text('create schema app; create table app."Order Lines" (id integer primary key, '
-                             "sku text, updated_at timestamp); insert into app.\"Order Lines\" values "
-                             "(1, 'a', '2026-01-01'), (2, '', '2026-01-02');"
-                             "create table public.\"Order Lines\" (id integer primary key)"))
+        conn.execute(
+            sa.text(
+                'create schema app; create table app."Order Lines" (id integer primary key, '
+                'sku text, updated_at timestamp); insert into app."Order Lines" values '
+                "(1, 'a', '2026-01-01'), (2, '', '2026-01-02');"
+                'create table public."Order Lines" (id integer primary key)'
+            )
+        )
     engine.dispose()
     doc = discover(postgres_database, schema="app")
-    assert doc["tables"] == [{"source": "Order Lines", "schema": "app", "warehouse_name": "order_lines",
-                              "primary_key": "id", "load": "incremental", "cursor": "updated_at",
-                              "comment": doc["tables"][0]["comment"]}]
+    assert doc["tables"] == [
+        {
+            "source": "Order Lines",
+            "schema": "app",
+            "warehouse_name": "order_lines",
+            "primary_key": "id",
+            "load": "incremental",
+            "cursor": "updated_at",
+            "comment": doc["tables"][0]["comment"],
+        }
+    ]
     ingestion.catalog_path.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv(s.SOURCE_DATABASE_URL, postgres_database)
     assert ingestion.run("order_lines").success
@@ -124,35 +141,47 @@ def test_types_survive_from_postgres(pg_ingestion):
     assert pg_ingestion.run("typed").success
     row = pg_ingestion.query(
         "select amount, ratio, flag, day, at_local, at_utc at time zone 'UTC', label, doc, big "
-        "from raw.typed where id = 1")[0]
+        "from raw.typed where id = 1"
+    )[0]
     assert row[0] == Decimal("12345678901234.5678")  # no float rounding
     assert row[1] == 0.1 and row[2] is True and str(row[3]) == "2026-02-28"
     assert str(row[4]) == "2026-03-01 12:00:00" and str(row[5]) == "2026-03-01 10:00:00"
     assert row[6] == "Zoë – 東京 ✓" and row[8] == 9007199254740993
     assert '"a"' in str(row[7])
-    assert pg_ingestion.query("select count(*) from raw.typed where id = 2 and amount is null and doc is null") == [(1,)]
+    assert pg_ingestion.query("select count(*) from raw.typed where id = 2 and amount is null and doc is null") == [
+        (1,)
+    ]
 
 
 def test_an_hourly_run_from_postgres_merges_every_type_as_dlt_loads_it(pg_ingestion):
     engine = sa.create_engine(pg_ingestion.admin_url)
     with engine.begin() as conn:
-        conn.execute(sa.text(TYPES + "alter table typed add column updated_at timestamptz not null "
-                             "default '2026-03-01 00:00:00+00';"))
+        conn.execute(
+            sa.text(
+                TYPES + "alter table typed add column updated_at timestamptz not null default '2026-03-01 00:00:00+00';"
+            )
+        )
     pg_ingestion.catalog_path.write_text(
-        "tables:\n  - source: typed\n    primary_key: id\n    load: incremental\n    cursor: updated_at\n")
+        "tables:\n  - source: typed\n    primary_key: id\n    load: incremental\n    cursor: updated_at\n"
+    )
     assert pg_ingestion.run("typed").success
     with engine.begin() as conn:  # an insert of every type and an update, in another time zone
-        conn.execute(sa.text(
-            "insert into typed select 3, amount, ratio, flag, day, at_local, at_utc, label, doc, big, "
-            "'2026-03-02 09:00:00+05' from typed where id = 1;"
-            "update typed set amount = 0.0001, flag = false, doc = '[]', updated_at = '2026-03-02 10:00:00+05' "
-            "where id = 2;"))
+        conn.execute(
+            sa.text(
+                "insert into typed select 3, amount, ratio, flag, day, at_local, at_utc, label, doc, big, "
+                "'2026-03-02 09:00:00+05' from typed where id = 1;"
+                "update typed set amount = 0.0001, flag = false, doc = '[]', updated_at = '2026-03-02 10:00:00+05' "
+                "where id = 2;"
+            )
+        )
     engine.dispose()
     hourly = pg_ingestion.run("typed")
     meta = hourly.get_asset_materialization_events()[0].materialization.metadata
     assert meta["backend"].value == direct.BACKEND and meta["rows_loaded"].value >= 2
-    columns = "select column_name, data_type from information_schema.columns where table_name = 'typed' " \
-              "and table_schema = 'raw' order by ordinal_position"
+    columns = (
+        "select column_name, data_type from information_schema.columns where table_name = 'typed' "
+        "and table_schema = 'raw' order by ordinal_position"
+    )
     merged = pg_ingestion.query(columns), pg_ingestion.query("select * from raw.typed order by id")
     rows = {r[0]: r for r in merged[1]}
     assert rows[2][1] == Decimal("0.0001") and rows[2][3] is False
@@ -183,22 +212,44 @@ def test_uuid_bytea_arrays_interval_time_and_unbounded_numeric_round_trip_from_p
     with engine.begin() as conn:
         conn.execute(sa.text(MORE_TYPES))
     pg_ingestion.catalog_path.write_text(
-        "tables:\n  - source: more_typed\n    primary_key: id\n    load: incremental\n    cursor: updated_at\n")
+        "tables:\n  - source: more_typed\n    primary_key: id\n    load: incremental\n    cursor: updated_at\n"
+    )
     assert pg_ingestion.run("more_typed").success
     with engine.begin() as conn:
-        conn.execute(sa.text("insert into more_typed select 3, u, raw, ints, tags, span, at_time, exact, "
-                             "'2026-03-02 00:00:00+00' from more_typed where id = 1"))
+        conn.execute(
+            sa.text(
+                "insert into more_typed select 3, u, raw, ints, tags, span, at_time, exact, "
+                "'2026-03-02 00:00:00+00' from more_typed where id = 1"
+            )
+        )
     engine.dispose()
     hourly = pg_ingestion.run("more_typed")
     assert hourly.get_asset_materialization_events()[0].materialization.metadata["backend"].value == direct.BACKEND
-    types = dict(pg_ingestion.query("select column_name, data_type from information_schema.columns "
-                                    "where table_schema = 'raw' and table_name = 'more_typed'"))
+    types = dict(
+        pg_ingestion.query(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = 'raw' and table_name = 'more_typed'"
+        )
+    )
     assert {c: types[c] for c in ("u", "raw", "ints", "tags", "span", "at_time", "exact")} == {
-        "u": "VARCHAR", "raw": "BLOB", "ints": "JSON", "tags": "JSON", "span": "VARCHAR",
-        "at_time": "TIME", "exact": "VARCHAR"}
-    expected = ("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", b"\xde\xad\xbe\xef", "[1,2,3]", '["a","b c"]',
-                "1 mon 2 days 03:04:05.5", "12:34:56.789", "12345678901234567890.123456789012")
-    rows = pg_ingestion.query("select id, u, raw, ints::varchar, tags::varchar, span, at_time::varchar, exact "
-                              "from raw.more_typed "
-                              "order by id")
+        "u": "VARCHAR",
+        "raw": "BLOB",
+        "ints": "JSON",
+        "tags": "JSON",
+        "span": "VARCHAR",
+        "at_time": "TIME",
+        "exact": "VARCHAR",
+    }
+    expected = (
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        b"\xde\xad\xbe\xef",
+        "[1,2,3]",
+        '["a","b c"]',
+        "1 mon 2 days 03:04:05.5",
+        "12:34:56.789",
+        "12345678901234567890.123456789012",
+    )
+    rows = pg_ingestion.query(
+        "select id, u, raw, ints::varchar, tags::varchar, span, at_time::varchar, exact from raw.more_typed order by id"
+    )
     assert rows == [(1, *expected), (2, *[None] * 7), (3, *expected)]

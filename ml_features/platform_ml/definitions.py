@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+
 from platform_shared import load_settings
 from platform_shared.location import location_definitions
 
@@ -11,5 +12,6 @@ from .resources import build_resources
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return location_definitions("ml_features", Path(__file__).parent, resources=build_resources(load_settings()),
-                                automated=True)
+    return location_definitions(
+        "ml_features", Path(__file__).parent, resources=build_resources(load_settings()), automated=True
+    )

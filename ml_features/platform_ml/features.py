@@ -208,8 +208,9 @@ def has_customer_history(conn) -> bool:
 def build_features(conn, cutoffs: list[datetime]) -> int:
     """(Re)build the feature table for the given cut-offs; returns its row count."""
     conn.execute(f"create schema if not exists {FEATURES_SCHEMA}").fetchall()
-    sql = (_FEATURES_SQL.replace("{customer_versions}", _CUSTOMER_VERSIONS[has_customer_history(conn)])
-           .replace("{cutoffs}", ", ".join(f"('{c.isoformat(sep=' ')}')" for c in cutoffs)))
+    sql = _FEATURES_SQL.replace("{customer_versions}", _CUSTOMER_VERSIONS[has_customer_history(conn)]).replace(
+        "{cutoffs}", ", ".join(f"('{c.isoformat(sep=' ')}')" for c in cutoffs)
+    )
     replace_table(conn, FEATURES_SCHEMA, FEATURE_TABLE, sql)
     return conn.execute(f"select count(*) from {FEATURES_SCHEMA}.{FEATURE_TABLE}").fetchall()[0][0]
 
@@ -219,9 +220,7 @@ def last_event_time(conn) -> datetime:
 
 
 # What a healthy feature table looks like: (SQL that counts offending rows, what it means).
-FEATURE_RULES = [
-    (f"{c} is null", f"{c} is null") for c in FEATURE_COLUMNS
-] + [
+FEATURE_RULES = [(f"{c} is null", f"{c} is null") for c in FEATURE_COLUMNS] + [
     ("tenure_days < 0 or recency_days < 0", "negative tenure or recency"),
     ("recency_days > tenure_days", "last order before signup"),
     ("frequency < 1", "a customer without orders"),
@@ -236,10 +235,9 @@ def feature_problems(conn) -> dict[str, int]:
     duplicate (as_of, customer_id) pairs."""
     table = f"{FEATURES_SCHEMA}.{FEATURE_TABLE}"
     counts = conn.execute(
-        "select " + ", ".join(f"count(*) filter (where {sql})" for sql, _ in FEATURE_RULES)
-        + f" from {table}"
+        "select " + ", ".join(f"count(*) filter (where {sql})" for sql, _ in FEATURE_RULES) + f" from {table}"
     ).fetchall()[0]
-    problems = {name: n for (_, name), n in zip(FEATURE_RULES, counts) if n}
+    problems = {name: n for (_, name), n in zip(FEATURE_RULES, counts, strict=True) if n}
     (dupes,) = conn.execute(
         f"select count(*) from (select as_of, customer_id from {table} group by as_of, customer_id "
         "having count(*) > 1) as d"

@@ -59,10 +59,12 @@ def fingerprint(frame: pd.DataFrame) -> str:
 def train(frame: pd.DataFrame, features: list[str], params: dict) -> Pipeline:
     numeric = [f for f in features if f in NUMERIC_FEATURES]
     categorical = [f for f in features if f in CATEGORICAL_FEATURES]
-    prepare = ColumnTransformer([
-        ("numeric", "passthrough", numeric),
-        ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
-    ])
+    prepare = ColumnTransformer(
+        [
+            ("numeric", "passthrough", numeric),
+            ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
+        ]
+    )
     model = Pipeline([("prepare", prepare), ("clf", HistGradientBoostingClassifier(**params))])
     y = frame["churned"].astype(int)
     if y.nunique() < 2:
@@ -165,8 +167,9 @@ def psi(profile: dict, frame: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def decide_champion(challenger: str, challenger_auc: float, champion: str | None,
-                    champion_auc: float | None) -> tuple[bool, str]:
+def decide_champion(
+    challenger: str, challenger_auc: float, champion: str | None, champion_auc: float | None
+) -> tuple[bool, str]:
     """Whether the challenger becomes the champion, and why. Both ROC AUCs come from the
     same held-out snapshot; a champion that cannot score today's features (NaN, or never
     evaluated) gives way.
@@ -185,5 +188,7 @@ def decide_champion(challenger: str, challenger_auc: float, champion: str | None
         return True, f"the champion {champion} cannot be scored on today's features"
     if challenger_auc > champion_auc:
         return True, f"ROC AUC {challenger_auc:.4f} beats the champion's {champion_auc:.4f}"
-    return False, (f"challenger {challenger} ROC AUC {challenger_auc:.4f} does not beat "
-                   f"champion {champion}'s {champion_auc:.4f} on the same test snapshot")
+    return False, (
+        f"challenger {challenger} ROC AUC {challenger_auc:.4f} does not beat "
+        f"champion {champion}'s {champion_auc:.4f} on the same test snapshot"
+    )

@@ -1,11 +1,12 @@
 """The resources of the ML location (its one module of resources)."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import joblib
+
 from platform_shared import Settings, build_warehouse
 
 CHAMPION_FILE = "champion.json"
@@ -31,7 +32,7 @@ class ModelStore(dg.ConfigurableResource):
 
     def save(self, model: str, fitted, info: dict) -> str:
         """Save a newly trained version; returns its version (UTC time, sortable)."""
-        version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         folder = self.folder(model) / version
         folder.mkdir(parents=True)
         joblib.dump(fitted, folder / "model.joblib")
@@ -67,8 +68,7 @@ class ModelStore(dg.ConfigurableResource):
         # Written to a temporary file and renamed: a reader never sees half a pointer.
         path = self.folder(model) / CHAMPION_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": version, "reason": reason,
-                                   "promoted_at": datetime.now(timezone.utc).isoformat()}))
+        tmp.write_text(json.dumps({"version": version, "reason": reason, "promoted_at": datetime.now(UTC).isoformat()}))
         tmp.replace(path)
 
 

@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+
 from platform_ml.model import PSI_ALERT, decide_champion, precision_at, psi, reference_profile, time_split
 
 
@@ -12,8 +13,15 @@ def _snapshots() -> pd.DataFrame:
     rows = []
     for as_of, label in (("2026-01-01", 1.0), ("2026-02-01", 0.0), ("2026-03-01", 1.0), ("2026-04-01", None)):
         for customer in range(50):
-            rows.append({"customer_id": customer, "as_of": pd.Timestamp(as_of), "churned": label,
-                         "recency_days": float(rng.integers(0, 300)), "country": "US" if customer % 3 else "DE"})
+            rows.append(
+                {
+                    "customer_id": customer,
+                    "as_of": pd.Timestamp(as_of),
+                    "churned": label,
+                    "recency_days": float(rng.integers(0, 300)),
+                    "country": "US" if customer % 3 else "DE",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -46,18 +54,22 @@ def _specs() -> list[dict]:
 
     d = defs()
     graph = d.resolve_asset_graph()
-    checks = [c for a in [*d.assets, *(d.asset_checks or [])] if isinstance(a, dg.AssetsDefinition)
-              for c in a.check_specs]
-    return [{
-        "key": key.to_user_string(),
-        "deps": sorted(p.to_user_string() for p in graph.get(key).parent_keys),
-        "owners": graph.get(key).owners,
-        "kinds": sorted(graph.get(key).kinds),
-        "group": graph.get(key).group_name,
-        "pools": sorted(graph.get(key).pools),
-        "checks": sorted(f"{c.name} blocking={c.blocking}" for c in checks if c.asset_key == key),
-    } for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
-        if graph.get(key).is_materializable]
+    checks = [
+        c for a in [*d.assets, *(d.asset_checks or [])] if isinstance(a, dg.AssetsDefinition) for c in a.check_specs
+    ]
+    return [
+        {
+            "key": key.to_user_string(),
+            "deps": sorted(p.to_user_string() for p in graph.get(key).parent_keys),
+            "owners": graph.get(key).owners,
+            "kinds": sorted(graph.get(key).kinds),
+            "group": graph.get(key).group_name,
+            "pools": sorted(graph.get(key).pools),
+            "checks": sorted(f"{c.name} blocking={c.blocking}" for c in checks if c.asset_key == key),
+        }
+        for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
+        if graph.get(key).is_materializable
+    ]
 
 
 def test_asset_specs_snapshot(snapshot):
@@ -76,14 +88,29 @@ def test_location_specs_snapshot(snapshot):
     assert location_specs(defs()) == snapshot
 
 
-@pytest.mark.parametrize(("champion", "champion_auc", "challenger_auc", "promote", "reason"), [
-    (None, None, 0.70, True, "first model: no champion yet"),
-    ("v2", 0.80, 0.80, False, "v2 is already the champion"),
-    ("v1", float("nan"), 0.60, True, "the champion v1 cannot be scored on today's features"),
-    ("v1", None, 0.60, True, "the champion v1 cannot be scored on today's features"),
-    ("v1", 0.80, 0.8001, True, "ROC AUC 0.8001 beats the champion's 0.8000"),
-    ("v1", 0.80, 0.80, False, "challenger v2 ROC AUC 0.8000 does not beat champion v1's 0.8000 on the same test snapshot"),
-    ("v1", 0.80, 0.75, False, "challenger v2 ROC AUC 0.7500 does not beat champion v1's 0.8000 on the same test snapshot"),
-])
+@pytest.mark.parametrize(
+    ("champion", "champion_auc", "challenger_auc", "promote", "reason"),
+    [
+        (None, None, 0.70, True, "first model: no champion yet"),
+        ("v2", 0.80, 0.80, False, "v2 is already the champion"),
+        ("v1", float("nan"), 0.60, True, "the champion v1 cannot be scored on today's features"),
+        ("v1", None, 0.60, True, "the champion v1 cannot be scored on today's features"),
+        ("v1", 0.80, 0.8001, True, "ROC AUC 0.8001 beats the champion's 0.8000"),
+        (
+            "v1",
+            0.80,
+            0.80,
+            False,
+            "challenger v2 ROC AUC 0.8000 does not beat champion v1's 0.8000 on the same test snapshot",
+        ),
+        (
+            "v1",
+            0.80,
+            0.75,
+            False,
+            "challenger v2 ROC AUC 0.7500 does not beat champion v1's 0.8000 on the same test snapshot",
+        ),
+    ],
+)
 def test_the_champion_changes_only_for_a_better_challenger(champion, champion_auc, challenger_auc, promote, reason):
     assert decide_champion("v2", challenger_auc, champion, champion_auc) == (promote, reason)

@@ -22,6 +22,6 @@ from .warehouse import RUN_EXECUTOR as RUN_EXECUTOR
 from .warehouse import Warehouse as Warehouse
 from .warehouse import build_warehouse as build_warehouse
 from .warehouse import replace_table as replace_table
+from .warehouse import table_metadata as table_metadata
 from .warehouse import warehouse_pool as warehouse_pool
 from .warehouse import write_dataframe as write_dataframe
-from .warehouse import table_metadata as table_metadata

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -28,10 +28,11 @@ WILL_RETRY_TAG = "dagster/will_retry"
 def deliver(alert: dict, settings: Settings | None = None) -> str:
     """Send one alert; return where it went (the webhook URL or the log file)."""
     settings = settings or load_settings()
-    alert = {"sent_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **alert}
+    alert = {"sent_at": datetime.now(UTC).isoformat(timespec="seconds"), **alert}
     if settings.alert_webhook_url:
         request = urllib.request.Request(
-            settings.alert_webhook_url, data=json.dumps(alert).encode(),
+            settings.alert_webhook_url,
+            data=json.dumps(alert).encode(),
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -68,10 +69,14 @@ def _text(headline: str, reports: dict) -> str:
 
 def run_failures(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], list[str]]:
     """(assets planned but not materialized, checks that failed) in a run."""
-    events = instance.all_logs(run_id, of_type={
-        dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, dg.DagsterEventType.ASSET_MATERIALIZATION,
-        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-    })
+    events = instance.all_logs(
+        run_id,
+        of_type={
+            dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            dg.DagsterEventType.ASSET_MATERIALIZATION,
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        },
+    )
     planned, done, checks = [], set(), []
     for entry in events:
         event = entry.dagster_event
@@ -81,17 +86,21 @@ def run_failures(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], 
             done.add(event.asset_key.to_user_string())
         elif not event.event_specific_data.passed:
             evaluation = event.event_specific_data
-            checks.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-                          f" ({evaluation.severity.value.lower()})")
+            checks.append(
+                f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} ({evaluation.severity.value.lower()})"
+            )
     return [k for k in dict.fromkeys(planned) if k not in done], checks
 
 
 def alert_sensors(location: str) -> list[dg.SensorDefinition]:
     """The run-failure and freshness alert sensors of a location, running by default."""
 
-    @dg.run_failure_sensor(name=f"{location}_run_failure_alert", minimum_interval_seconds=10,
-                           default_status=dg.DefaultSensorStatus.RUNNING,
-                           description="Alerts on failed runs of this location, with their impact.")
+    @dg.run_failure_sensor(
+        name=f"{location}_run_failure_alert",
+        minimum_interval_seconds=10,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts on failed runs of this location, with their impact.",
+    )
     def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
         settings = load_settings()
         run = context.dagster_run
@@ -104,29 +113,51 @@ def alert_sensors(location: str) -> list[dg.SensorDefinition]:
         what = [f"{', '.join(assets)} not materialized"] if assets else []
         what += [f"failed checks: {', '.join(checks)}"] if checks else []
         headline = f"[{location}] run {run.run_id} failed: {'; '.join(what) or context.failure_event.message}"
-        where = deliver({"kind": "run_failure", "location": location, "run_id": run.run_id,
-                         "job": run.job_name, "failed_assets": assets, "failed_checks": checks,
-                         "error": context.failure_event.message, "impact": reports,
-                         "text": _text(headline, reports)}, settings)
+        where = deliver(
+            {
+                "kind": "run_failure",
+                "location": location,
+                "run_id": run.run_id,
+                "job": run.job_name,
+                "failed_assets": assets,
+                "failed_checks": checks,
+                "error": context.failure_event.message,
+                "impact": reports,
+                "text": _text(headline, reports),
+            },
+            settings,
+        )
         context.log.info(f"alert sent to {where}")
 
-    @dg.sensor(name=f"{location}_freshness_alert", minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Alerts when an asset of this location turns stale (freshness FAIL).")
+    @dg.sensor(
+        name=f"{location}_freshness_alert",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts when an asset of this location turns stale (freshness FAIL).",
+    )
     def freshness_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         settings = load_settings()
         keys = list(context.repository_def.asset_graph.get_all_asset_keys())
-        states = {k.to_user_string(): r.freshness_state.value
-                  for k, r in context.instance.get_freshness_state_records(keys).items()}
+        states = {
+            k.to_user_string(): r.freshness_state.value
+            for k, r in context.instance.get_freshness_state_records(keys).items()
+        }
         seen = json.loads(context.cursor or "{}")
         newly_failed = sorted(k for k, s in states.items() if s == "FAIL" and seen.get(k) != "FAIL")
         if newly_failed:
             reports = impact_of(newly_failed, settings)
             headline = f"[{location}] freshness failed: {', '.join(newly_failed)}"
-            deliver({"kind": "freshness", "location": location, "stale_assets": newly_failed,
-                     "impact": reports, "text": _text(headline, reports)}, settings)
+            deliver(
+                {
+                    "kind": "freshness",
+                    "location": location,
+                    "stale_assets": newly_failed,
+                    "impact": reports,
+                    "text": _text(headline, reports),
+                },
+                settings,
+            )
         context.update_cursor(json.dumps(states))
-        return dg.SkipReason(f"alerted on {len(newly_failed)} stale assets" if newly_failed
-                             else "no asset newly stale")
+        return dg.SkipReason(f"alerted on {len(newly_failed)} stale assets" if newly_failed else "no asset newly stale")
 
     return [run_failure_alert, freshness_alert]

@@ -40,11 +40,13 @@ def _whole(least: int, what: str):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ValueError(f"expected {what}")
         return value
+
     return check
 
 
-_OVERLAP = _whole(0, "a whole number of minutes, 0 or more (the window re-read below the last cursor "
-                 "value, for rows committed late)")
+_OVERLAP = _whole(
+    0, "a whole number of minutes, 0 or more (the window re-read below the last cursor value, for rows committed late)"
+)
 _CHUNK = _whole(1, "a positive whole number of rows")
 
 
@@ -140,12 +142,15 @@ class TableEntry(_Strict):
             raise fail(f"primary key column(s) {excluded} must not be excluded")
         hashed_keys = [c for c in columns.hash if c in pk]
         if hashed_keys:
-            raise fail(f"column(s) {hashed_keys} are part of the primary key and cannot be hashed: rows are "
-                       "merged and compared with the source by their key. Remove them from columns.hash (or "
-                       "exclude the column and key the table on another one)")
+            raise fail(
+                f"column(s) {hashed_keys} are part of the primary key and cannot be hashed: rows are "
+                "merged and compared with the source by their key. Remove them from columns.hash (or "
+                "exclude the column and key the table on another one)"
+            )
         if self.warehouse_name is not None and safe_name(self.warehouse_name) != self.warehouse_name:
-            raise fail(f"warehouse_name {self.warehouse_name!r} is not safe snake_case; "
-                       f"use {safe_name(self.warehouse_name)!r}")
+            raise fail(
+                f"warehouse_name {self.warehouse_name!r} is not safe snake_case; use {safe_name(self.warehouse_name)!r}"
+            )
         return self
 
 
@@ -162,8 +167,10 @@ class CatalogEntries(_Strict):
         for t in self.tables:
             name = t.warehouse_name or safe_name(t.source)
             if name in seen:
-                raise ValueError(f"table {t.source!r}: maps to warehouse name {name!r}, as {seen[name]!r} "
-                                 "does: give one of them another warehouse_name")
+                raise ValueError(
+                    f"table {t.source!r}: maps to warehouse name {name!r}, as {seen[name]!r} "
+                    "does: give one of them another warehouse_name"
+                )
             seen[name] = t.source
         return self
 
@@ -173,12 +180,20 @@ class CatalogEntries(_Strict):
         for t in self.tables:
             given = t.model_dump(include=set(TableSettings.model_fields), exclude_none=True)
             settings = self.defaults.model_copy(update=given)
-            tables.append(CatalogTable(
-                source=t.source, warehouse_name=t.warehouse_name or safe_name(t.source),
-                primary_key=tuple(t.primary_key), load=t.load, cursor=t.cursor, history=t.history,
-                columns=ColumnPolicy(tuple(t.columns.select), tuple(t.columns.exclude), tuple(t.columns.hash)),
-                description=t.description, schema=t.source_schema, **settings.model_dump(),
-            ))
+            tables.append(
+                CatalogTable(
+                    source=t.source,
+                    warehouse_name=t.warehouse_name or safe_name(t.source),
+                    primary_key=tuple(t.primary_key),
+                    load=t.load,
+                    cursor=t.cursor,
+                    history=t.history,
+                    columns=ColumnPolicy(tuple(t.columns.select), tuple(t.columns.exclude), tuple(t.columns.hash)),
+                    description=t.description,
+                    schema=t.source_schema,
+                    **settings.model_dump(),
+                )
+            )
         return Catalog(path=path, tables=tuple(tables))
 
 
@@ -269,8 +284,10 @@ def load_catalog(path: Path) -> Catalog:
         raise CatalogError(f"{path}: not valid YAML: {e}") from e
     if isinstance(doc, dict) and "type" in doc:
         if doc["type"] != COMPONENT_TYPE or set(doc) - {"type", "attributes"}:
-            raise CatalogError(f"{path}: a component file of type {COMPONENT_TYPE} (with its tables under "
-                               f"'attributes:'), or a catalog with a 'tables' list")
+            raise CatalogError(
+                f"{path}: a component file of type {COMPONENT_TYPE} (with its tables under "
+                f"'attributes:'), or a catalog with a 'tables' list"
+            )
         doc = doc.get("attributes")
     if not isinstance(doc, dict) or not isinstance(doc.get("tables"), list):
         raise CatalogError(f"{path}: expected a mapping with a 'tables' list")
@@ -281,8 +298,15 @@ def load_catalog(path: Path) -> Catalog:
 
 
 def _allowed(where: str, loc: list) -> str:
-    model = (ColumnsEntry if loc[:1] == ["columns"] else TableSettings if where == "defaults: "
-             else TableEntry if where else CatalogEntries)
+    model = (
+        ColumnsEntry
+        if loc[:1] == ["columns"]
+        else TableSettings
+        if where == "defaults: "
+        else TableEntry
+        if where
+        else CatalogEntries
+    )
     return ", ".join(sorted(f.alias or name for name, f in model.model_fields.items()))
 
 

@@ -18,7 +18,7 @@ import argparse
 import math
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -35,7 +35,8 @@ _BATCH = 20_000
 # rows instead of scanning the table.
 md = sa.MetaData()
 customers = sa.Table(
-    "customers", md,
+    "customers",
+    md,
     sa.Column("customer_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("email", sa.String(200), nullable=False),
     sa.Column("first_name", sa.String(100)),
@@ -46,7 +47,8 @@ customers = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
 )
 products = sa.Table(
-    "products", md,
+    "products",
+    md,
     sa.Column("product_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("sku", sa.String(20), nullable=False),
     sa.Column("name", sa.String(200), nullable=False),
@@ -57,7 +59,8 @@ products = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
 )
 orders = sa.Table(
-    "orders", md,
+    "orders",
+    md,
     sa.Column("order_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.customer_id"), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
@@ -66,7 +69,8 @@ orders = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
 )
 order_items = sa.Table(
-    "order_items", md,
+    "order_items",
+    md,
     sa.Column("order_item_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.order_id"), nullable=False),
     sa.Column("product_id", sa.Integer, sa.ForeignKey("products.product_id"), nullable=False),
@@ -76,7 +80,8 @@ order_items = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
 )
 payments = sa.Table(
-    "payments", md,
+    "payments",
+    md,
     sa.Column("payment_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.order_id"), nullable=False),
     sa.Column("method", sa.String(20), nullable=False),
@@ -86,7 +91,8 @@ payments = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
 )
 web_sessions = sa.Table(
-    "web_sessions", md,
+    "web_sessions",
+    md,
     sa.Column("session_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("customer_id", sa.Integer, sa.ForeignKey("customers.customer_id")),
     sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.order_id")),
@@ -105,10 +111,46 @@ CATEGORIES = ["apparel", "home", "beauty", "electronics", "books", "toys"]
 METHODS = ["card"] * 7 + ["paypal"] * 2 + ["gift_card", "bank_transfer"]
 DEVICES = ["mobile"] * 6 + ["desktop"] * 3 + ["tablet"]
 FUNNEL = ["visit", "product_view", "cart", "checkout", "purchase"]
-FIRST = ["Ana", "Ben", "Chloé", "Dmitri", "Emma", "Farah", "Günter", "Hana", "Ivan", "José",
-         "Kai", "Lena", "Mia", "Noah", "Olga", "Pál", "Quinn", "Rosa", "Sven", "Tomás"]
-LAST = ["Smith", "Müller", "García", "Rossi", "Nowak", "Dubois", "Jansen", "Silva", "Kim",
-        "O'Brien", "Ødegård", "Lee", "Brown", "Novák", "Yılmaz", "Khan"]
+FIRST = [
+    "Ana",
+    "Ben",
+    "Chloé",
+    "Dmitri",
+    "Emma",
+    "Farah",
+    "Günter",
+    "Hana",
+    "Ivan",
+    "José",
+    "Kai",
+    "Lena",
+    "Mia",
+    "Noah",
+    "Olga",
+    "Pál",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tomás",
+]
+LAST = [
+    "Smith",
+    "Müller",
+    "García",
+    "Rossi",
+    "Nowak",
+    "Dubois",
+    "Jansen",
+    "Silva",
+    "Kim",
+    "O'Brien",
+    "Ødegård",
+    "Lee",
+    "Brown",
+    "Novák",
+    "Yılmaz",
+    "Khan",
+]
 
 
 def _season(t: datetime) -> float:
@@ -128,13 +170,18 @@ def _customer_rows(rng: random.Random, n: int) -> list[dict]:
         created = START + timedelta(days=730 * math.sqrt(rng.random()) - 1e-6)
         created = _ts(rng, created)
         first, last = rng.choice(FIRST), rng.choice(LAST)
-        rows.append(dict(
-            customer_id=cid,
-            email=f"{first.lower()}.{cid}@example.com",
-            first_name=first, last_name=last,
-            country=rng.choice(COUNTRIES), signup_channel=rng.choice(CHANNELS),
-            created_at=created, updated_at=created,
-        ))
+        rows.append(
+            dict(
+                customer_id=cid,
+                email=f"{first.lower()}.{cid}@example.com",
+                first_name=first,
+                last_name=last,
+                country=rng.choice(COUNTRIES),
+                signup_channel=rng.choice(CHANNELS),
+                created_at=created,
+                updated_at=created,
+            )
+        )
     return rows
 
 
@@ -143,11 +190,18 @@ def _product_rows(rng: random.Random, n: int) -> list[dict]:
     for pid in range(1, n + 1):
         created = START - timedelta(days=rng.randrange(1, 400))
         cat = CATEGORIES[pid % len(CATEGORIES)]
-        rows.append(dict(
-            product_id=pid, sku=f"SKU-{pid:06d}", name=f"{cat.title()} item {pid}",
-            category=cat, price_cents=int(rng.lognormvariate(7.8, 0.7)) // 10 * 10 + 9,
-            is_active=rng.random() > 0.08, created_at=created, updated_at=created,
-        ))
+        rows.append(
+            dict(
+                product_id=pid,
+                sku=f"SKU-{pid:06d}",
+                name=f"{cat.title()} item {pid}",
+                category=cat,
+                price_cents=int(rng.lognormvariate(7.8, 0.7)) // 10 * 10 + 9,
+                is_active=rng.random() > 0.08,
+                created_at=created,
+                updated_at=created,
+            )
+        )
     return rows
 
 
@@ -171,9 +225,7 @@ def generate_rows(*, scale: float = 1.0, seed: int = 42) -> dict[str, list[dict]
     custs = _customer_rows(rng, max(10, int(CUSTOMERS_PER_SCALE * scale)))
     prods = _product_rows(rng, max(12, int(PRODUCTS_PER_SCALE * min(scale, 10))))
     weights = [1 / (i + 1) ** 1.1 for i in range(len(prods))]  # Zipf-like popularity
-    placed = sorted(
-        (t, c["customer_id"]) for c in custs for t in _order_times(rng, c["created_at"])
-    )
+    placed = sorted((t, c["customer_id"]) for c in custs for t in _order_times(rng, c["created_at"]))
     out: dict[str, list[dict]] = {"orders": [], "order_items": [], "payments": [], "web_sessions": []}
     for oid, (t, cid) in enumerate(placed, start=1):
         _add_order(rng, out, oid, cid, t, prods, weights, END)
@@ -194,34 +246,67 @@ def _add_order(rng, out, oid, cid, t, prods, weights, now) -> None:
     for p in rng.choices(prods, weights, k=rng.choice([1, 1, 1, 2, 2, 3, 4])):
         qty = rng.choice([1, 1, 1, 1, 2, 2, 3])
         total += qty * p["price_cents"]
-        out["order_items"].append(dict(
-            order_item_id=len(out["order_items"]) + 1, order_id=oid, product_id=p["product_id"],
-            quantity=qty, unit_price_cents=p["price_cents"], created_at=t, updated_at=t,
-        ))
-    out["orders"].append(dict(order_id=oid, customer_id=cid, status=status,
-                              total_cents=total, created_at=t, updated_at=updated))
+        out["order_items"].append(
+            dict(
+                order_item_id=len(out["order_items"]) + 1,
+                order_id=oid,
+                product_id=p["product_id"],
+                quantity=qty,
+                unit_price_cents=p["price_cents"],
+                created_at=t,
+                updated_at=t,
+            )
+        )
+    out["orders"].append(
+        dict(order_id=oid, customer_id=cid, status=status, total_cents=total, created_at=t, updated_at=updated)
+    )
     pays = out["payments"]
     method = rng.choice(METHODS)
     if rng.random() < 0.03:  # a failed attempt, then a successful retry
-        pays.append(dict(payment_id=len(pays) + 1, order_id=oid, method=method, status="failed",
-                         amount_cents=total, created_at=t, updated_at=t))
+        pays.append(
+            dict(
+                payment_id=len(pays) + 1,
+                order_id=oid,
+                method=method,
+                status="failed",
+                amount_cents=total,
+                created_at=t,
+                updated_at=t,
+            )
+        )
     if status != "cancelled":
         refunded = status == "returned" or rng.random() < 0.02
         paid_at = t + timedelta(minutes=rng.randint(1, 30))
-        pays.append(dict(payment_id=len(pays) + 1, order_id=oid, method=method,
-                         status="refunded" if refunded else "succeeded", amount_cents=total,
-                         created_at=paid_at, updated_at=updated if refunded else paid_at))
+        pays.append(
+            dict(
+                payment_id=len(pays) + 1,
+                order_id=oid,
+                method=method,
+                status="refunded" if refunded else "succeeded",
+                amount_cents=total,
+                created_at=paid_at,
+                updated_at=updated if refunded else paid_at,
+            )
+        )
     _add_session(rng, out, cid, oid, t - timedelta(minutes=rng.randint(3, 40)), "purchase")
 
 
 def _add_session(rng, out, cid, oid, start, step) -> None:
     s = out["web_sessions"]
-    s.append(dict(
-        session_id=len(s) + 1, customer_id=cid, order_id=oid,
-        traffic_source=rng.choice(CHANNELS), device=rng.choice(DEVICES),
-        pages_viewed=1 + FUNNEL.index(step) * 2 + rng.randrange(4),
-        funnel_step=step, started_at=start, created_at=start, updated_at=start,
-    ))
+    s.append(
+        dict(
+            session_id=len(s) + 1,
+            customer_id=cid,
+            order_id=oid,
+            traffic_source=rng.choice(CHANNELS),
+            device=rng.choice(DEVICES),
+            pages_viewed=1 + FUNNEL.index(step) * 2 + rng.randrange(4),
+            funnel_step=step,
+            started_at=start,
+            created_at=start,
+            updated_at=start,
+        )
+    )
 
 
 def _add_browsing(rng, out, custs, scale) -> None:
@@ -306,16 +391,16 @@ def _day_inserts(conn, rng, day, now) -> dict[str, int]:
         c["created_at"] = c["updated_at"] = _ts(rng, day)
     prods = [dict(r._mapping) for r in conn.execute(sa.select(products))]
     weights = [1 / (i + 1) ** 1.1 for i in range(len(prods))]
-    buyers = [c["customer_id"] for c in new_custs] + [
-        rng.randint(1, n_cust) for _ in range(max(3, n_cust // 60))
-    ]
+    buyers = [c["customer_id"] for c in new_custs] + [rng.randint(1, n_cust) for _ in range(max(3, n_cust // 60))]
     out = {"orders": [], "order_items": [], "payments": [], "web_sessions": []}
     first_oid = _max_id(conn, orders.c.order_id) + 1
     for i, cid in enumerate(buyers):
         _add_order(rng, out, first_oid + i, cid, _ts(rng, day), prods, weights, now)
-    for name, column in [("order_items", order_items.c.order_item_id),
-                         ("payments", payments.c.payment_id),
-                         ("web_sessions", web_sessions.c.session_id)]:
+    for name, column in [
+        ("order_items", order_items.c.order_item_id),
+        ("payments", payments.c.payment_id),
+        ("web_sessions", web_sessions.c.session_id),
+    ]:
         offset = _max_id(conn, column)
         for r in out[name]:
             r[column.name] += offset
@@ -326,33 +411,43 @@ def _day_inserts(conn, rng, day, now) -> dict[str, int]:
 
 
 def _day_updates(conn, rng, now) -> dict[str, int]:
-    recent = conn.execute(
-        sa.select(orders.c.order_id).where(orders.c.status.in_(["placed", "shipped"]))
-    ).scalars().all()
+    recent = (
+        conn.execute(sa.select(orders.c.order_id).where(orders.c.status.in_(["placed", "shipped"]))).scalars().all()
+    )
     moved = rng.sample(recent, k=min(len(recent), max(1, len(recent) // 2)))
     for oid in moved:
-        conn.execute(orders.update().where(orders.c.order_id == oid)
-                     .values(status="delivered", updated_at=now))
+        conn.execute(orders.update().where(orders.c.order_id == oid).values(status="delivered", updated_at=now))
     n_cust = _max_id(conn, customers.c.customer_id)
     edited = rng.sample(range(1, n_cust + 1), k=max(1, n_cust // 200))
     for cid in edited:
-        conn.execute(customers.update().where(customers.c.customer_id == cid)
-                     .values(country=rng.choice(COUNTRIES), updated_at=now))
+        conn.execute(
+            customers.update()
+            .where(customers.c.customer_id == cid)
+            .values(country=rng.choice(COUNTRIES), updated_at=now)
+        )
     return {"updated": len(moved) + len(edited)}
 
 
 def _day_deletes(conn, rng, *, orders_at_most: int = 3, sessions_at_most: int = 2) -> dict[str, int]:
-    cancelled = conn.execute(
-        sa.select(orders.c.order_id).where(orders.c.status == "cancelled").order_by(orders.c.order_id)
-    ).scalars().all()
+    cancelled = (
+        conn.execute(sa.select(orders.c.order_id).where(orders.c.status == "cancelled").order_by(orders.c.order_id))
+        .scalars()
+        .all()
+    )
     gone = rng.sample(cancelled, k=min(len(cancelled), orders_at_most))
     deleted = 0
     for table in (web_sessions, payments, order_items, orders):
         deleted += conn.execute(table.delete().where(table.c.order_id.in_(gone))).rowcount
-    anon = conn.execute(
-        sa.select(web_sessions.c.session_id).where(web_sessions.c.customer_id.is_(None))
-        .order_by(web_sessions.c.session_id).limit(50)
-    ).scalars().all()
+    anon = (
+        conn.execute(
+            sa.select(web_sessions.c.session_id)
+            .where(web_sessions.c.customer_id.is_(None))
+            .order_by(web_sessions.c.session_id)
+            .limit(50)
+        )
+        .scalars()
+        .all()
+    )
     drop = rng.sample(anon, k=min(len(anon), sessions_at_most))
     deleted += conn.execute(web_sessions.delete().where(web_sessions.c.session_id.in_(drop))).rowcount
     return {"deleted": deleted}
@@ -380,7 +475,7 @@ def write_live(url: str, *, seconds: float, seed: int = 11, pause: float = 0.005
     until = time.monotonic() + seconds
     while time.monotonic() < until:
         with engine.begin() as conn:
-            now = datetime.now(timezone.utc).replace(tzinfo=None)
+            now = datetime.now(UTC).replace(tzinfo=None)
             prods = prods or [dict(r._mapping) for r in conn.execute(sa.select(products))]
             kind = rng.choices(["inserted", "updated", "deleted"], [5, 4, 1])[0]
             counts[kind] += _live_change(conn, rng, kind, now, prods)
@@ -399,11 +494,21 @@ def _live_change(conn, rng, kind: str, now: datetime, prods: list[dict]) -> int:
             return 1
         out = {"orders": [], "order_items": [], "payments": [], "web_sessions": []}
         cid = rng.randint(1, _max_id(conn, customers.c.customer_id))
-        _add_order(rng, out, _max_id(conn, orders.c.order_id) + 1, cid, now, prods,
-                   [1 / (i + 1) ** 1.1 for i in range(len(prods))], now)
-        for name, column in [("order_items", order_items.c.order_item_id),
-                             ("payments", payments.c.payment_id),
-                             ("web_sessions", web_sessions.c.session_id)]:
+        _add_order(
+            rng,
+            out,
+            _max_id(conn, orders.c.order_id) + 1,
+            cid,
+            now,
+            prods,
+            [1 / (i + 1) ** 1.1 for i in range(len(prods))],
+            now,
+        )
+        for name, column in [
+            ("order_items", order_items.c.order_item_id),
+            ("payments", payments.c.payment_id),
+            ("web_sessions", web_sessions.c.session_id),
+        ]:
             offset = _max_id(conn, column)
             for i, r in enumerate(out[name], start=1):
                 r[column.name] = offset + i
@@ -415,11 +520,17 @@ def _live_change(conn, rng, kind: str, now: datetime, prods: list[dict]) -> int:
     if kind == "updated":
         if rng.random() < 0.5:
             oid = rng.randint(1, _max_id(conn, orders.c.order_id))
-            return conn.execute(orders.update().where(orders.c.order_id == oid)
-                                .values(status=rng.choice(["shipped", "delivered"]), updated_at=now)).rowcount
+            return conn.execute(
+                orders.update()
+                .where(orders.c.order_id == oid)
+                .values(status=rng.choice(["shipped", "delivered"]), updated_at=now)
+            ).rowcount
         cid = rng.randint(1, _max_id(conn, customers.c.customer_id))
-        return conn.execute(customers.update().where(customers.c.customer_id == cid)
-                            .values(country=rng.choice(COUNTRIES), updated_at=now)).rowcount
+        return conn.execute(
+            customers.update()
+            .where(customers.c.customer_id == cid)
+            .values(country=rng.choice(COUNTRIES), updated_at=now)
+        ).rowcount
     return _day_deletes(conn, rng, orders_at_most=1, sessions_at_most=1)["deleted"]
 
 
@@ -430,12 +541,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", default=None, help="SQLAlchemy URL (default: SOURCE_DATABASE_URL)")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--simulate-day", action="store_true",
-                        help="play one day of activity on an existing database instead")
-    parser.add_argument("--live", type=float, metavar="SECONDS",
-                        help="write small transactions to an existing database for SECONDS")
-    parser.add_argument("--if-missing", action="store_true",
-                        help="do nothing when the SQLite file already exists")
+    parser.add_argument(
+        "--simulate-day", action="store_true", help="play one day of activity on an existing database instead"
+    )
+    parser.add_argument(
+        "--live", type=float, metavar="SECONDS", help="write small transactions to an existing database for SECONDS"
+    )
+    parser.add_argument("--if-missing", action="store_true", help="do nothing when the SQLite file already exists")
     args = parser.parse_args(argv)
     url = args.url or load_settings().source_database_url
     if args.live:

@@ -13,7 +13,7 @@ import json
 import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 GRAPH_QUERY = """
 { workspaceOrError {
@@ -101,7 +101,8 @@ class Graph:
 def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
     """POST a query to ``<url>/graphql`` and return its data, raising GraphUnavailable."""
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        f"{url.rstrip('/')}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
@@ -121,13 +122,14 @@ def _path(key: dict) -> str:
 def _iso(timestamp_ms: str | float | None) -> str | None:
     if timestamp_ms is None:
         return None
-    return datetime.fromtimestamp(float(timestamp_ms) / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(float(timestamp_ms) / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
 def _node(raw: dict, location: str) -> Node:
     checks = raw.get("assetChecksOrError") or {}
     failing = tuple(
-        c["name"] for c in checks.get("checks", [])
+        c["name"]
+        for c in checks.get("checks", [])
         if (c.get("executionForLatestMaterialization") or {}).get("status") in ("FAILED", "EXECUTION_FAILED")
     )
     materializations = raw.get("assetMaterializations") or []
@@ -176,14 +178,23 @@ def impact(graph: Graph, key: str) -> dict:
     roles = Counter(n.role for n in hit)
     teams = sorted({o.removeprefix("team:") for n in hit for o in n.owners if o.startswith("team:")})
     parts = [f"{count} {role}{'s' if count > 1 else ''}" for role, count in sorted(roles.items())]
-    summary = (f"{key}: {len(hit)} assets downstream in {len(locations)} location{'s' if len(locations) != 1 else ''}"
-               + (f" ({', '.join(parts)})" if parts else "")
-               + (f", teams: {', '.join(teams)}" if teams else "")
-               # A location that failed to load hides its assets: never report a partial list as whole.
-               + (f"; INCOMPLETE, not loaded: {', '.join(sorted(graph.load_errors))}" if graph.load_errors else ""))
-    return {"asset": key, "location": defined[0].location, "downstream": locations,
-            "count": len(hit), "roles": dict(roles), "teams": teams, "summary": summary,
-            "locations_not_loaded": graph.load_errors}
+    summary = (
+        f"{key}: {len(hit)} assets downstream in {len(locations)} location{'s' if len(locations) != 1 else ''}"
+        + (f" ({', '.join(parts)})" if parts else "")
+        + (f", teams: {', '.join(teams)}" if teams else "")
+        # A location that failed to load hides its assets: never report a partial list as whole.
+        + (f"; INCOMPLETE, not loaded: {', '.join(sorted(graph.load_errors))}" if graph.load_errors else "")
+    )
+    return {
+        "asset": key,
+        "location": defined[0].location,
+        "downstream": locations,
+        "count": len(hit),
+        "roles": dict(roles),
+        "teams": teams,
+        "summary": summary,
+        "locations_not_loaded": graph.load_errors,
+    }
 
 
 def _state(asset: dict) -> str:
@@ -205,7 +216,7 @@ def format_impact(report: dict) -> str:
         lines.append(f"\n{location}")
         owners = [",".join(o.removeprefix("team:") for o in a["owners"]) for a in assets]
         key_w, owner_w = max(len(a["key"]) for a in assets), max(map(len, owners))
-        for a, owner in zip(assets, owners):
+        for a, owner in zip(assets, owners, strict=True):
             lines.append(f"  {a['key']:<{key_w}}  {a['role']:<9}  {owner:<{owner_w}}  {_state(a)}")
     lines.append(f"\n{report['summary']}")
     return "\n".join(lines)

@@ -81,9 +81,7 @@ def absolute_database_url(url: str, root: Path) -> str:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return url
-    return parsed.set(database=str(_absolute(parsed.database, root))).render_as_string(
-        hide_password=False
-    )
+    return parsed.set(database=str(_absolute(parsed.database, root))).render_as_string(hide_password=False)
 
 
 def load_settings() -> Settings:

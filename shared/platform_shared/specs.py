@@ -36,8 +36,10 @@ def location_specs(defs: dg.Definitions) -> dict:
             "code_version": node.code_version,
         }
     checks = {
-        key.to_user_string(): {"blocking": graph.get_check_spec(key).blocking,
-                               "automation_condition": _describe(graph.get_check_spec(key).automation_condition)}
+        key.to_user_string(): {
+            "blocking": graph.get_check_spec(key).blocking,
+            "automation_condition": _describe(graph.get_check_spec(key).automation_condition),
+        }
         for key in sorted(graph.asset_check_keys, key=lambda k: k.to_user_string())
     }
     repository = defs.get_repository_def()
@@ -45,15 +47,24 @@ def location_specs(defs: dg.Definitions) -> dict:
         s.name: {"cron": s.cron_schedule, "job": s.job_name, "status": str(s.default_status)}
         for s in sorted(repository.schedule_defs, key=lambda s: s.name)
     }
-    sensors = {s.name: {"type": type(s).__name__, "status": str(s.default_status)}
-               for s in sorted(repository.sensor_defs, key=lambda s: s.name)}
+    sensors = {
+        s.name: {"type": type(s).__name__, "status": str(s.default_status)}
+        for s in sorted(repository.sensor_defs, key=lambda s: s.name)
+    }
     jobs = {}
     for job in sorted(repository.get_all_jobs(), key=lambda j: j.name):
         if not job.name.startswith("__ASSET_JOB"):  # Dagster's implicit job of all assets
             jobs[job.name] = sorted(n.name for n in job.nodes)
     executor = defs.executor.name if isinstance(defs.executor, dg.ExecutorDefinition) else defs.executor
-    return {"assets": assets, "checks": checks, "schedules": schedules, "sensors": sensors, "jobs": jobs,
-            "resources": sorted(defs.resources or {}), "executor": str(executor)}
+    return {
+        "assets": assets,
+        "checks": checks,
+        "schedules": schedules,
+        "sensors": sensors,
+        "jobs": jobs,
+        "resources": sorted(defs.resources or {}),
+        "executor": str(executor),
+    }
 
 
 def _describe(condition: dg.AutomationCondition | None) -> str | None:

@@ -37,6 +37,13 @@ def locations(root: Path) -> list[Location]:
     for project in workspace["workspace"]["projects"]:
         pyproject = tomllib.loads((root / project["path"] / "pyproject.toml").read_text())
         dg = pyproject["tool"]["dg"]["project"]
-        found.append(Location(name=dg["code_location_name"], path=project["path"], module=dg["code_location_target_module"],
-                              package=dg["root_module"], project=pyproject["project"]["name"]))
+        found.append(
+            Location(
+                name=dg["code_location_name"],
+                path=project["path"],
+                module=dg["code_location_target_module"],
+                package=dg["root_module"],
+                project=pyproject["project"]["name"],
+            )
+        )
     return found

@@ -5,9 +5,10 @@ grow until someone deletes them, so this job does, daily.
 """
 
 # No `from __future__ import annotations`: Dagster reads the config class from the annotation.
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+
 from platform_shared import load_settings
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
@@ -22,9 +23,8 @@ class PurgeConfig(dg.Config):
 def purge_runs(context: dg.OpExecutionContext, config: PurgeConfig) -> int:
     """Delete finished runs (with their event logs) created more than N days ago."""
     days = config.older_than_days if config.older_than_days is not None else load_settings().purge_runs_after_days
-    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
-    records = context.instance.get_run_records(
-        filters=dg.RunsFilter(statuses=FINISHED, created_before=cutoff))
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    records = context.instance.get_run_records(filters=dg.RunsFilter(statuses=FINISHED, created_before=cutoff))
     for record in records:
         context.instance.delete_run(record.dagster_run.run_id)
     context.log.info(f"deleted {len(records)} runs created before {cutoff.isoformat(timespec='seconds')}")
@@ -38,4 +38,5 @@ def purge_old_runs():
 
 
 purge_schedule = dg.ScheduleDefinition(
-    job=purge_old_runs, cron_schedule="30 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
+    job=purge_old_runs, cron_schedule="30 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+)

@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
+
 from platform_shared import (
     ML_TEAM,
     Warehouse,
@@ -36,7 +37,19 @@ from ..features import (
     last_event_time,
     snapshot_dates,
 )
-from ..model import DEFAULT_PARAMS, PSI_ALERT, decide_champion, evaluate, fingerprint, predict, psi, reference_profile, roc_plot, time_split, train
+from ..model import (
+    DEFAULT_PARAMS,
+    PSI_ALERT,
+    decide_champion,
+    evaluate,
+    fingerprint,
+    predict,
+    psi,
+    reference_profile,
+    roc_plot,
+    time_split,
+    train,
+)
 from ..resources import ModelStore
 
 MODEL = "churn_model"
@@ -62,10 +75,20 @@ DAILY_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 6 * * *", lower_bound
 def _asset(key: dg.AssetKey, deps: list, kinds: set[str], description: str, **kwargs):
     """The settings every ML asset shares: group, owner, the warehouse pool, updating when
     upstream updated, and a daily freshness deadline."""
-    return dg.asset(key=key, deps=deps, group_name=GROUP, owners=[ML_TEAM], kinds=kinds,
-                    description=description, **{"pool": warehouse_pool(load_settings()),
-                                                 "automation_condition": on_upstream_update(),
-                                                 "freshness_policy": DAILY_FRESHNESS, **kwargs})
+    return dg.asset(
+        key=key,
+        deps=deps,
+        group_name=GROUP,
+        owners=[ML_TEAM],
+        kinds=kinds,
+        description=description,
+        **{
+            "pool": warehouse_pool(load_settings()),
+            "automation_condition": on_upstream_update(),
+            "freshness_policy": DAILY_FRESHNESS,
+            **kwargs,
+        },
+    )
 
 
 def _read(warehouse: Warehouse, sql: str) -> pd.DataFrame:
@@ -77,28 +100,40 @@ def _features(warehouse: Warehouse) -> pd.DataFrame:
     return _read(warehouse, f"select * from {FEATURES_SCHEMA}.{FEATURE_TABLE}")
 
 
-@_asset(FEATURES_KEY, [raw_asset_key(t) for t in RAW_INPUTS], {load_settings().warehouse, "table"},
-        "Recency, frequency, spend, basket, refunds, sessions, tenure and country per "
-        "customer as of monthly cut-offs (point in time), with the 60-day churn label.",
-        automation_condition=on_cron(RETRAIN_CRON))
+@_asset(
+    FEATURES_KEY,
+    [raw_asset_key(t) for t in RAW_INPUTS],
+    {load_settings().warehouse, "table"},
+    "Recency, frequency, spend, basket, refunds, sessions, tenure and country per "
+    "customer as of monthly cut-offs (point in time), with the 60-day churn label.",
+    automation_condition=on_cron(RETRAIN_CRON),
+)
 def customer_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     with warehouse.connect() as conn:
         cutoffs = snapshot_dates(last_event_time(conn))
         point_in_time = has_customer_history(conn)
         if not point_in_time:
-            context.log.warning("raw.customers has no history (catalog history: scd2): country and "
-                                "signup channel are today's values, not as of each cut-off.")
+            context.log.warning(
+                "raw.customers has no history (catalog history: scd2): country and "
+                "signup channel are today's values, not as of each cut-off."
+            )
         build_features(conn, cutoffs)
         meta = table_metadata(conn, FEATURES_SCHEMA, FEATURE_TABLE)
-    return dg.MaterializeResult(metadata={
-        **meta,
-        "cutoffs": [c.date().isoformat() for c in cutoffs],
-        "point_in_time_attributes": point_in_time,
-    })
+    return dg.MaterializeResult(
+        metadata={
+            **meta,
+            "cutoffs": [c.date().isoformat() for c in cutoffs],
+            "point_in_time_attributes": point_in_time,
+        }
+    )
 
 
-@dg.asset_check(asset=FEATURES_KEY, blocking=True, pool=warehouse_pool(load_settings()),
-                description="No nulls, values in range, one row per customer and cut-off.")
+@dg.asset_check(
+    asset=FEATURES_KEY,
+    blocking=True,
+    pool=warehouse_pool(load_settings()),
+    description="No nulls, values in range, one row per customer and cut-off.",
+)
 def features_are_valid(warehouse: Warehouse) -> dg.AssetCheckResult:
     with warehouse.connect(read_only=True) as conn:
         problems = feature_problems(conn)
@@ -117,10 +152,14 @@ class TrainConfig(dg.Config):
     learning_rate: float = DEFAULT_PARAMS["learning_rate"]
 
 
-@_asset(MODEL_KEY, [FEATURES_KEY], {"scikitlearn"},
-        "Churn in the next 60 days: gradient-boosted trees trained on earlier snapshots "
-        "(time split); each training saves a new versioned joblib artifact.",
-        automation_condition=on_cron(RETRAIN_CRON))
+@_asset(
+    MODEL_KEY,
+    [FEATURES_KEY],
+    {"scikitlearn"},
+    "Churn in the next 60 days: gradient-boosted trees trained on earlier snapshots "
+    "(time split); each training saves a new versioned joblib artifact.",
+    automation_condition=on_cron(RETRAIN_CRON),
+)
 def churn_model(config: TrainConfig, warehouse: Warehouse, model_store: ModelStore) -> dg.MaterializeResult:
     unknown = sorted(set(config.features) - set(FEATURE_COLUMNS))
     if unknown:
@@ -140,20 +179,31 @@ def churn_model(config: TrainConfig, warehouse: Warehouse, model_store: ModelSto
         "reference_profile": reference_profile(split.train, config.features),
     }
     version = model_store.save(MODEL, fitted, info)
-    return dg.MaterializeResult(metadata={
-        "version": version,
-        "artifact": dg.MetadataValue.path(str(model_store.folder(MODEL) / version / "model.joblib")),
-        **{k: info[k] for k in ("training_rows", "training_fingerprint", "features", "params")},
-        "training_seconds": dg.MetadataValue.float(info["training_seconds"]),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "version": version,
+            "artifact": dg.MetadataValue.path(str(model_store.folder(MODEL) / version / "model.joblib")),
+            **{k: info[k] for k in ("training_rows", "training_fingerprint", "features", "params")},
+            "training_seconds": dg.MetadataValue.float(info["training_seconds"]),
+        }
+    )
 
 
-@_asset(EVALUATION_KEY, [MODEL_KEY], {"scikitlearn"},
-        "Held-out metrics (ROC AUC, precision at 10%, Brier) of the newest model, of the "
-        "trivial and recency baselines and of the current champion, on the newest labelled snapshot.",
-        check_specs=[dg.AssetCheckSpec("beats_baseline", asset=EVALUATION_KEY, blocking=True,
-                                       description=f"ROC AUC at least {0.5 + BASELINE_MARGIN} and a Brier score "
-                                       "below the constant baseline's.")])
+@_asset(
+    EVALUATION_KEY,
+    [MODEL_KEY],
+    {"scikitlearn"},
+    "Held-out metrics (ROC AUC, precision at 10%, Brier) of the newest model, of the "
+    "trivial and recency baselines and of the current champion, on the newest labelled snapshot.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "beats_baseline",
+            asset=EVALUATION_KEY,
+            blocking=True,
+            description=f"ROC AUC at least {0.5 + BASELINE_MARGIN} and a Brier score below the constant baseline's.",
+        )
+    ],
+)
 def churn_model_evaluation(warehouse: Warehouse, model_store: ModelStore):
     version = model_store.newest(MODEL)
     test = time_split(_features(warehouse)).test
@@ -169,33 +219,49 @@ def churn_model_evaluation(warehouse: Warehouse, model_store: ModelStore):
     png = roc_plot(fitted, test, f"churn model {version}")
     plot = model_store.folder(MODEL) / version / "roc.png"
     plot.write_bytes(png)
-    model_store.write(MODEL, version, "evaluation.json", {
-        **metrics, "champion": champion, "test_as_of": str(test["as_of"].max().date()),
-    })
+    model_store.write(
+        MODEL,
+        version,
+        "evaluation.json",
+        {
+            **metrics,
+            "champion": champion,
+            "test_as_of": str(test["as_of"].max().date()),
+        },
+    )
     margin = metrics["roc_auc"] - 0.5
     passed = margin >= BASELINE_MARGIN and metrics["brier"] < metrics["prior_brier"]
-    yield dg.MaterializeResult(metadata={
-        "version": version,
-        **{k: dg.MetadataValue.float(v) for k, v in metrics.items()},
-        "champion": str(champion),
-        "roc_plot": dg.MetadataValue.md(
-            f"![ROC curve](data:image/png;base64,{base64.b64encode(png).decode()})"),
-        "roc_plot_path": dg.MetadataValue.path(str(plot)),
-    })
+    yield dg.MaterializeResult(
+        metadata={
+            "version": version,
+            **{k: dg.MetadataValue.float(v) for k, v in metrics.items()},
+            "champion": str(champion),
+            "roc_plot": dg.MetadataValue.md(f"![ROC curve](data:image/png;base64,{base64.b64encode(png).decode()})"),
+            "roc_plot_path": dg.MetadataValue.path(str(plot)),
+        }
+    )
     yield dg.AssetCheckResult(
         check_name="beats_baseline",
         passed=bool(passed),
         metadata={"roc_auc_over_chance": dg.MetadataValue.float(margin), "required": BASELINE_MARGIN},
-        description=None if passed else (
+        description=None
+        if passed
+        else (
             f"Model {version}: ROC AUC {metrics['roc_auc']:.3f} (needs {0.5 + BASELINE_MARGIN:.2f}), "
             f"Brier {metrics['brier']:.3f} against the constant baseline's {metrics['prior_brier']:.3f}: "
-            "it is not published."),
+            "it is not published."
+        ),
     )
 
 
-@_asset(CHAMPION_KEY, [EVALUATION_KEY], {"scikitlearn"},
-        "The model version that scores customers: the newest one when it beats the current "
-        "champion on the same held-out snapshot, otherwise the champion stays.", pool=None)
+@_asset(
+    CHAMPION_KEY,
+    [EVALUATION_KEY],
+    {"scikitlearn"},
+    "The model version that scores customers: the newest one when it beats the current "
+    "champion on the same held-out snapshot, otherwise the champion stays.",
+    pool=None,
+)
 def churn_model_champion(context: dg.AssetExecutionContext, model_store: ModelStore) -> dg.MaterializeResult:
     version = model_store.newest(MODEL)
     evaluation = model_store.read(MODEL, version, "evaluation.json")
@@ -205,31 +271,45 @@ def churn_model_champion(context: dg.AssetExecutionContext, model_store: ModelSt
     if promote:
         model_store.promote(MODEL, version, reason)
     context.log.info(f"{'Promoted' if promote else 'Kept the champion'}: {reason}")
-    return dg.MaterializeResult(metadata={
-        "champion": model_store.champion(MODEL),
-        "challenger": version,
-        "promoted": promote,
-        "reason": reason,
-        "champion_roc_auc": dg.MetadataValue.float(challenger_auc if promote else (champion_auc or 0.0)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "champion": model_store.champion(MODEL),
+            "challenger": version,
+            "promoted": promote,
+            "reason": reason,
+            "champion_roc_auc": dg.MetadataValue.float(challenger_auc if promote else (champion_auc or 0.0)),
+        }
+    )
 
 
-@_asset(SCORES_KEY, [FEATURES_KEY, CHAMPION_KEY], {load_settings().warehouse, "table"},
-        "Churn probability for every current customer from the champion model, for the "
-        "analytics team (ml.customer_churn_scores).",
-        check_specs=[dg.AssetCheckSpec("scores_valid", asset=SCORES_KEY, blocking=True,
-                                       description="Probabilities in [0, 1], one row per customer.")])
+@_asset(
+    SCORES_KEY,
+    [FEATURES_KEY, CHAMPION_KEY],
+    {load_settings().warehouse, "table"},
+    "Churn probability for every current customer from the champion model, for the "
+    "analytics team (ml.customer_churn_scores).",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "scores_valid",
+            asset=SCORES_KEY,
+            blocking=True,
+            description="Probabilities in [0, 1], one row per customer.",
+        )
+    ],
+)
 def customer_churn_scores(warehouse: Warehouse, model_store: ModelStore):
     champion = model_store.champion(MODEL)
     if champion is None:
         raise FileNotFoundError(f"No champion in {model_store.folder(MODEL)}: materialize the champion first.")
     current = time_split(_features(warehouse)).score
-    scores = pd.DataFrame({
-        "customer_id": current["customer_id"].to_numpy(),
-        "as_of": current["as_of"].to_numpy(),
-        "churn_probability": predict(model_store.load(MODEL, champion), current),
-        "model_version": champion,
-    })
+    scores = pd.DataFrame(
+        {
+            "customer_id": current["customer_id"].to_numpy(),
+            "as_of": current["as_of"].to_numpy(),
+            "churn_probability": predict(model_store.load(MODEL, champion), current),
+            "model_version": champion,
+        }
+    )
     scores["scored_at"] = pd.Timestamp.now("UTC").tz_localize(None)
     with warehouse.connect() as conn:
         write_dataframe(conn, ML_SCHEMA, "customer_churn_scores", scores)
@@ -238,19 +318,32 @@ def customer_churn_scores(warehouse: Warehouse, model_store: ModelStore):
             f"count(*) - count(distinct customer_id) from {ML_SCHEMA}.customer_churn_scores"
         ).fetchall()[0]
         meta = table_metadata(conn, ML_SCHEMA, "customer_churn_scores")
-    yield dg.MaterializeResult(metadata={**meta, "model_version": champion,
-                                         "mean_churn_probability": float(scores["churn_probability"].mean())})
+    yield dg.MaterializeResult(
+        metadata={
+            **meta,
+            "model_version": champion,
+            "mean_churn_probability": float(scores["churn_probability"].mean()),
+        }
+    )
     yield dg.AssetCheckResult(
-        check_name="scores_valid", passed=bad == 0 and dupes == 0,
+        check_name="scores_valid",
+        passed=bad == 0 and dupes == 0,
         metadata={"out_of_range": bad, "duplicate_customers": dupes},
     )
 
 
-@_asset(DRIFT_KEY, [FEATURES_KEY, CHAMPION_KEY], {load_settings().warehouse, "table"},
-        "Population stability index of each feature: today's customers against the "
-        "champion's training data (ml.feature_drift).",
-        check_specs=[dg.AssetCheckSpec("drift_under_threshold", asset=DRIFT_KEY,
-                                       description=f"Every feature's PSI under {PSI_ALERT}.")])
+@_asset(
+    DRIFT_KEY,
+    [FEATURES_KEY, CHAMPION_KEY],
+    {load_settings().warehouse, "table"},
+    "Population stability index of each feature: today's customers against the "
+    "champion's training data (ml.feature_drift).",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "drift_under_threshold", asset=DRIFT_KEY, description=f"Every feature's PSI under {PSI_ALERT}."
+        )
+    ],
+)
 def feature_drift(warehouse: Warehouse, model_store: ModelStore):
     champion = model_store.champion(MODEL)
     if champion is None:
@@ -261,13 +354,16 @@ def feature_drift(warehouse: Warehouse, model_store: ModelStore):
     with warehouse.connect() as conn:
         write_dataframe(conn, ML_SCHEMA, "feature_drift", drift)
     drifted = {f: v for f, v in values.items() if v >= PSI_ALERT}
-    yield dg.MaterializeResult(metadata={
-        "model_version": champion,
-        "max_psi": dg.MetadataValue.float(max(values.values())),
-        **{f"psi/{f}": dg.MetadataValue.float(v) for f, v in values.items()},
-    })
+    yield dg.MaterializeResult(
+        metadata={
+            "model_version": champion,
+            "max_psi": dg.MetadataValue.float(max(values.values())),
+            **{f"psi/{f}": dg.MetadataValue.float(v) for f, v in values.items()},
+        }
+    )
     yield dg.AssetCheckResult(
-        check_name="drift_under_threshold", passed=not drifted,
+        check_name="drift_under_threshold",
+        passed=not drifted,
         description=", ".join(f"{f} PSI {v:.2f}" for f, v in drifted.items()) or None,
         metadata={"drifted_features": sorted(drifted)},
     )
