@@ -41,8 +41,9 @@ def copy(platform, tmp_path, monkeypatch) -> Path:
 
 def _materialize(*keys: dg.AssetKey, selection=None, run_config=None) -> dg.ExecuteInProcessResult:
     """Run some of the ML location's assets and checks with the current settings."""
+    defs = ml.churn()
     return dg.materialize(
-        dg.load_assets_from_modules([ml]) + list(dg.load_asset_checks_from_modules([ml])),
+        [*defs.assets, *defs.asset_checks],
         resources=build_resources(load_settings()),
         selection=selection or dg.AssetSelection.assets(*keys),
         run_config=run_config,

@@ -114,3 +114,23 @@ def test_location_specs_snapshot(snapshot):
 )
 def test_the_champion_changes_only_for_a_better_challenger(champion, champion_auc, challenger_auc, promote, reason):
     assert decide_champion("v2", challenger_auc, champion, champion_auc) == (promote, reason)
+
+
+def test_no_setting_is_read_at_import():
+    """The settings are read when the location loads, not when its modules are imported:
+    a wrong setting fails the load, naming the variable, and nothing before it."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "import platform_ml.definitions, platform_ml.defs.churn; print('imported')"
+    env = {**os.environ, "WAREHOUSE": "nonsense"}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr[-2000:]
+    load = subprocess.run(
+        [sys.executable, "-c", "from platform_ml.definitions import defs; defs()"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert load.returncode != 0 and "WAREHOUSE='nonsense': expected duckdb or postgres" in load.stderr

@@ -72,23 +72,53 @@ RETRAIN_CRON = "0 4 * * *"
 DAILY_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 6 * * *", lower_bound_delta=timedelta(hours=24))
 
 
+# The warehouse's kind (duckdb or postgres), known once the settings are read.
+WAREHOUSE_KIND = "warehouse"
+# The assets and checks of this module, decorated when the location loads (``churn``): their
+# pool and kind depend on the warehouse setting, which no import reads.
+_ASSETS: list = []
+_CHECKS: list = []
+
+
 def _asset(key: dg.AssetKey, deps: list, kinds: set[str], description: str, **kwargs):
     """The settings every ML asset shares: group, owner, the warehouse pool, updating when
     upstream updated, and a daily freshness deadline."""
-    return dg.asset(
-        key=key,
-        deps=deps,
-        group_name=GROUP,
-        owners=[ML_TEAM],
-        kinds=kinds,
-        description=description,
-        **{
-            "pool": warehouse_pool(load_settings()),
-            "automation_condition": on_upstream_update(),
-            "freshness_policy": DAILY_FRESHNESS,
-            **kwargs,
-        },
-    )
+
+    def register(fn):
+        _ASSETS.append((fn, dict(key=key, deps=deps, kinds=kinds, description=description, **kwargs)))
+        return fn
+
+    return register
+
+
+def _check(**kwargs):
+    def register(fn):
+        _CHECKS.append((fn, kwargs))
+        return fn
+
+    return register
+
+
+@dg.definitions
+def churn() -> dg.Definitions:
+    settings = load_settings()
+    pool = warehouse_pool(settings)
+    assets = [
+        dg.asset(
+            **{
+                "group_name": GROUP,
+                "owners": [ML_TEAM],
+                "pool": pool,
+                "automation_condition": on_upstream_update(),
+                "freshness_policy": DAILY_FRESHNESS,
+                **args,
+                "kinds": {settings.warehouse if k == WAREHOUSE_KIND else k for k in args["kinds"]},
+            }
+        )(fn)
+        for fn, args in _ASSETS
+    ]
+    checks = [dg.asset_check(pool=pool, **args)(fn) for fn, args in _CHECKS]
+    return dg.Definitions(assets=assets, asset_checks=checks)
 
 
 def _read(warehouse: Warehouse, sql: str) -> pd.DataFrame:
@@ -103,7 +133,7 @@ def _features(warehouse: Warehouse) -> pd.DataFrame:
 @_asset(
     FEATURES_KEY,
     [raw_asset_key(t) for t in RAW_INPUTS],
-    {load_settings().warehouse, "table"},
+    {WAREHOUSE_KIND, "table"},
     "Recency, frequency, spend, basket, refunds, sessions, tenure and country per "
     "customer as of monthly cut-offs (point in time), with the 60-day churn label.",
     automation_condition=on_cron(RETRAIN_CRON),
@@ -128,10 +158,9 @@ def customer_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -
     )
 
 
-@dg.asset_check(
+@_check(
     asset=FEATURES_KEY,
     blocking=True,
-    pool=warehouse_pool(load_settings()),
     description="No nulls, values in range, one row per customer and cut-off.",
 )
 def features_are_valid(warehouse: Warehouse) -> dg.AssetCheckResult:
@@ -285,7 +314,7 @@ def churn_model_champion(context: dg.AssetExecutionContext, model_store: ModelSt
 @_asset(
     SCORES_KEY,
     [FEATURES_KEY, CHAMPION_KEY],
-    {load_settings().warehouse, "table"},
+    {WAREHOUSE_KIND, "table"},
     "Churn probability for every current customer from the champion model, for the "
     "analytics team (ml.customer_churn_scores).",
     check_specs=[
@@ -335,7 +364,7 @@ def customer_churn_scores(warehouse: Warehouse, model_store: ModelStore):
 @_asset(
     DRIFT_KEY,
     [FEATURES_KEY, CHAMPION_KEY],
-    {load_settings().warehouse, "table"},
+    {WAREHOUSE_KIND, "table"},
     "Population stability index of each feature: today's customers against the "
     "champion's training data (ml.feature_drift).",
     check_specs=[
