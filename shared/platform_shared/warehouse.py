@@ -239,18 +239,70 @@ def temp_relation(conn, name: str) -> str:
     return f"{schema}.{quote(name)}"
 
 
-def append_arrow(conn, relation: str, data) -> int:
+_ARROW = "_platform_arrow"
+
+
+def append_arrow(conn, relation: str, data, *, select: str | None = None, like: str | None = None) -> int:
     """Append Arrow data (a table, a record batch reader or batches) to ``relation`` by
     column name, cast to the relation's column types; returns the rows appended.
-    PostgreSQL: ``COPY`` from Python (see ``copy_arrow``); DuckDB scans the Arrow data."""
+    PostgreSQL: ``COPY`` from Python (see ``copy_arrow``); DuckDB scans the Arrow data.
+
+    Args:
+        select: instead of the data, append this select list over its columns, in the
+            relation's column order (say, a key and a hash of the values: the rows never
+            land). DuckDB evaluates it on the Arrow data as it scans it, so it casts each
+            column it reads (``column_types``). PostgreSQL cannot: it evaluates it on the
+            data copied first into a temporary table with the column types of ``like``
+            (a table holding every column of the data).
+    """
     if isinstance(conn, PostgresConnection):
-        return conn.copy_arrow(relation, data.to_batches() if hasattr(data, "to_batches") else data)
-    conn.register("_platform_arrow", data)
+        batches = data.to_batches() if hasattr(data, "to_batches") else data
+        if select is None:
+            return conn.copy_arrow(relation, batches)
+        arrow = temp_relation(conn, _ARROW)
+        conn.execute(f"drop table if exists {arrow}").fetchall()
+        conn.execute(f"create temp table {_ARROW} as select {', '.join(quote(n) for n in data.schema.names)} "
+                     f"from {like} limit 0").fetchall()
+        try:
+            conn.copy_arrow(arrow, batches)
+            (rows,) = conn.execute(f"insert into {relation} select {select} from {arrow}").fetchall()[0]
+        finally:
+            conn.execute(f"drop table if exists {arrow}").fetchall()
+        return rows
+    conn.register(_ARROW, data)
     try:
-        (rows,) = conn.execute(f"insert into {relation} by name select * from _platform_arrow").fetchall()[0]
+        sql = f"insert into {relation} by name select * from {_ARROW}" if select is None else (
+            f"insert into {relation} select {select} from {_ARROW}")
+        (rows,) = conn.execute(sql).fetchall()[0]
     finally:
-        conn.unregister("_platform_arrow")
+        conn.unregister(_ARROW)
     return rows
+
+
+def column_types(conn, schema: str, table: str) -> dict[str, str]:
+    """Each column of ``schema.table`` and its exact type, as a cast names it
+    (``DECIMAL(12,2)``, ``numeric(12,2)``: PostgreSQL's information_schema leaves the
+    precision out)."""
+    if isinstance(conn, PostgresConnection):
+        sql = ("select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a join pg_class c "
+               "on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace where n.nspname = ? "
+               "and c.relname = ? and a.attnum > 0 and not a.attisdropped order by a.attnum")
+    else:
+        sql = ("select column_name, data_type from information_schema.columns where table_schema = ? "
+               "and table_name = ? order by ordinal_position")
+    return dict(conn.execute(sql, [schema, table]).fetchall())
+
+
+def hash_values(conn, expressions: list[str]) -> str:
+    """An SQL expression hashing the values of ``expressions`` together: equal values of
+    equal types hash alike on either side of a comparison, a NULL differs from every
+    value (an empty text included), and the order counts. DuckDB: its 64-bit ``hash``
+    of the values; PostgreSQL: the MD5 of the row's text (``(1,,"")``), as a uuid, where
+    values that compare equal with another text (a float's -0 and 0) hash apart."""
+    listed = ", ".join(expressions)
+    if isinstance(conn, PostgresConnection):
+        return f"md5(row({listed})::text)::uuid"
+    return f"hash({listed})"
 
 
 def analyze(conn, relation: str) -> None:
