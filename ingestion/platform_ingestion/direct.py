@@ -72,18 +72,21 @@ def end_of_time(mark: datetime) -> datetime:
     return datetime(9999, 12, 31, tzinfo=mark.tzinfo)
 
 
-def _read(table: CatalogTable, *, source_url: str, queries, hash_key: str, generation: int | None,
-          names: dict[str, str]):
-    """The rows of each query, as Arrow tables of at most ``chunk_rows`` rows, mapped and
-    named as dlt would stage them."""
-    import connectorx as cx
-
-    engine = sa.create_engine(source_url)
-    maps = [
+def load_maps(table: CatalogTable, *, hash_key: str, generation: int | None) -> list:
+    """The maps of ``loading.build_resource``, in its order."""
+    return [
         *([pii_hasher(table.columns.hash, hash_key)] if table.columns.hash else []),
         *([row_hash] if table.history == "scd2" else []),
         *([add_generation(generation)] if generation is not None else []),
     ]
+
+
+def read_rows(table: CatalogTable, *, source_url: str, queries, maps: list, names: dict[str, str]):
+    """The rows of each query, as Arrow tables of at most ``chunk_rows`` rows, mapped by
+    ``maps`` (``load_maps``: as dlt would stage them) and named as dlt names them."""
+    import connectorx as cx
+
+    engine = sa.create_engine(source_url)
     for query in queries:
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
         reader = cx.read_sql(connectorx_url(source_url), sql, return_type="arrow_stream",
@@ -116,16 +119,17 @@ _KEYS_PER_QUERY = 500
 
 
 def load_keys(conn, table: CatalogTable, *, keys: list[tuple], reflected: sa.Table, columns: list[str],
-              source_url: str, **kwargs) -> LoadResult | None:
-    """Merge the source rows of ``keys`` (source keys the stage lacks) into the stage, as
-    ``merge_rows``; a key deleted meanwhile has no row, and the result counts only rows read."""
+              source_url: str, why: str = "missing from the stage", **kwargs) -> LoadResult | None:
+    """Merge the source rows of ``keys`` (source keys the stage lacks, or ``why`` else they
+    are read again) into the stage, as ``merge_rows``; a key deleted meanwhile has no row,
+    and the result counts only rows read."""
     key = sa.tuple_(*[reflected.c[c] for c in table.primary_key]) if len(table.primary_key) > 1 \
         else reflected.c[table.primary_key[0]]
     values = keys if len(table.primary_key) > 1 else [k[0] for k in keys]
     select = read_columns(reflected, columns, source_url)
     queries = [sa.select(*select).where(key.in_(values[i:i + _KEYS_PER_QUERY]))
                for i in range(0, len(values), _KEYS_PER_QUERY)]
-    return merge_rows(conn, table, queries=queries, what=f"the rows of {len(keys)} key(s) missing from the stage",
+    return merge_rows(conn, table, queries=queries, what=f"the rows of {len(keys)} key(s) {why}",
                       columns=columns, source_url=source_url, **kwargs)
 
 
@@ -148,13 +152,9 @@ def merge_rows(
     Raises:
         DirectLoadFailed: naming the table; the stage is unchanged.
     """
-    loaded = [names[c] for c in columns] + (["_dlt_id"] if table.history == "scd2" else []) + (
-        [GENERATION_COLUMN] if generation is not None else [])
-    staged = dict(conn.execute(
-        "select column_name, is_nullable from information_schema.columns where table_schema = ? "
-        "and table_name = ?", [STAGE_SCHEMA, table.warehouse_name]).fetchall())
-    if (choose_backend(source_url) != "connectorx" or not key_columns or not set(loaded) <= set(staged)
-            or (table.history == "scd2") != ("_dlt_valid_to" in staged)):
+    loaded = _loaded(table, columns=columns, names=names, generation=generation)
+    if not can_merge(conn, table, source_url=source_url, columns=columns, names=names, key_columns=key_columns,
+                     generation=generation):
         return None
     started = time.perf_counter()
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
@@ -165,8 +165,8 @@ def merge_rows(
     conn.execute(f"drop table if exists {changes}").fetchall()
     try:
         conn.execute(f"create temp table {_CHANGES} as select {select} from {stage} limit 0").fetchall()
-        for chunk in _read(table, source_url=source_url, queries=queries, hash_key=hash_key,
-                           generation=generation, names=names):
+        for chunk in read_rows(table, source_url=source_url, queries=queries, names=names,
+                               maps=load_maps(table, hash_key=hash_key, generation=generation)):
             rows += append_arrow(conn, changes, chunk.select(loaded))
         analyze(conn, changes)
         conn.execute("begin transaction")
@@ -183,8 +183,8 @@ def merge_rows(
         if table.cursor:
             (newest,) = conn.execute(f"select max({quote(names[table.cursor])}) from {changes}").fetchall()[0]
     except BaseException as exc:
-        if invalid_utf8(exc, source_url) or not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
-            raise  # invalid UTF-8: the caller has dlt read the table again; Ctrl-C: stop
+        if not read_failed(exc, source_url):
+            raise
         outcome = (f"The merge had committed: {STAGE_SCHEMA}.{table.warehouse_name} holds the rows, "
                    f"raw.{table.warehouse_name} is unchanged until the next run publishes them." if committed else
                    f"Nothing was merged: {STAGE_SCHEMA}.{table.warehouse_name} and raw.{table.warehouse_name} "
@@ -201,6 +201,31 @@ def merge_rows(
             pass
     cursor = max(newest, mark) if newest is not None and mark is not None else (newest or mark)
     return LoadResult(table.warehouse_name, rows, time.perf_counter() - started, BACKEND, cursor)
+
+
+def read_failed(exc: BaseException, source_url: str) -> bool:
+    """Whether ``exc``, raised reading the source or merging, is reported as a failed load
+    (DirectLoadFailed): not invalid UTF-8 (the caller has dlt read the table again,
+    replacing it) nor Ctrl-C (stop)."""
+    error = isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+    return error and not invalid_utf8(exc, source_url)
+
+
+def _loaded(table: CatalogTable, *, columns: list[str], names: dict[str, str], generation: int | None) -> list[str]:
+    return [names[c] for c in columns] + (["_dlt_id"] if table.history == "scd2" else []) + (
+        [GENERATION_COLUMN] if generation is not None else [])
+
+
+def can_merge(conn, table: CatalogTable, *, source_url: str, columns: list[str], names: dict[str, str],
+              key_columns: list[str], generation: int | None) -> bool:
+    """Whether ``merge_rows`` can merge rows of the table (else it returns None): the
+    source is one connectorx reads, and the stage has a key and the columns to merge."""
+    staged = [c for (c,) in conn.execute(
+        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+        [STAGE_SCHEMA, table.warehouse_name]).fetchall()]
+    loaded = _loaded(table, columns=columns, names=names, generation=generation)
+    return (choose_backend(source_url) == "connectorx" and bool(key_columns) and set(loaded) <= set(staged)
+            and (table.history == "scd2") == ("_dlt_valid_to" in staged))
 
 
 def _merge(conn, table: CatalogTable, stage: str, changes: str, select: str, key_columns: list[str]) -> None:
