@@ -30,11 +30,12 @@ column or history mode than the table was published with does dlt's state decide
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import sqlalchemy as sa
 from dlt.common.libs.pyarrow import cast_connectorx_temporal_columns, set_plus0000_timezone_to_utc
+
 from platform_shared import CatalogTable
 from platform_shared.warehouse import analyze, append_arrow, quote, relation, rollback, temp_relation
 
@@ -50,6 +51,7 @@ from .loading import (
     read_columns,
     row_hash,
 )
+
 
 class DirectLoadFailed(RuntimeError):
     """The changed rows of a table could not be read or merged."""
@@ -89,8 +91,9 @@ def read_rows(table: CatalogTable, *, source_url: str, queries, maps: list, name
     engine = sa.create_engine(source_url)
     for query in queries:
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
-        reader = cx.read_sql(connectorx_url(source_url), sql, return_type="arrow_stream",
-                             batch_size=table.chunk_rows, protocol="binary")
+        reader = cx.read_sql(
+            connectorx_url(source_url), sql, return_type="arrow_stream", batch_size=table.chunk_rows, protocol="binary"
+        )
         for batch in reader:
             chunk = cast_connectorx_temporal_columns(set_plus0000_timezone_to_utc(pa.Table.from_batches([batch])))
             for m in maps:
@@ -99,7 +102,14 @@ def read_rows(table: CatalogTable, *, source_url: str, queries, maps: list, name
 
 
 def load_changes(
-    conn, table: CatalogTable, *, mark: datetime, reflected: sa.Table, columns: list[str], source_url: str, **kwargs,
+    conn,
+    table: CatalogTable,
+    *,
+    mark: datetime,
+    reflected: sa.Table,
+    columns: list[str],
+    source_url: str,
+    **kwargs,
 ) -> LoadResult | None:
     """Merge the rows changed since the last load (``mark``, see ``high_water_mark``) into
     ``raw_stage.<table>``; None (nothing done) when the table needs a dlt load instead.
@@ -110,33 +120,72 @@ def load_changes(
     """
     start = mark - timedelta(minutes=table.overlap_minutes)
     query = sa.select(*read_columns(reflected, columns, source_url)).where(reflected.c[table.cursor] >= start)
-    return merge_rows(conn, table, queries=[query], what=f"its changed rows (cursor {table.cursor} >= {start})",
-                      mark=mark, columns=columns, source_url=source_url, **kwargs)
+    return merge_rows(
+        conn,
+        table,
+        queries=[query],
+        what=f"its changed rows (cursor {table.cursor} >= {start})",
+        mark=mark,
+        columns=columns,
+        source_url=source_url,
+        **kwargs,
+    )
 
 
 # Keys per query when rows are read by key: well under SQLite's limit of terms.
 _KEYS_PER_QUERY = 500
 
 
-def load_keys(conn, table: CatalogTable, *, keys: list[tuple], reflected: sa.Table, columns: list[str],
-              source_url: str, why: str = "missing from the stage", **kwargs) -> LoadResult | None:
+def load_keys(
+    conn,
+    table: CatalogTable,
+    *,
+    keys: list[tuple],
+    reflected: sa.Table,
+    columns: list[str],
+    source_url: str,
+    why: str = "missing from the stage",
+    **kwargs,
+) -> LoadResult | None:
     """Merge the source rows of ``keys`` (source keys the stage lacks, or ``why`` else they
     are read again) into the stage, as ``merge_rows``; a key deleted meanwhile has no row,
     and the result counts only rows read."""
-    key = sa.tuple_(*[reflected.c[c] for c in table.primary_key]) if len(table.primary_key) > 1 \
+    key = (
+        sa.tuple_(*[reflected.c[c] for c in table.primary_key])
+        if len(table.primary_key) > 1
         else reflected.c[table.primary_key[0]]
+    )
     values = keys if len(table.primary_key) > 1 else [k[0] for k in keys]
     select = read_columns(reflected, columns, source_url)
-    queries = [sa.select(*select).where(key.in_(values[i:i + _KEYS_PER_QUERY]))
-               for i in range(0, len(values), _KEYS_PER_QUERY)]
-    return merge_rows(conn, table, queries=queries, what=f"the rows of {len(keys)} key(s) {why}",
-                      columns=columns, source_url=source_url, **kwargs)
+    queries = [
+        sa.select(*select).where(key.in_(values[i : i + _KEYS_PER_QUERY]))
+        for i in range(0, len(values), _KEYS_PER_QUERY)
+    ]
+    return merge_rows(
+        conn,
+        table,
+        queries=queries,
+        what=f"the rows of {len(keys)} key(s) {why}",
+        columns=columns,
+        source_url=source_url,
+        **kwargs,
+    )
 
 
 def merge_rows(
-    conn, table: CatalogTable, *, queries, what: str, source_url: str, columns: list[str],
-    names: dict[str, str], key_columns: list[str], generation: int | None, hash_key: str,
-    mark: datetime | None = None, before_merge=None,
+    conn,
+    table: CatalogTable,
+    *,
+    queries,
+    what: str,
+    source_url: str,
+    columns: list[str],
+    names: dict[str, str],
+    key_columns: list[str],
+    generation: int | None,
+    hash_key: str,
+    mark: datetime | None = None,
+    before_merge=None,
 ) -> LoadResult | None:
     """Read the rows of ``queries`` and merge them into ``raw_stage.<table>`` on its key;
     None (nothing done) when the source or the stage needs a dlt load instead.
@@ -153,8 +202,9 @@ def merge_rows(
         DirectLoadFailed: naming the table; the stage is unchanged.
     """
     loaded = _loaded(table, columns=columns, names=names, generation=generation)
-    if not can_merge(conn, table, source_url=source_url, columns=columns, names=names, key_columns=key_columns,
-                     generation=generation):
+    if not can_merge(
+        conn, table, source_url=source_url, columns=columns, names=names, key_columns=key_columns, generation=generation
+    ):
         return None
     started = time.perf_counter()
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
@@ -165,8 +215,13 @@ def merge_rows(
     conn.execute(f"drop table if exists {changes}").fetchall()
     try:
         conn.execute(f"create temp table {_CHANGES} as select {select} from {stage} limit 0").fetchall()
-        for chunk in read_rows(table, source_url=source_url, queries=queries, names=names,
-                               maps=load_maps(table, hash_key=hash_key, generation=generation)):
+        for chunk in read_rows(
+            table,
+            source_url=source_url,
+            queries=queries,
+            names=names,
+            maps=load_maps(table, hash_key=hash_key, generation=generation),
+        ):
             rows += append_arrow(conn, changes, chunk.select(loaded))
         analyze(conn, changes)
         conn.execute("begin transaction")
@@ -185,10 +240,13 @@ def merge_rows(
     except BaseException as exc:
         if not read_failed(exc, source_url):
             raise
-        outcome = (f"The merge had committed: {STAGE_SCHEMA}.{table.warehouse_name} holds the rows, "
-                   f"raw.{table.warehouse_name} is unchanged until the next run publishes them." if committed else
-                   f"Nothing was merged: {STAGE_SCHEMA}.{table.warehouse_name} and raw.{table.warehouse_name} "
-                   "are unchanged.")
+        outcome = (
+            f"The merge had committed: {STAGE_SCHEMA}.{table.warehouse_name} holds the rows, "
+            f"raw.{table.warehouse_name} is unchanged until the next run publishes them."
+            if committed
+            else f"Nothing was merged: {STAGE_SCHEMA}.{table.warehouse_name} and raw.{table.warehouse_name} "
+            "are unchanged."
+        )
         # Not a PlatformError: a transient source error in the cause is retried.
         raise DirectLoadFailed(
             f"Table {table.source!r}: reading {what} or merging them into {STAGE_SCHEMA}.{table.warehouse_name} "
@@ -212,20 +270,39 @@ def read_failed(exc: BaseException, source_url: str) -> bool:
 
 
 def _loaded(table: CatalogTable, *, columns: list[str], names: dict[str, str], generation: int | None) -> list[str]:
-    return [names[c] for c in columns] + (["_dlt_id"] if table.history == "scd2" else []) + (
-        [GENERATION_COLUMN] if generation is not None else [])
+    return (
+        [names[c] for c in columns]
+        + (["_dlt_id"] if table.history == "scd2" else [])
+        + ([GENERATION_COLUMN] if generation is not None else [])
+    )
 
 
-def can_merge(conn, table: CatalogTable, *, source_url: str, columns: list[str], names: dict[str, str],
-              key_columns: list[str], generation: int | None) -> bool:
+def can_merge(
+    conn,
+    table: CatalogTable,
+    *,
+    source_url: str,
+    columns: list[str],
+    names: dict[str, str],
+    key_columns: list[str],
+    generation: int | None,
+) -> bool:
     """Whether ``merge_rows`` can merge rows of the table (else it returns None): the
     source is one connectorx reads, and the stage has a key and the columns to merge."""
-    staged = [c for (c,) in conn.execute(
-        "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
-        [STAGE_SCHEMA, table.warehouse_name]).fetchall()]
+    staged = [
+        c
+        for (c,) in conn.execute(
+            "select column_name from information_schema.columns where table_schema = ? and table_name = ?",
+            [STAGE_SCHEMA, table.warehouse_name],
+        ).fetchall()
+    ]
     loaded = _loaded(table, columns=columns, names=names, generation=generation)
-    return (choose_backend(source_url) == "connectorx" and bool(key_columns) and set(loaded) <= set(staged)
-            and (table.history == "scd2") == ("_dlt_valid_to" in staged))
+    return (
+        choose_backend(source_url) == "connectorx"
+        and bool(key_columns)
+        and set(loaded) <= set(staged)
+        and (table.history == "scd2") == ("_dlt_valid_to" in staged)
+    )
 
 
 def _merge(conn, table: CatalogTable, stage: str, changes: str, select: str, key_columns: list[str]) -> None:
@@ -240,11 +317,12 @@ def _merge_scd2(conn, stage: str, changes: str, select: str, match: str) -> None
     """dlt's scd2 with the primary key as merge key (``gen_scd2_sql``): the active version
     of each key read is retired unless its row hash was read again; each row read whose
     hash is not an active version's becomes the active version. One boundary: now, UTC."""
-    boundary = datetime.now(timezone.utc)
+    boundary = datetime.now(UTC)
     conn.execute(
         f"update {stage} as s set _dlt_valid_to = ? where _dlt_valid_to is null "
         f"and exists (select 1 from {changes} as c where {match}) "
-        f"and not exists (select 1 from {changes} as c where c._dlt_id = s._dlt_id)", [boundary],
+        f"and not exists (select 1 from {changes} as c where c._dlt_id = s._dlt_id)",
+        [boundary],
     ).fetchall()
     conn.execute(
         f"insert into {stage} ({select}, _dlt_valid_from, _dlt_valid_to) "

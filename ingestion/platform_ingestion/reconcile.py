@@ -49,9 +49,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
+
 from platform_shared import RAW_SCHEMA, CatalogTable, PlatformError, Warehouse, table_metadata
 from platform_shared.warehouse import (
     analyze,
@@ -101,15 +102,27 @@ def _match(a: str, b: str, key_columns: list[str]) -> str:
     return " and ".join(f"{a}.{quote(c)} = {b}.{quote(c)}" for c in key_columns)
 
 
-def _land_hashes(conn, table: CatalogTable, hashes: str, *, query, source_url: str, hash_key: str,
-                 names: dict[str, str], key_columns: list[str], compared: list[str]) -> int:
+def _land_hashes(
+    conn,
+    table: CatalogTable,
+    hashes: str,
+    *,
+    query,
+    source_url: str,
+    hash_key: str,
+    names: dict[str, str],
+    key_columns: list[str],
+    compared: list[str],
+) -> int:
     """Read every source row (one query) into ``hashes`` as its key and the hash of its
     compared values; returns the rows read."""
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
     keys = ", ".join(quote(c) for c in key_columns)
     conn.execute(f"drop table if exists {hashes}").fetchall()
-    conn.execute(f"create temp table {_HASHES} as select {keys}, "
-                 f"{hash_values(conn, [quote(c) for c in compared])} as {_HASH} from {stage} limit 0").fetchall()
+    conn.execute(
+        f"create temp table {_HASHES} as select {keys}, "
+        f"{hash_values(conn, [quote(c) for c in compared])} as {_HASH} from {stage} limit 0"
+    ).fetchall()
     types = column_types(conn, STAGE_SCHEMA, table.warehouse_name)
     cast = {c: f"cast({quote(c)} as {types[c]})" for c in [*key_columns, *compared]}
     select = ", ".join([*(cast[c] for c in key_columns), hash_values(conn, [cast[c] for c in compared])])
@@ -123,26 +136,31 @@ def _land_hashes(conn, table: CatalogTable, hashes: str, *, query, source_url: s
             raise
         raise direct.DirectLoadFailed(
             f"Table {table.source!r}: reading every row to compare it failed: {exc}. Nothing was changed: "
-            f"{STAGE_SCHEMA}.{table.warehouse_name} and raw.{table.warehouse_name} are as they were.") from exc
+            f"{STAGE_SCHEMA}.{table.warehouse_name} and raw.{table.warehouse_name} are as they were."
+        ) from exc
     analyze(conn, hashes)
     return rows
 
 
-def _compare(conn, table: CatalogTable, hashes: str, *, key_columns: list[str], compared: list[str],
-             found: Differences) -> tuple[list[tuple], set[tuple], int]:
+def _compare(
+    conn, table: CatalogTable, hashes: str, *, key_columns: list[str], compared: list[str], found: Differences
+) -> tuple[list[tuple], set[tuple], int]:
     """Count the missing, extra and different rows into ``found`` (one join: a hash is
     never null, so a null one is a side without the key); returns the keys to read
     again, those of them the stage lacks, and the source rows with a null key (which no
     key reads)."""
     keys = ", ".join(quote(c) for c in key_columns)
     # Hashed before the join: the join carries a key and a hash, not the staged rows.
-    staged = (f"select {keys}, {hash_values(conn, [quote(c) for c in compared])} as {_HASH} "
-              f"from {relation(STAGE_SCHEMA, table.warehouse_name)}"
-              + (" where _dlt_valid_to is null" if table.history == "scd2" else ""))
+    staged = (
+        f"select {keys}, {hash_values(conn, [quote(c) for c in compared])} as {_HASH} "
+        f"from {relation(STAGE_SCHEMA, table.warehouse_name)}"
+        + (" where _dlt_valid_to is null" if table.history == "scd2" else "")
+    )
     rows = conn.execute(
         f"select {', '.join(f'c.{quote(c)}' for c in key_columns)}, s.{_HASH} is null, c.{_HASH} is null "
         f"from {hashes} as c full join ({staged}) as s on {_match('s', 'c', key_columns)} "
-        f"where s.{_HASH} is null or c.{_HASH} is null or c.{_HASH} <> s.{_HASH}").fetchall()
+        f"where s.{_HASH} is null or c.{_HASH} is null or c.{_HASH} <> s.{_HASH}"
+    ).fetchall()
     found.missing = sum(1 for *_, missing, _ in rows if missing)
     found.extra = sum(1 for *_, extra in rows if extra)
     found.different = len(rows) - found.missing - found.extra
@@ -151,8 +169,15 @@ def _compare(conn, table: CatalogTable, hashes: str, *, key_columns: list[str], 
     return keys, {k for k, missing in source if missing and None not in k}, sum(1 for k, _ in source if None in k)
 
 
-def _retire_extra(table: CatalogTable, hashes: str, key_columns: list[str], generation: int | None,
-                  found: Differences, missing: set[tuple], unread: list[int]):
+def _retire_extra(
+    table: CatalogTable,
+    hashes: str,
+    key_columns: list[str],
+    generation: int | None,
+    found: Differences,
+    missing: set[tuple],
+    unread: list[int],
+):
     """The ``before_merge`` of the repair: count the ``missing`` keys that the second read
     did not find (deleted meanwhile) into ``unread``, then delete (or retire) the staged
     rows whose key the source lacks, if any."""
@@ -167,36 +192,67 @@ def _retire_extra(table: CatalogTable, hashes: str, key_columns: list[str], gene
         gone = f"not exists (select 1 from {hashes} as c where {_match('s', 'c', key_columns)})"
         if table.history == "scd2":
             mark = f", {quote(GENERATION_COLUMN)} = {int(generation)}" if generation is not None else ""
-            conn.execute(f"update {stage} as s set _dlt_valid_to = ?{mark} where s._dlt_valid_to is null and {gone}",
-                         [datetime.now(timezone.utc)]).fetchall()
+            conn.execute(
+                f"update {stage} as s set _dlt_valid_to = ?{mark} where s._dlt_valid_to is null and {gone}",
+                [datetime.now(UTC)],
+            ).fetchall()
         else:
             conn.execute(f"delete from {stage} as s where {gone}").fetchall()
 
     return run
 
 
-def _compare_and_repair(conn, table: CatalogTable, *, reflected: sa.Table, columns: list[str],
-                        names: dict[str, str], key_columns: list[str], generation: int | None, source_url: str,
-                        hash_key: str) -> tuple[Differences, int, int, int]:
+def _compare_and_repair(
+    conn,
+    table: CatalogTable,
+    *,
+    reflected: sa.Table,
+    columns: list[str],
+    names: dict[str, str],
+    key_columns: list[str],
+    generation: int | None,
+    source_url: str,
+    hash_key: str,
+) -> tuple[Differences, int, int, int]:
     """Steps 1 and 2: returns what differed, the source rows compared, the rows the stage
     holds now (the snapshot's, less keys deleted before the second read and null keys),
     and the source rows with a null key."""
     merge = {"names": names, "key_columns": key_columns, "generation": generation}
     if not direct.can_merge(conn, table, source_url=source_url, columns=columns, **merge):
-        raise NotReconcilable(f"Table {table.source!r}: its source or its staged columns cannot be read "
-                              "directly (a source connectorx does not read); reconcile with a full refresh.")
+        raise NotReconcilable(
+            f"Table {table.source!r}: its source or its staged columns cannot be read "
+            "directly (a source connectorx does not read); reconcile with a full refresh."
+        )
     found, unread = Differences(), []
     compared = [names[c] for c in columns]
     hashes = temp_relation(conn, _HASHES)
     try:
-        rows = _land_hashes(conn, table, hashes, query=sa.select(*read_columns(reflected, columns, source_url)),
-                            source_url=source_url, hash_key=hash_key, names=names, key_columns=key_columns,
-                            compared=compared)
-        keys, missing, null_keys = _compare(conn, table, hashes, key_columns=key_columns, compared=compared,
-                                            found=found)
-        direct.load_keys(conn, table, keys=keys, reflected=reflected, columns=columns, source_url=source_url,
-                         why="that differ from the source", hash_key=hash_key, **merge,
-                         before_merge=_retire_extra(table, hashes, key_columns, generation, found, missing, unread))
+        rows = _land_hashes(
+            conn,
+            table,
+            hashes,
+            query=sa.select(*read_columns(reflected, columns, source_url)),
+            source_url=source_url,
+            hash_key=hash_key,
+            names=names,
+            key_columns=key_columns,
+            compared=compared,
+        )
+        keys, missing, null_keys = _compare(
+            conn, table, hashes, key_columns=key_columns, compared=compared, found=found
+        )
+        direct.load_keys(
+            conn,
+            table,
+            keys=keys,
+            reflected=reflected,
+            columns=columns,
+            source_url=source_url,
+            why="that differ from the source",
+            hash_key=hash_key,
+            **merge,
+            before_merge=_retire_extra(table, hashes, key_columns, generation, found, missing, unread),
+        )
     finally:
         try:
             conn.execute(f"drop table if exists {hashes}").fetchall()
@@ -206,7 +262,11 @@ def _compare_and_repair(conn, table: CatalogTable, *, reflected: sa.Table, colum
 
 
 def reconcile_table(
-    table: CatalogTable, *, warehouse: Warehouse, source_url: str, hash_key: str,
+    table: CatalogTable,
+    *,
+    warehouse: Warehouse,
+    source_url: str,
+    hash_key: str,
 ) -> tuple[Differences, dict]:
     """Compare every row of a published table with its source and repair the stage and
     ``raw`` (history included); returns what differed before the repair, and metadata.
@@ -217,16 +277,20 @@ def reconcile_table(
         AuditFailed: the repaired stage failed its audit; ``raw`` keeps its last good copy.
     """
     if table.columns.hash and not hash_key:
-        raise NotReconcilable(f"Table {table.source!r} hashes {list(table.columns.hash)} but the hash key is empty: "
-                              "every hashed value would differ. Set PII_HASH_KEY, or leave it unset for the local key.")
+        raise NotReconcilable(
+            f"Table {table.source!r} hashes {list(table.columns.hash)} but the hash key is empty: "
+            "every hashed value would differ. Set PII_HASH_KEY, or leave it unset for the local key."
+        )
     reflected = reflect_source(source_url, table)
     columns = source_columns(reflected, table)
     check_source_values(table, reflected, source_url)
     names = warehouse_column_names([*columns, *table.primary_key])
     key_columns = [names[c] for c in table.primary_key]
     if not key_columns:
-        raise NotReconcilable(f"Table {table.source!r} has no primary_key in the catalog: its rows cannot be "
-                              "matched with the source's. It is replaced whole by every load anyway.")
+        raise NotReconcilable(
+            f"Table {table.source!r} has no primary_key in the catalog: its rows cannot be "
+            "matched with the source's. It is replaced whole by every load anyway."
+        )
     with warehouse.connect() as conn, one_load_per_table(conn, table):
         if warehouse.is_duckdb:
             configure_duckdb(conn)
@@ -236,18 +300,33 @@ def reconcile_table(
         if drift.changed or not wap.stage_exists(conn, table) or not staged:
             raise NotReconcilable(
                 f"Table {table.source!r} is not loaded as its source stands (never published, or columns "
-                f"changed: {drift.as_metadata()}): run its load first (make ingest), then reconcile.")
+                f"changed: {drift.as_metadata()}): run its load first (make ingest), then reconcile."
+            )
         generation = (published or 0) + 1 if table.load == "incremental" else None
         started = time.perf_counter()
         found, rows, expected, null_keys = _compare_and_repair(
-            conn, table, reflected=reflected, columns=list(columns), names=names, key_columns=key_columns,
-            generation=generation, source_url=source_url, hash_key=hash_key)
+            conn,
+            table,
+            reflected=reflected,
+            columns=list(columns),
+            names=names,
+            key_columns=key_columns,
+            generation=generation,
+            source_url=source_url,
+            hash_key=hash_key,
+        )
         seconds = time.perf_counter() - started
         since = published if published is not None and wap.has_generation(conn, table) else None
-        wap.audit(conn, table, source_rows=expected, key_columns=key_columns, since=since,
-                  source_null_keys=null_keys)
-        wap.publish(conn, table, columns, key_columns=key_columns, since=since, generation=generation,
-                    started_at=wap.published_started_at(conn, table))
+        wap.audit(conn, table, source_rows=expected, key_columns=key_columns, since=since, source_null_keys=null_keys)
+        wap.publish(
+            conn,
+            table,
+            columns,
+            key_columns=key_columns,
+            since=since,
+            generation=generation,
+            started_at=wap.published_started_at(conn, table),
+        )
         tags = {names[c]: {"pii": "hashed"} for c in table.columns.hash}
         meta = table_metadata(conn, RAW_SCHEMA, table.warehouse_name, tags)
     return found, {

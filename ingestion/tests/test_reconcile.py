@@ -2,6 +2,7 @@
 
 import duckdb
 import pytest
+
 from platform_ingestion import reconcile
 from platform_ingestion.reconcile import NotReconcilable, reconcile_table
 from platform_shared import RECONCILE_CHECK, Warehouse, load_catalog
@@ -9,9 +10,12 @@ from platform_shared import settings as s
 
 
 def _reconcile(ingestion, table: str):
-    found, _ = reconcile_table(load_catalog(ingestion.catalog_path).table(table),
-                               warehouse=Warehouse(path=str(ingestion.warehouse)), source_url=ingestion.source_url,
-                               hash_key="test-only-key")
+    found, _ = reconcile_table(
+        load_catalog(ingestion.catalog_path).table(table),
+        warehouse=Warehouse(path=str(ingestion.warehouse)),
+        source_url=ingestion.source_url,
+        hash_key="test-only-key",
+    )
     return found.missing, found.extra, found.different
 
 
@@ -32,8 +36,10 @@ def test_missing_extra_and_different_rows_are_repaired_history_included(ingestio
     # A stage gone wrong (a bug, a restore, a hand edit): one row lost, one added, one changed.
     with duckdb.connect(str(ingestion.warehouse)) as conn:
         conn.execute("delete from raw_stage.customers where customer_id = 1")
-        conn.execute("insert into raw_stage.customers select * replace (customer_id + 100000 as customer_id, "
-                     "md5(customer_id::varchar) as _dlt_id) from raw_stage.customers where customer_id = 2")
+        conn.execute(
+            "insert into raw_stage.customers select * replace (customer_id + 100000 as customer_id, "
+            "md5(customer_id::varchar) as _dlt_id) from raw_stage.customers where customer_id = 2"
+        )
         conn.execute("update raw_stage.customers set country = 'XX' where customer_id = 3")
         conn.execute("update raw_stage.products set price_cents = -1 where product_id = 4")
     assert _reconcile(ingestion, "customers") == (1, 1, 1)
@@ -41,10 +47,12 @@ def test_missing_extra_and_different_rows_are_repaired_history_included(ingestio
     ingestion.assert_raw_equals_source("customers")
     ingestion.assert_raw_equals_source("products")
     # History: the extra key retired, customer 3 has a version with the source's country again.
-    assert ingestion.query("select count(*) from raw.customers_history where customer_id = 100002 "
-                           "and valid_to is null") == [(0,)]
-    assert ingestion.query("select count(*) filter (valid_to is null), count(*) from raw.customers_history "
-                           "where customer_id = 1") == [(1, 1)]
+    assert ingestion.query(
+        "select count(*) from raw.customers_history where customer_id = 100002 and valid_to is null"
+    ) == [(0,)]
+    assert ingestion.query(
+        "select count(*) filter (valid_to is null), count(*) from raw.customers_history where customer_id = 1"
+    ) == [(1, 1)]
 
 
 def test_null_and_empty_text_differ_in_plain_and_hashed_columns(ingestion, monkeypatch):
@@ -53,9 +61,11 @@ def test_null_and_empty_text_differ_in_plain_and_hashed_columns(ingestion, monke
     monkeypatch.setenv(s.PII_HASH_KEY, "test-only-key")
     ingestion.sql("update customers set first_name = null, last_name = null where customer_id in (5, 6)")
     assert ingestion.run("customers").success
-    ingestion.sql("update customers set first_name = '' where customer_id = 5;"
-                  "update customers set last_name = '' where customer_id = 6;"
-                  "update customers set last_name = 'Other' where customer_id = 7")
+    ingestion.sql(
+        "update customers set first_name = '' where customer_id = 5;"
+        "update customers set last_name = '' where customer_id = 6;"
+        "update customers set last_name = 'Other' where customer_id = 7"
+    )
     assert _reconcile(ingestion, "customers") == (0, 0, 3)
     ingestion.assert_raw_equals_source("customers")
     assert _reconcile(ingestion, "customers") == (0, 0, 0)
@@ -86,13 +96,15 @@ def test_a_table_never_loaded_cannot_be_reconciled(ingestion):
 
 def test_the_check_says_whether_the_table_matched_before_repairing_it(ingestion):
     import dagster as dg
+
     from platform_ingestion.definitions import defs
 
     assert ingestion.run("orders").success
     ingestion.sql("update orders set status = 'returned', updated_at = '2024-01-01 00:00:00' where order_id = 3")
     check = dg.AssetCheckKey(dg.AssetKey(["raw", "orders"]), RECONCILE_CHECK)
-    job = dg.Definitions.merge(defs(), dg.Definitions(jobs=[dg.define_asset_job(
-        "reconcile", selection=dg.AssetSelection.checks(check))])).resolve_job_def("reconcile")
+    job = dg.Definitions.merge(
+        defs(), dg.Definitions(jobs=[dg.define_asset_job("reconcile", selection=dg.AssetSelection.checks(check))])
+    ).resolve_job_def("reconcile")
     first = job.execute_in_process(raise_on_error=False)
     (evaluation,) = first.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.metadata["rows_different"].value == 1
@@ -101,8 +113,10 @@ def test_the_check_says_whether_the_table_matched_before_repairing_it(ingestion)
     assert repaired.asset_key == check.asset_key
     ingestion.assert_raw_equals_source("orders")
     (again,) = job.execute_in_process(raise_on_error=False).get_asset_check_evaluations()
-    assert again.passed and again.metadata["rows_compared"].value == ingestion.query(
-        "select count(*) from raw.orders")[0][0]
+    assert (
+        again.passed
+        and again.metadata["rows_compared"].value == ingestion.query("select count(*) from raw.orders")[0][0]
+    )
 
 
 def test_plain_loads_leave_the_reconciliation_out(ingestion):

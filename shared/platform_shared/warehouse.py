@@ -47,14 +47,18 @@ class PostgresConnection:
 
     def __init__(self, url: str):
         import psycopg2
-
         from sqlalchemy.engine import make_url
 
         parsed = make_url(url)
         try:
             self._conn = psycopg2.connect(
-                host=parsed.host, port=parsed.port or 5432, user=parsed.username, password=parsed.password,
-                dbname=parsed.database, options="-c timezone=UTC", connect_timeout=30,
+                host=parsed.host,
+                port=parsed.port or 5432,
+                user=parsed.username,
+                password=parsed.password,
+                dbname=parsed.database,
+                options="-c timezone=UTC",
+                connect_timeout=30,
             )
         except psycopg2.Error as e:
             raise WarehouseError(
@@ -89,7 +93,9 @@ class PostgresConnection:
                 buffer.seek(0)
                 cursor.copy_expert(
                     f"copy {relation} ({', '.join(map(quote, batch.schema.names))}) from stdin "
-                    "with (format csv, encoding 'utf8')", buffer)
+                    "with (format csv, encoding 'utf8')",
+                    buffer,
+                )
                 rows += batch.num_rows
         return rows
 
@@ -261,8 +267,9 @@ def append_arrow(conn, relation: str, data, *, select: str | None = None, like: 
             return conn.copy_arrow(relation, batches)
         arrow = temp_relation(conn, _ARROW)
         conn.execute(f"drop table if exists {arrow}").fetchall()
-        conn.execute(f"create temp table {_ARROW} as select {', '.join(quote(n) for n in data.schema.names)} "
-                     f"from {like} limit 0").fetchall()
+        conn.execute(
+            f"create temp table {_ARROW} as select {', '.join(quote(n) for n in data.schema.names)} from {like} limit 0"
+        ).fetchall()
         try:
             conn.copy_arrow(arrow, batches)
             (rows,) = conn.execute(f"insert into {relation} select {select} from {arrow}").fetchall()[0]
@@ -271,8 +278,11 @@ def append_arrow(conn, relation: str, data, *, select: str | None = None, like: 
         return rows
     conn.register(_ARROW, data)
     try:
-        sql = f"insert into {relation} by name select * from {_ARROW}" if select is None else (
-            f"insert into {relation} select {select} from {_ARROW}")
+        sql = (
+            f"insert into {relation} by name select * from {_ARROW}"
+            if select is None
+            else (f"insert into {relation} select {select} from {_ARROW}")
+        )
         (rows,) = conn.execute(sql).fetchall()[0]
     finally:
         conn.unregister(_ARROW)
@@ -284,12 +294,16 @@ def column_types(conn, schema: str, table: str) -> dict[str, str]:
     (``DECIMAL(12,2)``, ``numeric(12,2)``: PostgreSQL's information_schema leaves the
     precision out)."""
     if isinstance(conn, PostgresConnection):
-        sql = ("select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a join pg_class c "
-               "on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace where n.nspname = ? "
-               "and c.relname = ? and a.attnum > 0 and not a.attisdropped order by a.attnum")
+        sql = (
+            "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a join pg_class c "
+            "on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace where n.nspname = ? "
+            "and c.relname = ? and a.attnum > 0 and not a.attisdropped order by a.attnum"
+        )
     else:
-        sql = ("select column_name, data_type from information_schema.columns where table_schema = ? "
-               "and table_name = ? order by ordinal_position")
+        sql = (
+            "select column_name, data_type from information_schema.columns where table_schema = ? "
+            "and table_name = ? order by ordinal_position"
+        )
     return dict(conn.execute(sql, [schema, table]).fetchall())
 
 
@@ -372,13 +386,15 @@ def replace_table(conn, schema: str, table: str, select: str) -> None:
     conn.execute(f"drop table if exists {new}").fetchall()
     conn.execute(f"create table {new} as {select}").fetchall()
     # format_type: the exact type to add a column with (numeric(12,2), arrays, domains).
-    columns = ("select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a join pg_class c "
-               "on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace where n.nspname = ? "
-               "and c.relname = ? and a.attnum > 0 and not a.attisdropped order by a.attnum")
+    columns = (
+        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a join pg_class c "
+        "on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace where n.nspname = ? "
+        "and c.relname = ? and a.attnum > 0 and not a.attisdropped order by a.attnum"
+    )
     before = [tuple(r) for r in conn.execute(columns, [schema, table]).fetchall()]
     after = [tuple(r) for r in conn.execute(columns, [schema, f"{table}__new"]).fetchall()]
     if not before:
-        conn.execute(f"alter table {new} rename to \"{table}\"").fetchall()
+        conn.execute(f'alter table {new} rename to "{table}"').fetchall()
         return
     if set(before) <= set(after):
         for name, data_type in after:
@@ -422,9 +438,7 @@ def _dependent_views(conn, schema: str, table: str) -> list[tuple[str, str, str]
     return [(s, v, d) for s, v, d, _ in rows]
 
 
-def table_metadata(
-    conn, schema: str, table: str, column_tags: dict | None = None
-) -> dict:
+def table_metadata(conn, schema: str, table: str, column_tags: dict | None = None) -> dict:
     """Row count, column schema and table name of a warehouse table, as Dagster metadata.
 
     Args:
