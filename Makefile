@@ -23,7 +23,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest reconcile discover run dev location dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
+.PHONY: help setup seed seed-if-missing ingest reconcile discover run dev location lint dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -130,7 +130,11 @@ impact: setup  ## every asset downstream of one, by location: make impact ASSET=
 # (test_the_real_workspace_keeps_the_contract). LOCATION_PYTEST_ARGS narrows the location
 # tests (`-k ...`; not `-m`, which would replace the postgres split).
 TEST_LOGS := $(CURDIR)/.test-logs
-test: setup envs  ## set up, run the cross-location suite (the graph contract too) and each location's tests
+lint: setup  ## ruff: lint and format check of the Python code (part of make test; `ruff format .` fixes the format)
+	ruff check .
+	ruff format --check .
+
+test: setup envs lint  ## set up, lint, run the cross-location suite (the graph contract too) and each location's tests
 	@mkdir -p $(TEST_LOGS); status=0; \
 	{ s=0; for loc in $(filter-out analytics_dbt,$(LOCATIONS)); do \
 		$(MAKE) --no-print-directory test-locations LOCATION_TESTS=$$loc \
