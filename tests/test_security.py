@@ -60,4 +60,4 @@ def test_the_scan_finds_what_it_looks_for():
 
 def test_the_ui_binds_to_localhost_by_default():
     dry_run = subprocess.run(["make", "-n", "dev"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert "dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000" in dry_run
+    assert "dg dev --host 127.0.0.1 --port 3000" in dry_run
