@@ -5,6 +5,7 @@ and the contract of the global graph (the real webserver, `make check`) holds wi
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,8 @@ def test_a_new_location_joins_the_global_graph(tmp_path):
     out = _run([python, "tools/new_location.py", "finance", "--team", "finance"], copy, env)
     assert "next: uv lock && make locks envs check" in out
     # What `make location` runs next: the lock, and the location's own lock file.
-    uv = [python, "-m", "uv"] if not shutil.which("uv") else [shutil.which("uv")]
+    # The Makefile exports how it runs uv (on PATH, or as a module of the machine's python3).
+    uv = shlex.split(os.environ["UV"]) if os.environ.get("UV") else [shutil.which("uv") or "uv"]
     _run([*uv, "lock"], copy, env)
     _run(
         [*uv, "export", "-q", "--package", "platform-finance", "--frozen", "-o", "finance/requirements.lock"], copy, env
