@@ -14,7 +14,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, CatalogTable, PlatformError, replace_table
-from platform_shared.warehouse import analyze, append_arrow, quote, relation, rollback, temp_relation
+from platform_shared.warehouse import analyze, append_arrow, empty_temp_table, quote, relation, rollback
 
 from .loading import GENERATION_COLUMN, STAGE_SCHEMA
 
@@ -154,11 +154,7 @@ def compare_keys(conn, table: CatalogTable, keys: pa.RecordBatchReader, generati
     """
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
     columns = keys.schema.names
-    source_keys = temp_relation(conn, _SOURCE_KEYS)
-    conn.execute(f"drop table if exists {source_keys}").fetchall()
-    conn.execute(
-        f"create temp table {_SOURCE_KEYS} as select {', '.join(quote(c) for c in columns)} from {stage} limit 0"
-    ).fetchall()
+    source_keys = empty_temp_table(conn, _SOURCE_KEYS, ", ".join(quote(c) for c in columns), stage)
     try:
         source_rows = append_arrow(conn, source_keys, keys)
         analyze(conn, source_keys)

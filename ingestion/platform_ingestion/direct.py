@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from dlt.common.libs.pyarrow import cast_connectorx_temporal_columns, set_plus0000_timezone_to_utc
 
 from platform_shared import CatalogTable
-from platform_shared.warehouse import analyze, append_arrow, quote, relation, rollback, temp_relation
+from platform_shared.warehouse import analyze, append_arrow, empty_temp_table, quote, relation, rollback, temp_relation
 
 from .loading import (
     GENERATION_COLUMN,
@@ -212,9 +212,8 @@ def merge_rows(
     changes = temp_relation(conn, _CHANGES)
     rows = 0
     committed = False
-    conn.execute(f"drop table if exists {changes}").fetchall()
     try:
-        conn.execute(f"create temp table {_CHANGES} as select {select} from {stage} limit 0").fetchall()
+        empty_temp_table(conn, _CHANGES, select, stage)
         for chunk in read_rows(
             table,
             source_url=source_url,

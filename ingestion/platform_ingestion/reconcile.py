@@ -58,6 +58,7 @@ from platform_shared.warehouse import (
     analyze,
     append_arrow,
     column_types,
+    empty_temp_table,
     hash_values,
     quote,
     relation,
@@ -118,11 +119,7 @@ def _land_hashes(
     compared values; returns the rows read."""
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
     keys = ", ".join(quote(c) for c in key_columns)
-    conn.execute(f"drop table if exists {hashes}").fetchall()
-    conn.execute(
-        f"create temp table {_HASHES} as select {keys}, "
-        f"{hash_values(conn, [quote(c) for c in compared])} as {_HASH} from {stage} limit 0"
-    ).fetchall()
+    empty_temp_table(conn, _HASHES, f"{keys}, {hash_values(conn, [quote(c) for c in compared])} as {_HASH}", stage)
     types = column_types(conn, STAGE_SCHEMA, table.warehouse_name)
     cast = {c: f"cast({quote(c)} as {types[c]})" for c in [*key_columns, *compared]}
     select = ", ".join([*(cast[c] for c in key_columns), hash_values(conn, [cast[c] for c in compared])])

@@ -197,6 +197,10 @@ class CatalogEntries(_Strict):
         return Catalog(path=path, tables=tuple(tables))
 
 
+# The settings a table has unless the catalog says otherwise (one source for both shapes).
+_DEFAULTS = TableSettings()
+
+
 @dataclass(frozen=True)
 class ColumnPolicy:
     """Which source columns land in the warehouse, and which are hashed (personal data)."""
@@ -216,13 +220,13 @@ class CatalogTable:
     history: History = "none"
     columns: ColumnPolicy = ColumnPolicy()
     description: str = ""
-    freshness_hours: float = 2.0
-    schedule: str = "0 * * * *"
-    reconcile_schedule: str = "30 3 * * *"
-    owner: str = "team:platform"
-    overlap_minutes: int = 15
-    on_column_dropped: DropPolicy = "fail"
-    chunk_rows: int = 100_000
+    freshness_hours: float = _DEFAULTS.freshness_hours
+    schedule: str = _DEFAULTS.schedule
+    reconcile_schedule: str = _DEFAULTS.reconcile_schedule
+    owner: str = _DEFAULTS.owner
+    overlap_minutes: int = _DEFAULTS.overlap_minutes
+    on_column_dropped: DropPolicy = _DEFAULTS.on_column_dropped
+    chunk_rows: int = _DEFAULTS.chunk_rows
     # The source schema (PostgreSQL: other than the connection's search path); None: default.
     schema: str | None = None
 

@@ -248,6 +248,15 @@ def temp_relation(conn, name: str) -> str:
 _ARROW = "_platform_arrow"
 
 
+def empty_temp_table(conn, name: str, select: str, source: str) -> str:
+    """(Re)create the temporary table ``name`` empty, with the columns and types of
+    ``select <select> from <source>``; returns its qualified name (``temp_relation``)."""
+    qualified = temp_relation(conn, name)
+    conn.execute(f"drop table if exists {qualified}").fetchall()
+    conn.execute(f"create temp table {quote(name)} as select {select} from {source} limit 0").fetchall()
+    return qualified
+
+
 def append_arrow(conn, relation: str, data, *, select: str | None = None, like: str | None = None) -> int:
     """Append Arrow data (a table, a record batch reader or batches) to ``relation`` by
     column name, cast to the relation's column types; returns the rows appended.
@@ -265,11 +274,7 @@ def append_arrow(conn, relation: str, data, *, select: str | None = None, like: 
         batches = data.to_batches() if hasattr(data, "to_batches") else data
         if select is None:
             return conn.copy_arrow(relation, batches)
-        arrow = temp_relation(conn, _ARROW)
-        conn.execute(f"drop table if exists {arrow}").fetchall()
-        conn.execute(
-            f"create temp table {_ARROW} as select {', '.join(quote(n) for n in data.schema.names)} from {like} limit 0"
-        ).fetchall()
+        arrow = empty_temp_table(conn, _ARROW, ", ".join(quote(n) for n in data.schema.names), like)
         try:
             conn.copy_arrow(arrow, batches)
             (rows,) = conn.execute(f"insert into {relation} select {select} from {arrow}").fetchall()[0]
