@@ -247,14 +247,16 @@ def audit(
         AuditFailed: naming the table and every audit that failed.
     """
     current = _current(table)
-    (rows,) = conn.execute(f"select count(*) from ({current}) as c").fetchall()[0]
+    # One scan of the stage for both counts.
+    nulls = " or ".join(f"{quote(c)} is null" for c in key_columns) or "false"
+    (rows, null_keys) = conn.execute(
+        f"select count(*), count(*) filter (where {nulls}) from ({current}) as c"
+    ).fetchall()[0]
     failures = []
     if rows != source_rows:
         failures.append(f"row count {rows} in the staged load, {source_rows} in the source")
     if key_columns:
         keys = ", ".join(quote(c) for c in key_columns)
-        nulls = " or ".join(f"{quote(c)} is null" for c in key_columns)
-        (null_keys,) = conn.execute(f"select count(*) from ({current}) as c where {nulls}").fetchall()[0]
         checked = f"({current}) as c"
         if since is not None:
             match = " and ".join(f"n.{quote(c)} = c.{quote(c)}" for c in key_columns)
@@ -289,22 +291,28 @@ def _count(conn, relation: str) -> int:
     return conn.execute(f"select count(*) from {relation} as t").fetchall()[0][0]
 
 
-def _publish_changes(conn, target: str, staged: str, newer: str, select: str, key_columns: list[str]) -> bool:
+def _publish_changes(
+    conn, target: str, staged: str, newer: str, select: str, key_columns: list[str], staged_rows: int | None
+) -> bool:
     """Bring ``target`` from the rows ``staged`` held when it was last published up to
     all of them: replace the rows whose key is in ``newer`` (the staged rows loaded
     since), drop those whose key left ``staged``. Returns False if ``target`` then does
-    not hold as many rows as ``staged`` (the caller then copies the whole table instead,
-    in the same transaction)."""
+    not hold as many rows as ``staged`` (``staged_rows`` if known; the caller then copies
+    the whole table instead, in the same transaction)."""
     match = " and ".join(f"t.{quote(c)} = n.{quote(c)}" for c in key_columns)
-    conn.execute(f"delete from {target} as t where exists (select 1 from ({newer}) as n where {match})").fetchall()
+    newer_rows = _count(conn, f"({newer})")
+    if newer_rows:
+        conn.execute(f"delete from {target} as t where exists (select 1 from ({newer}) as n where {match})").fetchall()
     # Every other staged row is in the target; any other row of the target had its key
     # deleted from the stage (a hard delete) since.
-    staged_rows = _count(conn, f"({staged})")
-    if _count(conn, target) != staged_rows - _count(conn, f"({newer})"):
+    if staged_rows is None:
+        staged_rows = _count(conn, f"({staged})")
+    if _count(conn, target) != staged_rows - newer_rows:
         conn.execute(
             f"delete from {target} as t where not exists (select 1 from ({staged}) as n where {match})"
         ).fetchall()
-    conn.execute(f"insert into {target} ({select}) select {select} from ({newer}) as n").fetchall()
+    if newer_rows:
+        conn.execute(f"insert into {target} ({select}) select {select} from ({newer}) as n").fetchall()
     return _count(conn, target) == staged_rows
 
 
@@ -336,6 +344,7 @@ def publish(
     since: int | None = None,
     generation: int | None = None,
     started_at: datetime | None = None,
+    staged_rows: int | None = None,
 ) -> None:
     """Swap the audited copy into ``raw`` and record its source schema, atomically.
 
@@ -345,6 +354,7 @@ def publish(
             copied, and the rows gone from the stage deleted; else the whole table is copied.
         generation: the generation of the newest staged rows, recorded as published.
         started_at: when this run started (UTC), recorded for the next run's mark.
+        staged_rows: the current staged rows, as the audit counted them (else counted).
     """
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
     staged = [
@@ -369,7 +379,8 @@ def publish(
     try:
         conn.execute(f"create schema if not exists {quote(RAW_SCHEMA)}")
         raw = relation(RAW_SCHEMA, table.warehouse_name)
-        if not (incremental and _publish_changes(conn, raw, current, newer_current, select, list(key_columns))):
+        keys = list(key_columns)
+        if not (incremental and _publish_changes(conn, raw, current, newer_current, select, keys, staged_rows)):
             replace_table(conn, RAW_SCHEMA, table.warehouse_name, f"select {select} from ({current}) as c")
         if table.history == "scd2" and not (
             incremental and _publish_history_changes(conn, table, select, list(key_columns), since)

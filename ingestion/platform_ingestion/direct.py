@@ -222,19 +222,22 @@ def merge_rows(
             maps=load_maps(table, hash_key=hash_key, generation=generation),
         ):
             rows += append_arrow(conn, changes, chunk.select(loaded))
-        analyze(conn, changes)
-        conn.execute("begin transaction")
-        try:
-            if before_merge is not None:
-                before_merge(conn, changes)
-            _merge(conn, table, stage, changes, select, key_columns)
-            conn.execute("commit")
-        except BaseException:
-            rollback(conn)
-            raise
+        if rows or before_merge is not None:
+            # Nothing read (a quiet hour): nothing to merge, and a merge would still scan
+            # the stage on PostgreSQL.
+            analyze(conn, changes)
+            conn.execute("begin transaction")
+            try:
+                if before_merge is not None:
+                    before_merge(conn, changes)
+                _merge(conn, table, stage, changes, select, key_columns)
+                conn.execute("commit")
+            except BaseException:
+                rollback(conn)
+                raise
         committed = True
         newest = None
-        if table.cursor:
+        if table.cursor and rows:
             (newest,) = conn.execute(f"select max({quote(names[table.cursor])}) from {changes}").fetchall()[0]
     except BaseException as exc:
         if not read_failed(exc, source_url):

@@ -29,11 +29,13 @@ from sqlalchemy.engine import make_url
 
 from platform_shared import RAW_SCHEMA, CatalogError, CatalogTable, Warehouse, table_metadata
 from platform_shared.settings import PII_HASH_KEY
-from platform_shared.warehouse import exclusive
+from platform_shared.warehouse import exclusive, index
 
 from . import audit as wap
 from . import direct
 from .loading import (
+    GENERATION_COLUMN,
+    STAGE_SCHEMA,
     LoadRequest,
     LoadResult,
     check_source_values,
@@ -335,7 +337,9 @@ def ingest_table(
             if (recorded.published is not None and not request.full_refresh and wap.has_generation(conn, table))
             else None
         )
-        wap.audit(
+        if since is not None:  # the audit and publish read the rows newer than it
+            index(conn, STAGE_SCHEMA, table.warehouse_name, GENERATION_COLUMN)
+        audited = wap.audit(
             conn,
             table,
             source_rows=converged.source_rows,
@@ -344,10 +348,18 @@ def ingest_table(
             source_null_keys=converged.source_null_keys,
         )
         wap.publish(
-            conn, table, columns, key_columns=key_columns, since=since, generation=plan.generation, started_at=started
+            conn,
+            table,
+            columns,
+            key_columns=key_columns,
+            since=since,
+            generation=plan.generation,
+            started_at=started,
+            staged_rows=audited,
         )
         tags = {names[c]: {"pii": "hashed"} for c in table.columns.hash}
-        meta = table_metadata(conn, RAW_SCHEMA, table.warehouse_name, tags)
+        # raw holds what the audit counted (publish copies the stage's current rows).
+        meta = table_metadata(conn, RAW_SCHEMA, table.warehouse_name, tags, rows=audited)
     return {
         **meta,
         "rows_loaded": result.rows_loaded + converged.loaded,

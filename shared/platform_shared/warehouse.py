@@ -332,6 +332,16 @@ def analyze(conn, relation: str) -> None:
         conn.execute(f"analyze {relation}").fetchall()
 
 
+def index(conn, schema: str, table: str, column: str) -> None:
+    """An index on ``column`` of a table, unless there is one: on PostgreSQL, where the
+    rows of a few values (a load's generation) are otherwise found by reading the whole
+    table. Nothing on DuckDB: its zone maps skip the row groups that cannot match, and
+    an index there slows every write."""
+    if isinstance(conn, PostgresConnection):
+        name = quote(f"{table}__{column}"[:63])
+        conn.execute(f"create index if not exists {name} on {relation(schema, table)} ({quote(column)})").fetchall()
+
+
 @contextmanager
 def exclusive(conn, lock: int) -> Iterator[None]:
     """Hold the lock ``lock`` while the block runs; a second holder waits.
@@ -443,18 +453,21 @@ def _dependent_views(conn, schema: str, table: str) -> list[tuple[str, str, str]
     return [(s, v, d) for s, v, d, _ in rows]
 
 
-def table_metadata(conn, schema: str, table: str, column_tags: dict | None = None) -> dict:
+def table_metadata(conn, schema: str, table: str, column_tags: dict | None = None, rows: int | None = None) -> dict:
     """Row count, column schema and table name of a warehouse table, as Dagster metadata.
 
     Args:
         column_tags: tags per column name, e.g. ``{"email": {"pii": "hashed"}}``.
+        rows: the row count when the caller knows it (counting is a scan of the table on
+            PostgreSQL).
     """
     columns = conn.execute(
         "select column_name, data_type from information_schema.columns "
         "where table_schema = ? and table_name = ? order by ordinal_position",
         [schema, table],
     ).fetchall()
-    (rows,) = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchall()[0]
+    if rows is None:
+        (rows,) = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchall()[0]
     tags = column_tags or {}
     return {
         "dagster/row_count": dg.MetadataValue.int(rows),
