@@ -1,10 +1,12 @@
 """One asset per catalog table: ``raw/<warehouse name>`` in the warehouse schema ``raw``."""
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from platform_shared import (
+    HISTORY_SUFFIX,
     RAW_SCHEMA,
     RECONCILE_CHECK,
     Catalog,
@@ -16,11 +18,13 @@ from platform_shared import (
     warehouse_pool,
 )
 
-from . import audit as wap
-from .engine import ingest_table
-from .loading import LoadRequest
-from .reconcile import reconcile_table
 from .resources import DltState, PiiHasher, SourceDatabase
+
+# The loading code (dlt, pandas, pyarrow: about 3 s to import here) is imported when a step
+# runs, not when the location loads: a code server, `dg check defs` and the daemon never
+# need it.
+if TYPE_CHECKING:
+    from .loading import LoadRequest
 
 RAW_GROUP = "raw"
 MAX_RETRIES = 3
@@ -48,7 +52,9 @@ class LoadConfig(dg.Config):
     backfill_to: str | None = None
     full_refresh: bool = False
 
-    def request(self) -> LoadRequest:
+    def request(self) -> "LoadRequest":
+        from .loading import LoadRequest
+
         parse = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
         return LoadRequest(parse(self.backfill_from), parse(self.backfill_to), self.full_refresh)
 
@@ -89,7 +95,7 @@ def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
             "load_mode": table.load,
             "history": table.history,
             **(
-                {"history_table": f"{RAW_SCHEMA}.{table.warehouse_name}{wap.HISTORY_SUFFIX}"}
+                {"history_table": f"{RAW_SCHEMA}.{table.warehouse_name}{HISTORY_SUFFIX}"}
                 if table.history == "scd2"
                 else {}
             ),
@@ -103,6 +109,8 @@ def build_table_asset(table: CatalogTable) -> dg.AssetsDefinition:
         dlt_state: DltState,
         pii: PiiHasher,
     ) -> dg.MaterializeResult:
+        from .engine import ingest_table
+
         try:
             metadata = ingest_table(
                 table,
@@ -145,6 +153,8 @@ def build_reconcile_check(table: CatalogTable) -> dg.AssetChecksDefinition:
     def _check(
         context: dg.AssetCheckExecutionContext, warehouse: Warehouse, source_db: SourceDatabase, pii: PiiHasher
     ) -> dg.AssetCheckResult:
+        from .reconcile import reconcile_table
+
         try:
             found, metadata = reconcile_table(table, warehouse=warehouse, source_url=source_db.url, hash_key=pii.secret)
         except PlatformError as e:

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import joblib
 
 from platform_shared import Settings, build_warehouse
 
@@ -35,6 +34,8 @@ class ModelStore(dg.ConfigurableResource):
         version = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         folder = self.folder(model) / version
         folder.mkdir(parents=True)
+        import joblib  # when a step runs: not needed to load the location
+
         joblib.dump(fitted, folder / "model.joblib")
         self.write(model, version, "info.json", {"version": version, **info})
         return version
@@ -50,6 +51,8 @@ class ModelStore(dg.ConfigurableResource):
         return versions[-1]
 
     def load(self, model: str, version: str):
+        import joblib
+
         return joblib.load(self.folder(model) / version / "model.joblib")
 
     def read(self, model: str, version: str, name: str) -> dict:

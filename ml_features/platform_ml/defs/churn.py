@@ -11,9 +11,12 @@ champion on the same held-out snapshot. Scores and drift always use the champion
 import base64
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported when a step runs (model.py says why)
+    import pandas as pd
 
 from platform_shared import (
     ML_TEAM,
@@ -121,12 +124,12 @@ def churn() -> dg.Definitions:
     return dg.Definitions(assets=assets, asset_checks=checks)
 
 
-def _read(warehouse: Warehouse, sql: str) -> pd.DataFrame:
+def _read(warehouse: Warehouse, sql: str) -> "pd.DataFrame":
     with warehouse.connect(read_only=True) as conn:
         return conn.execute(sql).df()
 
 
-def _features(warehouse: Warehouse) -> pd.DataFrame:
+def _features(warehouse: Warehouse) -> "pd.DataFrame":
     return _read(warehouse, f"select * from {FEATURES_SCHEMA}.{FEATURE_TABLE}")
 
 
@@ -330,6 +333,8 @@ def customer_churn_scores(warehouse: Warehouse, model_store: ModelStore):
     champion = model_store.champion(MODEL)
     if champion is None:
         raise FileNotFoundError(f"No champion in {model_store.folder(MODEL)}: materialize the champion first.")
+    import pandas as pd
+
     current = time_split(_features(warehouse)).score
     scores = pd.DataFrame(
         {
@@ -378,6 +383,8 @@ def feature_drift(warehouse: Warehouse, model_store: ModelStore):
     if champion is None:
         raise FileNotFoundError(f"No champion in {model_store.folder(MODEL)}: materialize the champion first.")
     profile = model_store.read(MODEL, champion, "info.json")["reference_profile"]
+    import pandas as pd
+
     values = psi(profile, time_split(_features(warehouse)).score)
     drift = pd.DataFrame({"feature": list(values), "psi": list(values.values()), "model_version": champion})
     with warehouse.connect() as conn:
