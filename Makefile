@@ -122,14 +122,18 @@ impact: setup  ## every asset downstream of one, by location: make impact ASSET=
 	@test -n "$(ASSET)" || { echo "usage: make impact ASSET=raw/orders [FORMAT=json]" >&2; exit 2; }
 	@python tools/impact.py $(ASSET) --format $(or $(FORMAT),text)
 
-# The suite waits on servers and daemons most of the time: the ingestion and ML location
-# tests run beside it (their output follows the suite's). The analytics location's tests
-# re-parse analytics_dbt/target, which the suite's code servers read, and tests on the
-# PostgreSQL cluster (marker `postgres`) must not overlap the suite's (one restarts the
-# cluster): those run after. The graph contract of `make check` is a test of the suite
-# (test_the_real_workspace_keeps_the_contract). LOCATION_PYTEST_ARGS narrows the location
-# tests (`-k ...`; not `-m`, which would replace the postgres split).
+# The suite's groups run side by side (pytest-xdist, TEST_WORKERS at once; the groups are in
+# conftest.py): its tests wait on servers and daemons more than they compute. Its postgres
+# group also runs each location's tests on the PostgreSQL cluster, in the location's own
+# environment (tests/test_location_postgres_tests.py): those must not overlap (one restarts
+# the cluster). The other tests of the ingestion and ML locations run beside the suite
+# (their output follows it); the analytics location's re-parse analytics_dbt/target, which
+# the suite's code servers read, so they run after. The graph contract of `make check` is
+# a test of the suite (test_the_real_workspace_keeps_the_contract). LOCATION_PYTEST_ARGS
+# narrows the location tests (`-k ...`; not `-m`, which would replace the postgres split).
+# TEST_WORKERS=0 runs the suite in one process.
 TEST_LOGS := $(CURDIR)/.test-logs
+TEST_WORKERS ?= 4
 lint: setup  ## ruff: lint and format check of the Python code (part of make test; `ruff format .` fixes the format)
 	ruff check .
 	ruff format --check .
@@ -140,12 +144,9 @@ test: setup envs lint  ## set up, lint, run the cross-location suite (the graph 
 		$(MAKE) --no-print-directory test-locations LOCATION_TESTS=$$loc \
 			LOCATION_PYTEST_ARGS="-m 'not postgres' $(LOCATION_PYTEST_ARGS)" || s=1; done; \
 		exit $$s; } >$(TEST_LOGS)/locations.log 2>&1 & beside=$$!; \
-	pytest tests shared/tests $(PYTEST_ARGS) || status=1; \
+	pytest tests shared/tests -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || status=1; \
 	wait $$beside || status=1; cat $(TEST_LOGS)/locations.log; \
 	$(MAKE) --no-print-directory test-locations LOCATION_TESTS=analytics_dbt || status=1; \
-	echo "== ingestion/tests on PostgreSQL in ingestion/.venv"; \
-	PATH=$(CURDIR)/ingestion/.venv/bin:/usr/sbin:/usr/bin:/sbin:/bin ingestion/.venv/bin/pytest ingestion/tests \
-		-m postgres $(LOCATION_PYTEST_ARGS) || { [ $$? = 5 ] && [ -n "$(LOCATION_PYTEST_ARGS)" ]; } || status=1; \
 	exit $$status
 
 # Each location's own tests, in its own environment (as its team's CI would run them).

@@ -27,11 +27,36 @@ def pytest_configure(config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items) -> None:
+def pytest_collection_modifyitems(config, items) -> None:
     # Before `-m` selects: `make test` runs the tests on the server apart from the others.
     for item in items:
         if "postgres_admin_url" in getattr(item, "fixturenames", ()):
             item.add_marker("postgres")
+
+
+def pytest_itemcollected(item) -> None:
+    # Before any pytest_collection_modifyitems: pytest-xdist's reads the groups there.
+    if getattr(item.config.option, "loadgroup", False):  # set by pytest-xdist in its workers
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
+def _group(item) -> str:
+    """The worker group of a test under `pytest -n N --dist loadgroup` (make test).
+
+    Tests on the PostgreSQL server share one worker: each process gives the test role a new
+    password, and one test restarts the server. The tests on the session's webserver share
+    one (it starts once), the other tests on the session's platform another (each of the
+    two builds its platform, about 40 s: less than either group takes). The others go by
+    module (module fixtures are built once).
+    """
+    names = getattr(item, "fixturenames", ())
+    if "postgres_admin_url" in names or item.get_closest_marker("postgres"):
+        return "postgres"
+    if "webserver" in names:
+        return "webserver"
+    if "platform" in names:
+        return "platform"
+    return item.module.__name__ if getattr(item, "module", None) else item.nodeid.split("::")[0]
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +78,11 @@ def postgres_admin_url() -> str:
 
 
 @pytest.fixture
-def postgres_database(postgres_admin_url):
+def postgres_database(postgres_admin_url, request):
     """A fresh, empty database; its URL. Dropped afterwards."""
+    if getattr(request.config.option, "loadgroup", False) and not request.node.nodeid.endswith("@postgres"):
+        # Asked for by name at run time (getfixturevalue): its test must carry the marker.
+        pytest.fail(f"{request.node.nodeid} uses the PostgreSQL server outside the postgres group: mark it postgres")
     name = f"t_{uuid.uuid4().hex[:12]}"
     # pre-ping: a test may restart the server, which cuts the pooled connection.
     admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)

@@ -1,11 +1,13 @@
 """Session fixtures: one tiny platform in a temporary folder, shared by the suite.
 
 Building it (demo database, three locations materialized) takes about a minute, so it is
-built once and tests only read it.
+built once (once for all the workers of `pytest -n`) and tests only read it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import pickle
 import shutil
 import sys
 from dataclasses import dataclass
@@ -39,10 +41,16 @@ class Platform:
 
 
 def platform_env(root: Path) -> dict[str, str]:
-    """The settings of a platform living in ``root`` (names from the settings module)."""
+    """The settings of a new platform living in ``root`` (its instance's folder made)."""
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    return _settings(root)
+
+
+def _settings(root: Path) -> dict[str, str]:
+    """The settings of the platform living in ``root`` (names from the settings module)."""
+    home = root / "dagster_home"
     return {
         platform_settings.SOURCE_DATABASE_URL: f"sqlite:///{root}/app.db",
         platform_settings.WAREHOUSE_PATH: str(root / "warehouse.duckdb"),
@@ -71,15 +79,25 @@ def platform_factory():
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory) -> Platform:
-    root = tmp_path_factory.mktemp("platform")
-    env = platform_env(root)
+def platform(tmp_path_factory, request) -> Platform:
+    """Built by the first worker of `pytest -n` (make test) that needs it, under a file
+    lock; the others wait for it and read the same folder (tests only read it)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if hasattr(request.config, "workerinput") else base  # a pytest-xdist worker's
+    root = shared / "platform"
     mp = pytest.MonkeyPatch()
-    for name, value in env.items():
-        mp.setenv(name, value)
-    generate(env[platform_settings.SOURCE_DATABASE_URL], scale=TEST_SCALE)
-    instance = dg.DagsterInstance.get()
-    results = {loc: run_all.run_location(loc, instance) for loc in run_all.LOCATIONS}
+    with open(shared / "platform.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = root / "results.pickle"
+        env = platform_env(root) if not built.exists() else _settings(root)
+        for name, value in env.items():
+            mp.setenv(name, value)
+        instance = dg.DagsterInstance.get()
+        if not built.exists():
+            generate(env[platform_settings.SOURCE_DATABASE_URL], scale=TEST_SCALE)
+            results = {loc: run_all.run_location(loc, instance) for loc in run_all.LOCATIONS}
+            built.write_bytes(pickle.dumps(results))
+        results = pickle.loads(built.read_bytes())
     yield Platform(
         root,
         env,

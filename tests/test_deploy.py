@@ -261,11 +261,11 @@ def test_dg_loads_the_three_projects_from_their_own_environments():
     assert "All definitions loaded successfully." in done.stdout + done.stderr
 
 
-def test_make_dev_s_dg_dev_runs_each_location_from_its_own_environment(platform, tmp_path):
+def test_make_dev_s_dg_dev_runs_each_location_from_its_own_environment(fresh_env, tmp_path):
     """`make dev` is `dg dev`: every location of dg.toml loads, each code server runs from
     <location>/.venv (its own lock file), and the global graph holds all their assets."""
     names = [loc.name for loc in locations(REPO)]
-    with tools_webserver.dagster_dev(platform.env, tmp_path / "dg_dev.log", workspace=None) as server:
+    with tools_webserver.dagster_dev(fresh_env, tmp_path / "dg_dev.log", workspace=None) as server:
         entries = graphql(server, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }")
         assert [(e["name"], e["loadStatus"]) for e in entries["workspaceOrError"]["locationEntries"]] == [
             (name, "LOADED") for name in names

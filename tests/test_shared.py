@@ -99,3 +99,12 @@ def test_the_committed_catalog_is_valid():
     assert {"customers", "orders", "order_items", "payments", "products", "web_sessions"} <= {
         t.warehouse_name for t in catalog.tables
     }
+
+
+def test_make_test_s_workers_keep_each_group_together(request):
+    """make test runs the suite under pytest-xdist's loadgroup (groups: conftest.py); the
+    PostgreSQL tests must share a worker. A pytest that silently drops the groups (9.2 with
+    xdist 3.8) would spread them, and they would reset one another's password."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("the suite runs serially (TEST_WORKERS=0): no groups to keep")
+    assert request.node.nodeid.endswith("@tests.test_shared"), request.node.nodeid

@@ -22,7 +22,7 @@ from platform_shared.warehouse import (
 )
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def warehouse(request, tmp_path) -> Warehouse:
     if request.param == "duckdb":
         return Warehouse(path=str(tmp_path / "w.duckdb"))
