@@ -168,8 +168,9 @@ deploy-check: setup envs  ## run the whole team topology here (PostgreSQL, code 
 
 # Figures only, no assertions: demo databases of each scale are generated once under data/bench/.
 SCALES ?= 1,10
-bench: setup  ## ingestion speed and memory against the floor and a naive baseline: make bench SCALES=1,10,100
+bench: setup envs  ## ingestion against its floor and a naive baseline (make bench SCALES=1,10,100), then make dev's start against trivial locations
 	python bench/ingest_bench.py --scales $(SCALES)
+	python bench/dev_bench.py
 
 clean:  ## remove local data, the instance and dbt output (keeps the environment)
 	rm -rf data .dagster analytics_dbt/target analytics_dbt/logs
