@@ -45,10 +45,9 @@ def _group(item) -> str:
 
     Tests on the PostgreSQL server share one worker: each process gives the test role a new
     password, and one test restarts the server. The tests on the session's webserver share
-    one (it starts once), the other tests on the session's platform another (each of the
-    two builds its platform, about 40 s: less than either group takes). The others go by
-    module (module fixtures are built once).
-    """
+    one (it starts once), the other tests on the session's platform another (the platform
+    is built once for all workers: tests/conftest.py). The others go by module (module
+    fixtures are built once)."""
     names = getattr(item, "fixturenames", ())
     if "postgres_admin_url" in names or item.get_closest_marker("postgres"):
         return "postgres"

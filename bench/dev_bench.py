@@ -18,9 +18,7 @@ Prints medians and writes them to docs/bench/dev_ready.md. Figures only: no asse
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
 import webserver  # noqa: E402
+from ingest_bench import provenance  # noqa: E402
 
 from platform_shared.workspace import locations  # noqa: E402
 
@@ -96,16 +95,10 @@ def main() -> None:
         rows.append(f"{name:<52}{real_s:>12.1f}{trivial_s:>11.1f}{real_s / trivial_s:>7.2f}")
     table = "\n".join(rows)
     print("\n" + table)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
     out = REPO / "docs" / "bench" / "dev_ready.md"
     out.write_text(
         f"# `make dev` ready, against three trivial locations\n\nWritten by `python bench/dev_bench.py "
-        f"--runs {args.runs}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit "
-        f"{commit.stdout.strip() or 'unknown'}{' with uncommitted changes' if dirty else ''}, "
-        f"{os.cpu_count()} cores; medians of {args.runs} starts each, "
+        f"--runs {args.runs}` on {provenance()}; medians of {args.runs} starts each, "
         "the two sides of each ratio run alternately. See bench/dev_bench.py.\n\n```\n" + table + "\n```\n"
     )
     print(f"wrote {out.relative_to(REPO)}")

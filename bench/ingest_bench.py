@@ -404,10 +404,9 @@ def main() -> None:
         print(f"wrote {path.relative_to(ROOT)}")
 
 
-def write_results(scales: str, lines: list[tuple]) -> Path:
-    """The table as printed, in docs/bench/: the figures docs/performance.md quotes come
-    from these files, never typed by hand. One file per set of scales, replaced by the
-    next run of the same set (git keeps the earlier ones)."""
+def provenance() -> str:
+    """When, at which commit (and whether with uncommitted changes), on how many cores: the
+    line every file of docs/bench/ opens with."""
     commit = (
         subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         or "unknown"
@@ -415,12 +414,21 @@ def write_results(scales: str, lines: list[tuple]) -> Path:
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}"
+        f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} cores"
+    )
+
+
+def write_results(scales: str, lines: list[tuple]) -> Path:
+    """The table as printed, in docs/bench/: the figures docs/performance.md quotes come
+    from these files, never typed by hand. One file per set of scales, replaced by the
+    next run of the same set (git keeps the earlier ones)."""
     path = ROOT / "docs" / "bench" / f"ingest_scales_{scales.replace(',', '_')}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"# `make bench SCALES={scales}`\n\nWritten by `python bench/ingest_bench.py --scales {scales}` on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}"
-        f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} cores. See bench/ingest_bench.py "
+        f"{provenance()}. See bench/ingest_bench.py "
         "for what each variant measures.\n\n```\n" + format_table(lines) + "\n```\n"
     )
     return path
