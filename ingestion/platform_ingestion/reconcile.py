@@ -25,7 +25,9 @@ and DuckDB's 64-bit hash take 16 bytes a row however wide the table; DuckDB hash
 Arrow batch as it scans it, while connectorx reads the next), the rows cost about a
 tenth of their read, and reading the differing ones again by key a few milliseconds
 per 500 keys. The read itself stays: every value must be read to be compared, so it is
-most of what a reconcile costs now.
+most of what a reconcile costs now; on SQLite into DuckDB, datetimes are read as text
+and parsed by DuckDB (``_read_as_text``): connectorx's parsing was much of that read
+(docs/performance.md, "Reconciling").
 
 Why the warehouse hashes both sides: a staged value is the source's cast to its staged
 type (a REAL read from SQLite becomes the declared DECIMAL), so the source's values are
@@ -52,6 +54,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from platform_shared import RAW_SCHEMA, CatalogTable, PlatformError, Warehouse, table_metadata
 from platform_shared.warehouse import (
@@ -114,14 +117,21 @@ def _land_hashes(
     names: dict[str, str],
     key_columns: list[str],
     compared: list[str],
+    text: set[str],
 ) -> int:
     """Read every source row (one query) into ``hashes`` as its key and the hash of its
-    compared values; returns the rows read."""
+    compared values; returns the rows read. The source columns in ``text`` are read as
+    text (``_read_as_text``)."""
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
     keys = ", ".join(quote(c) for c in key_columns)
     empty_temp_table(conn, _HASHES, f"{keys}, {hash_values(conn, [quote(c) for c in compared])} as {_HASH}", stage)
     types = column_types(conn, STAGE_SCHEMA, table.warehouse_name)
     cast = {c: f"cast({quote(c)} as {types[c]})" for c in [*key_columns, *compared]}
+    for c in (names.get(c, c) for c in text):
+        cast[c] = f"cast(nullif({quote(c)}, '') as {types[c]})"
+    query = query.with_only_columns(
+        *(sa.func.ifnull(c, "").label(c.name) if c.name in text else c for c in query.selected_columns)
+    )
     select = ", ".join([*(cast[c] for c in key_columns), hash_values(conn, [cast[c] for c in compared])])
     maps = [pii_hasher(table.columns.hash, hash_key)] if table.columns.hash else []
     rows = 0
@@ -137,6 +147,23 @@ def _land_hashes(
         ) from exc
     analyze(conn, hashes)
     return rows
+
+
+def _read_as_text(table: CatalogTable, query, *, source_url: str, warehouse: Warehouse) -> set[str]:
+    """The source columns to read as their text: on SQLite into DuckDB, the datetime
+    columns (``ifnull(c, '')``: connectorx types an expression by its first value, and a
+    NULL has none), which DuckDB casts to the staged type as it hashes them.
+
+    Why: connectorx parses SQLite's datetime text slowly. Reading a table's three such
+    columns as text took 4.9 s instead of 7.7 s at 4 million rows (bench scale 100), and
+    DuckDB parses every text connectorx accepts to the same value (tests/test_reconcile:
+    ``test_datetime_text_hashes_as_the_load_stages_it``). An empty text, which connectorx
+    refuses (so no load stages it), compares as a NULL."""
+    if not warehouse.is_duckdb or make_url(source_url).get_backend_name() != "sqlite":
+        return set()
+    return {
+        c.name for c in query.selected_columns if isinstance(c.type, sa.DateTime) and c.name not in table.columns.hash
+    }
 
 
 def _compare(
@@ -210,6 +237,7 @@ def _compare_and_repair(
     generation: int | None,
     source_url: str,
     hash_key: str,
+    warehouse: Warehouse,
 ) -> tuple[Differences, int, int, int]:
     """Steps 1 and 2: returns what differed, the source rows compared, the rows the stage
     holds now (the snapshot's, less keys deleted before the second read and null keys),
@@ -224,11 +252,13 @@ def _compare_and_repair(
     compared = [names[c] for c in columns]
     hashes = temp_relation(conn, _HASHES)
     try:
+        query = sa.select(*read_columns(reflected, columns, source_url))
         rows = _land_hashes(
             conn,
             table,
             hashes,
-            query=sa.select(*read_columns(reflected, columns, source_url)),
+            query=query,
+            text=_read_as_text(table, query, source_url=source_url, warehouse=warehouse),
             source_url=source_url,
             hash_key=hash_key,
             names=names,
@@ -311,6 +341,7 @@ def reconcile_table(
             generation=generation,
             source_url=source_url,
             hash_key=hash_key,
+            warehouse=warehouse,
         )
         seconds = time.perf_counter() - started
         since = published if published is not None and wap.has_generation(conn, table) else None
