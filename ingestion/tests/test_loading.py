@@ -169,6 +169,34 @@ def test_the_key_comparison_runs_only_when_the_row_counts_show_a_delete(ingestio
     ingestion.assert_raw_equals_source("orders")
 
 
+@pytest.mark.parametrize("without_rowid", [False, True], ids=["rowid table", "without rowid"])
+def test_deletes_are_found_among_composite_text_keys(ingestion, without_rowid):
+    # The key comparison reads a SQLite table's keys as text in JSON lines
+    # (snapshot._sqlite_keys), in batches of rowids; a WITHOUT ROWID table's through the
+    # driver's rows. Either must find exactly the deleted keys, whatever their text holds.
+    ingestion.sql(
+        "create table tags (owner text, n integer, label text, updated_at timestamp, primary key (owner, n))"
+        + (" without rowid;" if without_rowid else ";")
+        + "insert into tags values ('a''b', 1, 'x', '2026-01-01 10:00:00'), ('c,d', 1, 'x', '2026-01-01 10:00:00'),"
+        "('e\nf', 1, 'x', '2026-01-01 10:00:00'), ('\u00fc\"', 2, 'x', '2026-01-01 10:00:00'),"
+        "('{\"n\": 1}', 3, 'x', '2026-01-01 10:00:00'), ('c,d', 2, 'x', '2026-01-01 10:00:00');"
+    )
+    ingestion.catalog_path.write_text(
+        "tables:\n  - source: tags\n    primary_key: [owner, n]\n    load: incremental\n    cursor: updated_at\n"
+        "    chunk_rows: 2\n"
+    )
+    assert ingestion.run("tags").success
+    ingestion.sql("delete from tags where (owner, n) in (values ('a''b', 1), ('\u00fc\"', 2), ('c,d', 2))")
+    deleted = ingestion.run("tags").get_asset_materialization_events()[0].materialization.metadata
+    assert (deleted["keys_compared"].value, deleted["rows_deleted"].value) == (True, 3)
+    assert ingestion.query("select owner, n from raw.tags order by owner, n") == [
+        ("c,d", 1),
+        ("e\nf", 1),
+        ('{"n": 1}', 3),
+    ]
+    ingestion.assert_raw_equals_source("tags")
+
+
 def test_the_pipeline_folder_keeps_no_copy_of_the_loaded_rows(ingestion):
     # Regression: dlt kept the extracted files of every completed load; the folder of a
     # table grew by a copy of each load (the size of the table, for a full one).
