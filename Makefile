@@ -70,16 +70,16 @@ seed-if-missing: setup
 	@python -m platform_shared.demo_data --scale $(SCALE) --if-missing
 
 ingest: seed-if-missing  ## materialize every ingestion asset
-	python tools/run_all.py --location ingestion
+	python -m tools.run_all --location ingestion
 
 reconcile: seed-if-missing  ## compare every row of the raw tables with the source and repair them: make reconcile [TABLES=a,b]
-	python tools/run_all.py --reconcile --tables "$(TABLES)"
+	python -m tools.run_all --reconcile --tables "$(TABLES)"
 
 discover: setup  ## write a catalog from SOURCE_DATABASE_URL to CATALOG_OUT (default: print it); SCHEMA=x for another schema
 	@python -m platform_ingestion.discover $(if $(CATALOG_OUT),--out $(CATALOG_OUT)) $(if $(SCHEMA),--schema $(SCHEMA))
 
 run: seed-if-missing  ## set up and materialize every asset of the three locations
-	python tools/run_all.py
+	python -m tools.run_all
 
 # The alert sensors read the global graph from this webserver (impact of a failure).
 dev: export DAGSTER_WEBSERVER_URL = http://$(or $(HOST),127.0.0.1):$(or $(PORT),3000)
@@ -92,7 +92,7 @@ dev: setup envs  ## the Dagster UI on http://127.0.0.1:3000 with the three locat
 
 location: setup  ## a new team location, wired everywhere: make location NAME=finance TEAM=finance
 	@test -n "$(NAME)" -a -n "$(TEAM)" || { echo "usage: make location NAME=<name> TEAM=<team>" >&2; exit 2; }
-	python tools/new_location.py $(NAME) --team $(TEAM)
+	python -m tools.new_location $(NAME) --team $(TEAM)
 	$(UV) lock
 	$(MAKE) --no-print-directory locks
 	$(MAKE) --no-print-directory envs
@@ -116,11 +116,11 @@ lint-sql: setup  ## sqlfluff on the dbt models
 	cd analytics_dbt && sqlfluff lint models
 
 check: setup  ## the contract of the global graph: undefined or duplicate keys, owners, unused tables
-	python tools/check_graph.py
+	python -m tools.check_graph
 
 impact: setup  ## every asset downstream of one, by location: make impact ASSET=raw/orders [FORMAT=json]
 	@test -n "$(ASSET)" || { echo "usage: make impact ASSET=raw/orders [FORMAT=json]" >&2; exit 2; }
-	@python tools/impact.py $(ASSET) --format $(or $(FORMAT),text)
+	@python -m tools.impact $(ASSET) --format $(or $(FORMAT),text)
 
 # The suite's groups run side by side (pytest-xdist, TEST_WORKERS at once; the groups are in
 # conftest.py): its tests wait on servers and daemons more than they compute. Its postgres
@@ -164,13 +164,13 @@ db-migrate: setup  ## apply the PostgreSQL instance schema (DEPLOY_HOME, DAGSTER
 	DAGSTER_HOME=$(DEPLOY_HOME) dagster instance migrate
 
 deploy-check: setup envs  ## run the whole team topology here (PostgreSQL, code servers, webserver, daemon) and check it
-	python tools/deploy_check.py
+	python -m tools.deploy_check
 
 # Figures only, no assertions: demo databases of each scale are generated once under data/bench/.
 SCALES ?= 1,10
 bench: setup envs  ## ingestion against its floor and a naive baseline (make bench SCALES=1,10,100), then make dev's start against trivial locations
-	python bench/ingest_bench.py --scales $(SCALES)
-	python bench/dev_bench.py
+	python -m bench.ingest_bench --scales $(SCALES)
+	python -m bench.dev_bench
 
 clean:  ## remove local data, the instance and dbt output (keeps the environment)
 	rm -rf data .dagster analytics_dbt/target analytics_dbt/logs

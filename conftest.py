@@ -9,17 +9,13 @@ random password. Without PostgreSQL the tests that need it skip, unless
 from __future__ import annotations
 
 import os
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
-
-import postgres  # noqa: E402
+from tools import postgres
 
 
 def pytest_configure(config) -> None:

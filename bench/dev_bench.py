@@ -10,7 +10,7 @@ that the machine's drift falls on both sides of each ratio:
 - `dagster dev -w workspace.yaml` (every location from the dev environment) against the
   same three trivial locations in the dev environment.
 
-    python bench/dev_bench.py [--runs 3]        (part of make bench)
+    python -m bench.dev_bench [--runs 3]        (part of make bench)
 
 Prints medians and writes them to docs/bench/dev_ready.md. Figures only: no assertions.
 """
@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.ingest_bench import provenance
+from platform_shared.workspace import locations
+from tools import webserver
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-
-import webserver  # noqa: E402
-from ingest_bench import provenance  # noqa: E402
-
-from platform_shared.workspace import locations  # noqa: E402
 
 TRIVIAL = """
 import dagster as dg
@@ -97,7 +94,7 @@ def main() -> None:
     print("\n" + table)
     out = REPO / "docs" / "bench" / "dev_ready.md"
     out.write_text(
-        f"# `make dev` ready, against three trivial locations\n\nWritten by `python bench/dev_bench.py "
+        f"# `make dev` ready, against three trivial locations\n\nWritten by `python -m bench.dev_bench "
         f"--runs {args.runs}` on {provenance()}; medians of {args.runs} starts each, "
         "the two sides of each ratio run alternately. See bench/dev_bench.py.\n\n```\n" + table + "\n```\n"
     )

@@ -3,14 +3,14 @@ physical floor (Arrow-native drivers straight into a DuckDB file) and a naive ba
 then, when a PostgreSQL server is at hand, the same into the server warehouse against
 its own floor (ADBC's bulk ingest, which streams Arrow batches with COPY).
 
-    python bench/ingest_bench.py --scales 1,10,100      (make bench SCALES=1,10,100)
+    python -m bench.ingest_bench --scales 1,10,100      (make bench SCALES=1,10,100)
 
 For each scale the demo database is generated once into data/bench/scale_<N>/app.db
 (reused when present; indexes of the demo schema that it lacks are created). Every variant
 runs in its own subprocess with a fresh warehouse
 under data/bench/run/, on the same source file:
 
-- make ingest: the whole command, `python tools/run_all.py --location ingestion`, wall
+- make ingest: the whole command, `python -m tools.run_all --location ingestion`, wall
   time from process start to exit (interpreter, imports, Dagster instance and run included);
 - library: `ingest_table` for each catalog table in catalog order (extract, drift, stage,
   hard deletes, audit, publish), timed from the first table to the last: no Dagster,
@@ -279,8 +279,7 @@ def _measure(args: list[str], env: dict, log: Path) -> tuple[float, float, int]:
 
 
 def postgres_admin_url() -> str | None:
-    sys.path.insert(0, str(ROOT / "tools"))
-    import postgres
+    from tools import postgres
 
     return os.getenv("BENCH_POSTGRES_URL") or postgres.local_cluster_url()
 
@@ -311,9 +310,19 @@ def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None =
         (workdir / "dagster_home").mkdir()
         shutil.copyfile(ROOT / "dagster.yaml", workdir / "dagster_home" / "dagster.yaml")
         env["DAGSTER_HOME"] = str(workdir / "dagster_home")
-        args = [sys.executable, "tools/run_all.py", "--location", "ingestion"]
+        args = [sys.executable, "-m", "tools.run_all", "--location", "ingestion"]
     else:
-        args = [sys.executable, __file__, "--child", variant, "--source", str(source), "--workdir", str(workdir)]
+        args = [
+            sys.executable,
+            "-m",
+            "bench.ingest_bench",
+            "--child",
+            variant,
+            "--source",
+            str(source),
+            "--workdir",
+            str(workdir),
+        ]
     wall, peak_mb, status = _measure(args, env, log)
     if status != 0:
         raise SystemExit(f"{VARIANTS[variant]} failed at scale {scale:g} (exit {status}): see {log}")
@@ -427,7 +436,7 @@ def write_results(scales: str, lines: list[tuple]) -> Path:
     path = ROOT / "docs" / "bench" / f"ingest_scales_{scales.replace(',', '_')}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        f"# `make bench SCALES={scales}`\n\nWritten by `python bench/ingest_bench.py --scales {scales}` on "
+        f"# `make bench SCALES={scales}`\n\nWritten by `python -m bench.ingest_bench --scales {scales}` on "
         f"{provenance()}. See bench/ingest_bench.py "
         "for what each variant measures.\n\n```\n" + format_table(lines) + "\n```\n"
     )

@@ -7,7 +7,7 @@ environment (<location>/.venv, `make envs`), as a team deploys it, and the trivi
 location is timed in that same environment; `--dev` loads all in the dev environment
 instead. Prints the median of N runs.
 
-    python bench/location_load_time.py [--runs 5] [--dev]
+    python -m bench.location_load_time [--runs 5] [--dev]
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from platform_shared.workspace import locations
+
 REPO = Path(__file__).resolve().parents[1]
-from platform_shared.workspace import locations  # noqa: E402
 
 TRIVIAL = """
 import dagster as dg

@@ -9,23 +9,20 @@ from __future__ import annotations
 import fcntl
 import pickle
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from platform_shared import lineage
 from platform_shared import settings as platform_settings
 from platform_shared.demo_data import generate
+from tools import run_all
+from tools import webserver as tools_webserver
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
 
-import run_all  # noqa: E402
-import webserver as tools_webserver  # noqa: E402
-
-from platform_shared import lineage  # noqa: E402
 
 TEST_SCALE = 0.1
 

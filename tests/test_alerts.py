@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +20,10 @@ from dagster._core.definitions.freshness import FreshnessState, FreshnessStateCh
 from platform_shared import alerts, lineage, load_settings
 from platform_shared.lineage import graphql
 from platform_shared.settings import ALERT_LOG, ALERT_WEBHOOK_URL, DAGSTER_WEBSERVER_URL
+from tools import run_all
+from tools import webserver as tools_webserver
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-
-import run_all  # noqa: E402
-import webserver as tools_webserver  # noqa: E402
 
 
 class Receiver:

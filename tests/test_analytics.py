@@ -9,12 +9,12 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-import run_all
 
 from platform_analytics.project import PROJECT_DIR
 from platform_analytics.translator import AnalyticsTranslator
 from platform_shared import load_catalog, load_settings, raw_asset_key
 from platform_shared import settings as s
+from tools import run_all
 
 DBT = str(Path(sys.executable).parent / "dbt")
 

@@ -7,11 +7,11 @@ import shutil
 import dagster as dg
 import duckdb
 import pytest
-import run_all
 
 from platform_shared import alerts
 from platform_shared import settings as s
 from platform_shared.automation import plain_run_job
+from tools import run_all
 
 ORDERS = dg.AssetKey(["raw", "orders"])
 STAGING = dg.AssetKey(["stg_app__orders"])

@@ -21,13 +21,11 @@ from platform_shared.keys import raw_asset_key
 from platform_shared.lineage import GraphUnavailable, graphql
 from platform_shared.settings import load_settings
 from platform_shared.workspace import locations
+from tools import postgres, run_all
+from tools import webserver as tools_webserver
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
 
-import postgres  # noqa: E402
-import run_all  # noqa: E402
-import webserver as tools_webserver  # noqa: E402
 
 PACKAGES = {loc.name: loc.project for loc in locations(REPO)}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,12 +21,10 @@ from platform_shared.automation import plain_run_job
 from platform_shared.demo_data import generate
 from platform_shared.lineage import graphql
 from platform_shared.settings import INGESTION_CATALOG, SOURCE_DATABASE_URL, WAREHOUSE_PATH
+from tools import run_all
+from tools import webserver as tools_webserver
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-
-import run_all  # noqa: E402
-import webserver as tools_webserver  # noqa: E402
 
 
 def _ingest(*tables: str) -> dg.ExecuteInProcessResult:

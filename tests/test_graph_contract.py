@@ -13,16 +13,14 @@ import yaml
 
 from platform_shared import lineage, load_settings
 from platform_shared.settings import DAGSTER_WEBSERVER_URL, INGESTION_CATALOG
+from tools.check_graph import problems
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-
-from check_graph import problems  # noqa: E402
 
 
 def _tool(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "tools" / name), *args],
+        [sys.executable, "-m", f"tools.{name}", *args],
         cwd=REPO,
         env={**os.environ, **env},
         capture_output=True,
@@ -59,7 +57,7 @@ def broken_check(platform, tmp_path_factory) -> subprocess.CompletedProcess:
         )
     (tmp / "workspace.yaml").write_text(yaml.safe_dump(workspace))
     return _tool(
-        "check_graph.py",
+        "check_graph",
         "--workspace",
         str(tmp / "workspace.yaml"),
         env={**platform.env, INGESTION_CATALOG: str(tmp / "catalog.yml")},
@@ -110,7 +108,7 @@ def test_a_catalog_table_nobody_reads_is_a_warning_only(broken_check):
 
 def test_impact_of_raw_orders_across_locations(platform, webserver):
     result = _tool(
-        "impact.py", "raw/orders", "--format", "json", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url}
+        "impact", "raw/orders", "--format", "json", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url}
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -129,12 +127,12 @@ def test_impact_of_raw_orders_across_locations(platform, webserver):
     assert report["count"] == sum(len(a) for a in by_location.values())
     assert report["summary"].startswith(f"raw/orders: {report['count']} assets downstream in 2 locations (")
 
-    text = _tool("impact.py", "raw/orders", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url})
+    text = _tool("impact", "raw/orders", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url})
     assert text.returncode == 0 and text.stdout.strip().splitlines()[-1] == report["summary"]
     assert "\nml_features\n" in text.stdout and "\nanalytics_dbt\n" in text.stdout
 
 
 def test_impact_of_an_unknown_asset_names_it(platform, webserver):
-    result = _tool("impact.py", "raw/ordres", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url})
+    result = _tool("impact", "raw/ordres", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url})
     assert result.returncode == 2
     assert "no code location defines the asset 'raw/ordres'" in result.stderr

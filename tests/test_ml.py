@@ -12,7 +12,6 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-import run_all
 import sqlalchemy as sa
 
 from platform_ml.defs import churn as ml
@@ -21,6 +20,7 @@ from platform_ml.resources import ModelStore, build_resources
 from platform_shared import load_settings
 from platform_shared import settings as s
 from platform_shared.demo_data import simulate_day
+from tools import run_all
 
 
 def _df(path: Path, sql: str, params=None) -> pd.DataFrame:

@@ -37,7 +37,7 @@ def test_a_new_location_joins_the_global_graph(tmp_path):
     }
     env.pop("INGESTION_CATALOG", None)
 
-    out = _run([python, "tools/new_location.py", "finance", "--team", "finance"], copy, env)
+    out = _run([python, "-m", "tools.new_location", "finance", "--team", "finance"], copy, env)
     assert "next: uv lock && make locks envs check" in out
     # What `make location` runs next: the lock, and the location's own lock file.
     # The Makefile exports how it runs uv (on PATH, or as a module of the machine's python3).
@@ -67,5 +67,5 @@ def test_a_new_location_joins_the_global_graph(tmp_path):
     _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "finance/tests"], copy, env)
     # The global graph: its asset reads raw/orders of the ingestion location, owned by a
     # known team, no undefined key.
-    out = _run([python, "tools/check_graph.py", "--workspace", str(copy / "workspace.yaml")], copy, env)
+    out = _run([python, "-m", "tools.check_graph", "--workspace", str(copy / "workspace.yaml")], copy, env)
     assert "OK, 0 warnings:" in out and "in 4 locations (analytics_dbt, finance, ingestion, ml_features)" in out, out

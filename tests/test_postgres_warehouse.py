@@ -24,10 +24,9 @@ from sqlalchemy.engine import make_url
 from platform_ingestion import direct
 from platform_shared import load_catalog, load_settings
 from platform_shared import settings as platform_settings
+from tests.test_end_to_end import assert_raw_equals_source
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from test_end_to_end import assert_raw_equals_source  # noqa: E402
 
 MARTS = [
     "orders",
@@ -42,8 +41,6 @@ MARTS = [
 # Each location's assets: key -> (upstream keys, pool), as the code location loads them.
 GRAPH = """
 import json, sys
-sys.path.insert(0, "tools")
-import run_all
 graph = {}
 for location in run_all.LOCATIONS:
     for node in run_all.load_location(location).resolve_asset_graph().asset_nodes:
@@ -77,7 +74,7 @@ def _pg_env(platform, url: str, root: Path) -> dict[str, str]:
 
 def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "tools/run_all.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "tools.run_all", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )
 
 

@@ -22,12 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from webserver import REPO, webserver  # noqa: E402
-
-from platform_shared import TEAMS, load_catalog, load_settings, raw_asset_key  # noqa: E402
-from platform_shared.lineage import Graph, fetch_graph  # noqa: E402
+from platform_shared import TEAMS, load_catalog, load_settings, raw_asset_key
+from platform_shared.lineage import Graph, fetch_graph
+from tools.webserver import REPO, webserver
 
 
 def problems(graph: Graph, catalog_tables: list[str]) -> tuple[list[str], list[str]]:

@@ -26,18 +26,16 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
-import postgres  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from webserver import REPO, free_port, stop, wait_for_locations  # noqa: E402
-
-from platform_shared.demo_data import generate  # noqa: E402
-from platform_shared.keys import raw_asset_key  # noqa: E402
-from platform_shared.lineage import GraphUnavailable, graphql  # noqa: E402
-from platform_shared.settings import WAREHOUSE, WAREHOUSE_CONCURRENCY, WAREHOUSE_URL  # noqa: E402
-from platform_shared.workspace import locations  # noqa: E402
+from platform_shared.demo_data import generate
+from platform_shared.keys import raw_asset_key
+from platform_shared.lineage import GraphUnavailable, graphql
+from platform_shared.settings import WAREHOUSE, WAREHOUSE_CONCURRENCY, WAREHOUSE_URL
+from platform_shared.workspace import locations
+from tools import postgres
+from tools.webserver import REPO, free_port, stop, wait_for_locations
 
 # location -> (module, port): dg.toml's locations on the ports of deploy/workspace.yaml,
 # 4000 upwards in the same order (tests/test_locations_list.py holds both to it).

@@ -15,12 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from webserver import REPO, webserver  # noqa: E402
-
-from platform_shared import load_settings  # noqa: E402
-from platform_shared.lineage import GraphUnavailable, fetch_graph, format_impact, impact  # noqa: E402
+from platform_shared import load_settings
+from platform_shared.lineage import GraphUnavailable, fetch_graph, format_impact, impact
+from tools.webserver import REPO, webserver
 
 
 def main() -> int:

@@ -18,10 +18,9 @@ import re
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "shared"))
+from platform_shared.workspace import locations
 
-from platform_shared.workspace import locations  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TEMPLATE = "ml_features"  # the location whose deployment files are copied
 
