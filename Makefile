@@ -134,9 +134,10 @@ impact: setup  ## every asset downstream of one, by location: make impact ASSET=
 # TEST_WORKERS=0 runs the suite in one process.
 TEST_LOGS := $(CURDIR)/.test-logs
 TEST_WORKERS ?= 4
-lint: setup  ## ruff: lint and format check of the Python code (part of make test; `ruff format .` fixes the format)
+lint: setup  ## ruff (lint, format) and basedpyright (types) on the Python code (part of make test; `ruff format .` fixes the format)
 	ruff check .
 	ruff format --check .
+	basedpyright
 
 test: setup envs lint  ## set up, lint, run the cross-location suite (the graph contract too) and each location's tests
 	@mkdir -p $(TEST_LOGS); status=0; \

@@ -56,7 +56,7 @@ def measure(python: str, load: str, runs: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--dev", action="store_true", help="load every location in the dev environment")
     args = parser.parse_args()

@@ -61,7 +61,7 @@ def problems(graph: Graph, catalog_tables: list[str]) -> tuple[list[str], list[s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--workspace", type=Path, default=REPO / "workspace.yaml")
     parser.add_argument("--url", help="check a running webserver instead of starting one")
     args = parser.parse_args()

@@ -21,7 +21,7 @@ from tools.webserver import REPO, webserver
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("asset", help="asset key, for example raw/orders")
     parser.add_argument("--format", choices=["text", "json"], default="text")
     parser.add_argument("--workspace", type=Path, default=REPO / "workspace.yaml")

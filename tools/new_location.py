@@ -232,7 +232,7 @@ def add_location(root: Path, name: str, team: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("name", help="the location's name and folder (snake_case)")
     parser.add_argument("--team", required=True, help="the owning team (team:<team>, @example-org/<team>)")
     args = parser.parse_args(argv)

@@ -152,14 +152,14 @@ def reconcile(tables: list[str], instance: dg.DagsterInstance) -> int:
             f"{m['rows_different']:>10,}  {'matched' if e.passed else 'repaired'}"
         )
     for event in result.all_events:
-        if event.is_step_failure:
-            print(f"FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
+        if event.is_step_failure and (error := event.step_failure_data.error):
+            print(f"FAILED {event.step_key}: {error.message.strip()}", file=sys.stderr)
     print(f"\n{'OK' if result.success else 'FAILED'}: {len(keys)} table(s), {time.perf_counter() - started:.1f}s")
     return 0 if result.success else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--location",
         choices=list(LOCATIONS),

@@ -89,7 +89,7 @@ def discover(url: str, *, schema: str | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--url", help="SQLAlchemy URL (default: SOURCE_DATABASE_URL)")
     parser.add_argument("--schema", help="database schema (default: the default one)")
     parser.add_argument("--out", help="catalog file to write (default: print)")

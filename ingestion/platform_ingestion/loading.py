@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.sources.sql_database import sql_table
+from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
@@ -184,7 +185,7 @@ def replacing_sqlite_engine(source_url: str) -> sa.Engine:
     byte, so such a table is read again through this engine (pyarrow backend)."""
     engine = sa.create_engine(source_url)
 
-    @sa.event.listens_for(engine, "connect")
+    @event.listens_for(engine, "connect")
     def _decode(dbapi_connection, _record) -> None:
         dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "replace")
 
@@ -359,7 +360,7 @@ def reflect_source(source_url: str, table: CatalogTable) -> sa.Table:
     try:
         # The schema on the MetaData: dlt looks the table up in it by name alone.
         return sa.Table(table.source, sa.MetaData(schema=table.schema), autoload_with=engine)
-    except sa.exc.NoSuchTableError as e:
+    except exc.NoSuchTableError as e:
         raise SourceTableMissing(
             f"Source table {table.source!r} (catalog entry {table.warehouse_name!r}) does not "
             f"exist in {make_url(source_url).render_as_string(hide_password=True)}: it was "

@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from platform_shared import CatalogTable
 from platform_shared.warehouse import quote
@@ -30,11 +31,11 @@ def source_snapshot(source_url: str) -> Iterator[sa.Connection]:
     if engine.dialect.name == "sqlite":
         # pysqlite starts no transaction before a SELECT: each would read its own state.
         # Take over: no implicit transactions, and an explicit BEGIN (SQLAlchemy's recipe).
-        @sa.event.listens_for(engine, "connect")
+        @event.listens_for(engine, "connect")
         def _no_implicit(dbapi_connection, _record) -> None:
             dbapi_connection.isolation_level = None
 
-        @sa.event.listens_for(engine, "begin")
+        @event.listens_for(engine, "begin")
         def _begin(conn) -> None:
             conn.exec_driver_sql("begin")
     elif engine.dialect.name == "postgresql":

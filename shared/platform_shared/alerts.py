@@ -80,12 +80,14 @@ def run_failures(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], 
     planned, done, checks = [], set(), []
     for entry in events:
         event = entry.dagster_event
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+        if event is None:
+            continue
+        # A check's evaluation names its asset in its data: its event's asset_key is None.
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED and event.asset_key:
             planned.append(event.asset_key.to_user_string())
-        elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+        elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.asset_key:
             done.add(event.asset_key.to_user_string())
-        elif not event.event_specific_data.passed:
-            evaluation = event.event_specific_data
+        elif isinstance(evaluation := event.event_specific_data, dg.AssetCheckEvaluation) and not evaluation.passed:
             checks.append(
                 f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} ({evaluation.severity.value.lower()})"
             )

@@ -537,7 +537,7 @@ def _live_change(conn, rng, kind: str, now: datetime, prods: list[dict]) -> int:
 def main(argv: list[str] | None = None) -> None:
     from .settings import load_settings
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--url", default=None, help="SQLAlchemy URL (default: SOURCE_DATABASE_URL)")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=42)
