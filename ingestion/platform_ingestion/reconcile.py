@@ -154,11 +154,11 @@ def _read_as_text(table: CatalogTable, query, *, source_url: str, warehouse: War
     columns (``ifnull(c, '')``: connectorx types an expression by its first value, and a
     NULL has none), which DuckDB casts to the staged type as it hashes them.
 
-    Why: connectorx parses SQLite's datetime text slowly. Reading a table's three such
-    columns as text took 4.9 s instead of 7.7 s at 4 million rows (bench scale 100), and
-    DuckDB parses every text connectorx accepts to the same value (tests/test_reconcile:
-    ``test_datetime_text_hashes_as_the_load_stages_it``). An empty text, which connectorx
-    refuses (so no load stages it), compares as a NULL."""
+    Why: connectorx parses SQLite's datetime text slowly; it was most of the read (`make
+    bench SCALES=100`: reconcile 0.69 of a full load before, 0.48 after;
+    docs/performance.md). DuckDB parses every text connectorx accepts to the same value
+    (tests/test_reconcile: ``test_datetime_text_hashes_as_the_load_stages_it``). An empty
+    text, which connectorx refuses (so no load stages it), compares as a NULL."""
     if not warehouse.is_duckdb or make_url(source_url).get_backend_name() != "sqlite":
         return set()
     return {

@@ -129,9 +129,9 @@ def _sqlite_keys(conn: sa.Connection, table: CatalogTable, names: list[str]) -> 
     ``chunk_rows`` rowids: SQLite writes each batch as JSON lines (``json_object``
     escapes any text; a NULL stays null) and pyarrow parses them.
 
-    Why: the driver's rows, turned into Arrow from Python, cost 10.4 s for the 4 million
-    keys of ``web_sessions`` at bench scale 100; this read costs 2.4 s
-    (docs/performance.md, "The hourly key comparison")."""
+    Why: the driver's rows, turned into Arrow in Python, were most of a key comparison's
+    cost (`make bench SCALES=100`, the "1% changed" run: 0.84 of a full load before, 0.46
+    after; docs/performance.md)."""
     import io
 
     import pyarrow.json as pj
