@@ -41,6 +41,7 @@ MARTS = [
 # Each location's assets: key -> (upstream keys, pool), as the code location loads them.
 GRAPH = """
 import json, sys
+from tools import run_all
 graph = {}
 for location in run_all.LOCATIONS:
     for node in run_all.load_location(location).resolve_asset_graph().asset_nodes:
