@@ -185,15 +185,18 @@ select * from final order by as_of, customer_id
 
 def snapshot_dates(last_event: datetime) -> list[datetime]:
     """Cut-offs: today (to score), the newest one whose churn window is over (to test),
-    and monthly ones before it (to train).
+    and monthly ones before it (to train), the newest of them a whole churn window
+    before the test cut-off: a training label looks ``CHURN_WINDOW_DAYS`` ahead, and
+    must not see orders placed after the test cut-off (it used to: training snapshots
+    30 days apart from the test one learned from the test period's orders).
 
     Example:
         >>> [d.date().isoformat() for d in snapshot_dates(datetime(2026, 6, 30, 12))][:3]
-        ['2026-07-01', '2026-05-02', '2026-04-02']
+        ['2026-07-01', '2026-05-02', '2026-03-03']
     """
     today = datetime.combine(last_event.date() + timedelta(days=1), datetime.min.time())
     test = today - timedelta(days=CHURN_WINDOW_DAYS)
-    train = [test - timedelta(days=30 * (k + 1)) for k in range(TRAINING_SNAPSHOTS)]
+    train = [test - timedelta(days=CHURN_WINDOW_DAYS + 30 * k) for k in range(TRAINING_SNAPSHOTS)]
     return [today, test, *train]
 
 

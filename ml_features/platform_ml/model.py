@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
-from .features import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from .features import CATEGORICAL_FEATURES, CHURN_WINDOW_DAYS, NUMERIC_FEATURES
 
 # Gradient-boosted trees: the churn signal is an interaction (a long gap means more for
 # a frequent buyer than for a rare one), which trees find without hand-made ratios.
@@ -38,17 +38,23 @@ class Split:
 
 
 def time_split(features: pd.DataFrame) -> Split:
-    """Train on every labelled snapshot but the newest; test on the newest; score the
-    unlabelled (current) one.
+    """Train on the labelled snapshots whose label window ends by the newest labelled
+    one; test on the newest; score the unlabelled (current) one.
 
     Splitting by time, not at random, keeps the test set strictly after what the
-    model learned from, as it will be when the model scores customers.
+    model learned from, as it will be when the model scores customers. A label looks
+    ``CHURN_WINDOW_DAYS`` ahead of its snapshot, so a snapshot closer than that to the
+    test cut-off is left out: its label would be computed from orders placed after the
+    test cut-off, the period the model is tested on.
     """
+    import pandas as pd
+
     labelled = features[features["churned"].notna()]
     newest = labelled["as_of"].max()
     current = features[features["churned"].isna()]
+    window = pd.Timedelta(days=CHURN_WINDOW_DAYS)
     return Split(
-        train=labelled[labelled["as_of"] < newest],
+        train=labelled.loc[labelled["as_of"] + window <= newest],
         test=labelled[labelled["as_of"] == newest],
         score=current[current["as_of"] == current["as_of"].max()],
     )
@@ -181,12 +187,39 @@ def psi(profile: dict, frame: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def labels_look_past(training_cutoffs: list[str] | None, test_cutoff) -> bool:
+    """Whether a model trained on the snapshots ``training_cutoffs`` (its info.json) saw
+    labels computed from orders after ``test_cutoff``: its score on that test snapshot is
+    then not held out. Unknown cut-offs count as such.
+
+    Example:
+        >>> labels_look_past(["2026-01-01", "2026-03-03"], "2026-05-02")
+        False
+        >>> labels_look_past(["2026-04-02"], "2026-05-02")  # its labels reach 2026-06-01
+        True
+    """
+    import pandas as pd
+
+    if not training_cutoffs:
+        return True
+    newest = max(pd.Timestamp(c) for c in training_cutoffs)
+    return bool(newest + pd.Timedelta(days=CHURN_WINDOW_DAYS) > pd.Timestamp(test_cutoff))
+
+
+_CANNOT_SCORE = "cannot be scored on today's features"
+
+
 def decide_champion(
-    challenger: str, challenger_auc: float, champion: str | None, champion_auc: float | None
+    challenger: str,
+    challenger_auc: float,
+    champion: str | None,
+    champion_auc: float | None,
+    *,
+    not_compared: str | None = None,
 ) -> tuple[bool, str]:
     """Whether the challenger becomes the champion, and why. Both ROC AUCs come from the
-    same held-out snapshot; a champion that cannot score today's features (NaN, or never
-    evaluated) gives way.
+    same held-out snapshot; a champion without one (NaN, or never evaluated) gives way,
+    for the reason ``not_compared`` when the evaluation gave one.
 
     Example:
         >>> decide_champion("v2", 0.81, "v1", 0.80)
@@ -198,8 +231,8 @@ def decide_champion(
         return True, "first model: no champion yet"
     if champion == challenger:
         return False, f"{challenger} is already the champion"
-    if champion_auc is None or champion_auc != champion_auc:  # NaN: the champion cannot score
-        return True, f"the champion {champion} cannot be scored on today's features"
+    if champion_auc is None or champion_auc != champion_auc:  # NaN: the champion has no score
+        return True, f"the champion {champion} {not_compared or _CANNOT_SCORE}"
     if challenger_auc > champion_auc:
         return True, f"ROC AUC {challenger_auc:.4f} beats the champion's {champion_auc:.4f}"
     return False, (

@@ -1,17 +1,37 @@
 """The ML location in its own environment: the model's pure helpers, and a spec snapshot."""
 
+from datetime import datetime, timedelta
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
-from platform_ml.model import PSI_ALERT, decide_champion, precision_at, psi, reference_profile, time_split
+from platform_ml.features import CHURN_WINDOW_DAYS, TRAINING_SNAPSHOTS, snapshot_dates
+from platform_ml.model import (
+    PSI_ALERT,
+    decide_champion,
+    labels_look_past,
+    precision_at,
+    psi,
+    reference_profile,
+    time_split,
+)
+
+# Snapshots (as_of, label); the newest labelled one, 2026-03-01, is the test cut-off.
+SNAPSHOTS = (
+    ("2025-11-01", 1.0),
+    ("2025-12-01", 0.0),  # its 60-day label window ends 2026-01-30: before the test cut-off
+    ("2026-01-15", 1.0),  # its window ends 2026-03-16: it saw orders of the test period
+    ("2026-03-01", 1.0),
+    ("2026-04-01", None),
+)
 
 
 def _snapshots() -> pd.DataFrame:
     rng = np.random.default_rng(7)
     rows = []
-    for as_of, label in (("2026-01-01", 1.0), ("2026-02-01", 0.0), ("2026-03-01", 1.0), ("2026-04-01", None)):
+    for as_of, label in SNAPSHOTS:
         for customer in range(50):
             rows.append(
                 {
@@ -27,10 +47,25 @@ def _snapshots() -> pd.DataFrame:
 
 def test_the_time_split_tests_on_the_newest_labelled_snapshot_only():
     split = time_split(_snapshots())
-    assert set(split.train["as_of"]) == {pd.Timestamp("2026-01-01"), pd.Timestamp("2026-02-01")}
     assert set(split.test["as_of"]) == {pd.Timestamp("2026-03-01")}
     assert set(split.score["as_of"]) == {pd.Timestamp("2026-04-01")} and split.score["churned"].isna().all()
-    assert split.train["as_of"].max() < split.test["as_of"].min()
+
+
+def test_no_training_label_window_ends_after_the_test_cutoff():
+    # Regression: training snapshots 30 days apart from the test one had 60-day labels
+    # computed from orders placed after the test cut-off (an optimistic evaluation).
+    split = time_split(_snapshots())
+    assert set(split.train["as_of"]) == {pd.Timestamp("2025-11-01"), pd.Timestamp("2025-12-01")}
+    window = pd.Timedelta(days=CHURN_WINDOW_DAYS)
+    assert (split.train["as_of"] + window).max() <= split.test["as_of"].min()
+
+
+@pytest.mark.parametrize("last_event", [datetime(2026, 6, 30, 12), datetime(2024, 2, 29), datetime(2026, 1, 1)])
+def test_the_snapshot_dates_leave_a_whole_label_window_before_the_test_cutoff(last_event):
+    today, test, *train = snapshot_dates(last_event)
+    assert test == today - timedelta(days=CHURN_WINDOW_DAYS)
+    assert len(train) == TRAINING_SNAPSHOTS and train == sorted(train, reverse=True)
+    assert max(train) + timedelta(days=CHURN_WINDOW_DAYS) == test  # the newest as late as it may be
 
 
 def test_precision_at_counts_the_riskiest_share():
@@ -114,6 +149,16 @@ def test_location_specs_snapshot(snapshot):
 )
 def test_the_champion_changes_only_for_a_better_challenger(champion, champion_auc, challenger_auc, promote, reason):
     assert decide_champion("v2", challenger_auc, champion, champion_auc) == (promote, reason)
+
+
+def test_a_champion_trained_on_labels_past_the_test_cutoff_gives_way():
+    # A champion trained before the leak was fixed saw the test period's orders in its
+    # labels: its score on the test snapshot is not held out, so it is not compared.
+    assert labels_look_past(["2026-02-01", "2026-04-02"], "2026-05-02")
+    assert not labels_look_past(["2026-02-01", "2026-03-03"], "2026-05-02")
+    assert labels_look_past(None, "2026-05-02")
+    reason = "was trained on labels that look past this test cut-off"
+    assert decide_champion("v2", 0.80, "v1", float("nan"), not_compared=reason) == (True, f"the champion v1 {reason}")
 
 
 def test_no_setting_is_read_at_import():

@@ -46,6 +46,7 @@ from ..model import (
     decide_champion,
     evaluate,
     fingerprint,
+    labels_look_past,
     predict,
     psi,
     reference_profile,
@@ -242,12 +243,22 @@ def churn_model_evaluation(warehouse: Warehouse, model_store: ModelStore):
     fitted = model_store.load(MODEL, version)
     metrics = evaluate(fitted, test)
     champion = model_store.champion(MODEL)
+    not_compared = None  # why the champion has no ROC AUC on this snapshot
     if champion and champion != version:
-        try:
-            metrics["champion_roc_auc"] = evaluate(model_store.load(MODEL, champion), test)["roc_auc"]
-        except (KeyError, ValueError) as e:  # the champion needs features that are gone
+        test_cutoff = test["as_of"].max()
+        if labels_look_past(model_store.read(MODEL, champion, "info.json").get("training_cutoffs"), test_cutoff):
+            not_compared = (
+                f"was trained on labels that look past this test cut-off ({test_cutoff.date()}): "
+                "its score here would not be held out"
+            )
+        else:
+            try:
+                metrics["champion_roc_auc"] = evaluate(model_store.load(MODEL, champion), test)["roc_auc"]
+            except (KeyError, ValueError) as e:  # the champion needs features that are gone
+                not_compared = f"cannot score today's features: {e}"
+        if not_compared:
             metrics["champion_roc_auc"] = float("nan")
-            champion = f"{champion} (cannot score today's features: {e})"
+            champion = f"{champion} ({not_compared})"
     png = roc_plot(fitted, test, f"churn model {version}")
     plot = model_store.folder(MODEL) / version / "roc.png"
     plot.write_bytes(png)
@@ -258,6 +269,7 @@ def churn_model_evaluation(warehouse: Warehouse, model_store: ModelStore):
         {
             **metrics,
             "champion": champion,
+            "champion_not_compared": not_compared,
             "test_as_of": str(test["as_of"].max().date()),
         },
     )
@@ -299,7 +311,9 @@ def churn_model_champion(context: dg.AssetExecutionContext, model_store: ModelSt
     evaluation = model_store.read(MODEL, version, "evaluation.json")
     champion = model_store.champion(MODEL)
     challenger_auc, champion_auc = evaluation["roc_auc"], evaluation.get("champion_roc_auc")
-    promote, reason = decide_champion(version, challenger_auc, champion, champion_auc)
+    promote, reason = decide_champion(
+        version, challenger_auc, champion, champion_auc, not_compared=evaluation.get("champion_not_compared")
+    )
     if promote:
         model_store.promote(MODEL, version, reason)
     context.log.info(f"{'Promoted' if promote else 'Kept the champion'}: {reason}")
