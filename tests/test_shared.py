@@ -80,6 +80,10 @@ def _catalog(tmp_path, text: str) -> Path:
             r"table 'a'.*\['email'\] are part of the primary key and cannot be hashed",
         ),
         ("tables:\n  - source: a\n    schema: 3\n", r"table 'a'.*schema is 3"),
+        (
+            f"tables:\n  - source: {'e' * 51}\n",
+            rf"table '{'e' * 51}': warehouse name .* is 51 bytes long; .* at most 50 bytes, for example '{'e' * 50}'",
+        ),
     ],
 )
 def test_malformed_catalog_names_the_file_the_table_and_the_fix(tmp_path, text, message):

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import yaml
 
 from platform_shared import load_settings, safe_name
-from platform_shared.catalog import COMPONENT_TYPE
+from platform_shared.catalog import COMPONENT_TYPE, MAX_WAREHOUSE_NAME, short_name
 
 # Column names that look like a row's last-modified time, best first.
 CURSOR_NAMES = (
@@ -57,9 +57,11 @@ def discover(url: str, *, schema: str | None = None) -> dict:
             columns = inspector.get_columns(name, schema=schema)
             pk = inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or []
             entry: dict = {"source": name, **({"schema": schema} if schema else {})}
-            warehouse = safe_name(name)
-            while warehouse in taken:
-                warehouse += "_2"
+            warehouse = short_name(safe_name(name))
+            n = 2
+            while warehouse in taken:  # a name taken, or two names cut alike
+                warehouse = f"{short_name(safe_name(name))[: MAX_WAREHOUSE_NAME - 1 - len(str(n))]}_{n}"
+                n += 1
             taken.add(warehouse)
             if warehouse != name:
                 entry["warehouse_name"] = warehouse

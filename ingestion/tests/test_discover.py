@@ -16,6 +16,10 @@ create table "weird ""quoted"" name" (id integer primary key, v text);
 create table "orders; drop table customers" (id integer primary key, v text);
 create table line_links (a integer, b integer, note text, modified_at timestamp, primary key (a, b));
 create table audit_log (at timestamp, message text);
+create table customer_loyalty_points_ledger_entries_by_quarter_2024 (id integer primary key, v text);
+create table customer_loyalty_points_ledger_entries_by_quarter_2025 (id integer primary key, v text);
+insert into customer_loyalty_points_ledger_entries_by_quarter_2024 values (1, 'a');
+insert into customer_loyalty_points_ledger_entries_by_quarter_2025 values (1, 'b');
 insert into "Order Items" values (1, 9.5, '2026-01-01 00:00:00'), (2, 0.25, '2026-01-02 00:00:00');
 insert into "select" values (1, 'x');
 insert into "weird ""quoted"" name" values (1, 'é');
@@ -44,6 +48,10 @@ def test_discover_maps_awkward_names_keys_and_cursors(ingestion):
     assert tables["line_links"]["cursor"] == "modified_at"
     assert "WARNING: no primary key" in tables["audit_log"]["comment"]
     assert "load" not in tables["audit_log"]
+    # 55 bytes: cut to the 50 that PostgreSQL leaves room for; the second one cut alike.
+    long = "customer_loyalty_points_ledger_entries_by_quarter_"
+    assert tables[f"{long}2024"]["warehouse_name"] == "customer_loyalty_points_ledger_entries_by_quarter"
+    assert tables[f"{long}2025"]["warehouse_name"] == "customer_loyalty_points_ledger_entries_by_quarte_2"
 
 
 def test_a_discovered_catalog_ingests_every_table_under_safe_names(ingestion):

@@ -154,6 +154,18 @@ class TableEntry(_Strict):
         return self
 
 
+# The longest warehouse name: PostgreSQL cuts identifiers at 63 bytes, and the platform
+# adds up to 13 to a table's name (raw.<name>_history, <name>_history__new while it is
+# replaced). Cut, two names would be one table (a replacement would write over the table
+# it replaces). The same catalog loads on DuckDB, so the rule holds there too.
+MAX_WAREHOUSE_NAME = 50
+
+
+def short_name(name: str) -> str:
+    """``name`` cut to ``MAX_WAREHOUSE_NAME`` bytes, still safe snake_case."""
+    return name.encode()[:MAX_WAREHOUSE_NAME].decode(errors="ignore").rstrip("_")
+
+
 class CatalogEntries(_Strict):
     """A catalog: the tables, and the settings they share unless they set their own.
     The attributes of the raw-tables component, and the whole of a plain catalog file."""
@@ -166,6 +178,13 @@ class CatalogEntries(_Strict):
         seen: dict[str, str] = {}
         for t in self.tables:
             name = t.warehouse_name or safe_name(t.source)
+            if len(name.encode()) > MAX_WAREHOUSE_NAME:
+                raise ValueError(
+                    f"table {t.source!r}: warehouse name {name!r} is {len(name.encode())} bytes long; "
+                    f"PostgreSQL cuts names at 63 bytes and the platform adds up to 13 to it (_history, "
+                    f"__new): give the table a warehouse_name of at most {MAX_WAREHOUSE_NAME} bytes, "
+                    f"for example {short_name(name)!r}"
+                )
             if name in seen:
                 raise ValueError(
                     f"table {t.source!r}: maps to warehouse name {name!r}, as {seen[name]!r} "
