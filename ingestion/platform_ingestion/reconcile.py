@@ -39,10 +39,10 @@ merge shrink there. Hashes of key ranges, as first proposed, would save nothing 
 SQLite has no hash function, so its side of a range hash reads every row anyway.
 
 What the hash gives up: two different rows hash alike with a chance of one in 2**64
-(DuckDB) or 2**128 (PostgreSQL's MD5) each; such a row would go unrepaired. What the
-second read changes: the counts are those of the snapshot, the repair that of a moment
-later. A row changed again meanwhile is merged as it is now (what the next load would
-do); a missing key deleted meanwhile is not loaded, and the audit expects one row fewer
+each (``warehouse.hash_values``, on either warehouse); such a row would go unrepaired.
+What the second read changes: the counts are those of the snapshot, the repair that of a
+moment later. A row changed again meanwhile is merged as it is now (what the next load
+would do); a missing key deleted meanwhile is not loaded, and the audit expects one row fewer
 (as ``engine.converge`` does); a different key deleted meanwhile keeps its staged row
 until the next load's key comparison deletes it.
 """

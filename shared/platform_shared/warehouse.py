@@ -314,13 +314,16 @@ def column_types(conn, schema: str, table: str) -> dict[str, str]:
 
 def hash_values(conn, expressions: list[str]) -> str:
     """An SQL expression hashing the values of ``expressions`` together: equal values of
-    equal types hash alike on either side of a comparison, a NULL differs from every
-    value (an empty text included), and the order counts. DuckDB: its 64-bit ``hash``
-    of the values; PostgreSQL: the MD5 of the row's text (``(1,,"")``), as a uuid, where
-    values that compare equal with another text (a float's -0 and 0) hash apart."""
+    equal types hash alike on either side of a comparison (a float's -0 and 0 too), a NULL
+    differs from every value (an empty text included), and the order counts. 64 bits on
+    either warehouse: DuckDB's ``hash`` of the values; PostgreSQL's
+    ``hash_record_extended`` of the row, each value hashed by its type's own hash function
+    (PostgreSQL 14 or later). The MD5 of the row's text that it replaced spent most of a
+    reconciliation on the server converting every value to text (docs/performance.md,
+    "Reconciling on PostgreSQL"), and told a -0 from a 0 that compare equal."""
     listed = ", ".join(expressions)
     if isinstance(conn, PostgresConnection):
-        return f"md5(row({listed})::text)::uuid"
+        return f"hash_record_extended(row({listed}), 0)"
     return f"hash({listed})"
 
 
