@@ -83,22 +83,67 @@ def load_maps(table: CatalogTable, *, hash_key: str, generation: int | None) -> 
     ]
 
 
-def read_rows(table: CatalogTable, *, source_url: str, queries, maps: list, names: dict[str, str]):
+def read_rows(
+    table: CatalogTable,
+    *,
+    source_url: str,
+    queries,
+    maps: list,
+    names: dict[str, str],
+    replace_invalid_utf8: bool = False,
+):
     """The rows of each query, as Arrow tables of at most ``chunk_rows`` rows, mapped by
-    ``maps`` (``load_maps``: as dlt would stage them) and named as dlt names them."""
+    ``maps`` (``load_maps``: as dlt would stage them) and named as dlt names them.
+
+    ``replace_invalid_utf8``: a query whose rows hold invalid UTF-8 (connectorx panics on
+    it) is read again by Python's sqlite3, each invalid byte replaced by U+FFFD as dlt's
+    pyarrow backend replaces it; for the few rows read by key (``load_keys``), where no
+    dlt load can take over. Each such query's rows are read whole before any is yielded."""
     import connectorx as cx
 
     engine = sa.create_engine(source_url)
     for query in queries:
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
-        reader = cx.read_sql(
-            connectorx_url(source_url), sql, return_type="arrow_stream", batch_size=table.chunk_rows, protocol="binary"
-        )
+
+        def read(sql: str = sql):
+            return cx.read_sql(
+                connectorx_url(source_url),
+                sql,
+                return_type="arrow_stream",
+                batch_size=table.chunk_rows,
+                protocol="binary",
+            )
+
+        if replace_invalid_utf8:
+            try:
+                reader = list(read())
+            except BaseException as exc:
+                if not invalid_utf8(exc, source_url):
+                    raise
+                reader = _read_replacing_invalid_utf8(source_url, sql)
+        else:
+            reader = read()
         for batch in reader:
             chunk = cast_connectorx_temporal_columns(set_plus0000_timezone_to_utc(pa.Table.from_batches([batch])))
             for m in maps:
                 chunk = m(chunk)
             yield chunk.rename_columns([names.get(c, c) for c in chunk.column_names])
+
+
+def _read_replacing_invalid_utf8(source_url: str, sql: str) -> list[pa.RecordBatch]:
+    """The rows of ``sql`` from a SQLite source through Python's sqlite3, invalid UTF-8
+    replaced by U+FFFD. The warehouse casts each column to its staged type as it appends
+    them (a datetime arrives as its text here)."""
+    import sqlite3
+    from contextlib import closing
+
+    path = sa.engine.make_url(source_url).database
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        conn.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
+        cursor = conn.execute(sql)
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    return pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)}).to_batches()
 
 
 def load_changes(
@@ -168,6 +213,7 @@ def load_keys(
         what=f"the rows of {len(keys)} key(s) {why}",
         columns=columns,
         source_url=source_url,
+        replace_invalid_utf8=True,
         **kwargs,
     )
 
@@ -186,6 +232,7 @@ def merge_rows(
     hash_key: str,
     mark: datetime | None = None,
     before_merge=None,
+    replace_invalid_utf8: bool = False,
 ) -> LoadResult | None:
     """Read the rows of ``queries`` and merge them into ``raw_stage.<table>`` on its key;
     None (nothing done) when the source or the stage needs a dlt load instead.
@@ -197,6 +244,7 @@ def merge_rows(
         mark: the cursor value the changes were read from, if any (the result's cursor).
         before_merge: ``f(conn, changes)``, called in the merge's transaction before it,
             with the temporary table of the rows read (``reconcile.py`` compares there).
+        replace_invalid_utf8: as ``read_rows``.
 
     Raises:
         DirectLoadFailed: naming the table; the stage is unchanged.
@@ -220,6 +268,7 @@ def merge_rows(
             queries=queries,
             names=names,
             maps=load_maps(table, hash_key=hash_key, generation=generation),
+            replace_invalid_utf8=replace_invalid_utf8,
         ):
             rows += append_arrow(conn, changes, chunk.select(loaded))
         if rows or before_merge is not None:

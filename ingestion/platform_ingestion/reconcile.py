@@ -76,6 +76,7 @@ from .loading import (
     STAGE_SCHEMA,
     check_source_values,
     configure_duckdb,
+    invalid_utf8,
     pii_hasher,
     read_columns,
     reflect_source,
@@ -139,6 +140,12 @@ def _land_hashes(
         for chunk in direct.read_rows(table, source_url=source_url, queries=[query], maps=maps, names=names):
             rows += append_arrow(conn, hashes, chunk, select=select, like=stage)
     except BaseException as exc:
+        if invalid_utf8(exc, source_url):
+            raise NotReconcilable(
+                f"Table {table.source!r}: a text column holds invalid UTF-8, which the comparison's reader "
+                "(connectorx) cannot read; a load replaces it (U+FFFD), a comparison cannot tell it from the "
+                "source. Nothing was changed. Fix the text in the source, then reconcile."
+            ) from exc
         if not direct.read_failed(exc, source_url):
             raise
         raise direct.DirectLoadFailed(

@@ -1,6 +1,12 @@
 """The hourly incremental load without a dlt pipeline (direct.py) loads what dlt loads."""
 
+from datetime import datetime
+
+import pytest
+
 from platform_ingestion import direct
+from platform_ingestion.reconcile import NotReconcilable, reconcile_table
+from platform_shared import Warehouse, load_catalog
 from platform_shared import settings as s
 from platform_shared.demo_data import simulate_day
 
@@ -81,6 +87,37 @@ def test_invalid_utf8_in_a_changed_row_is_read_again_by_dlt_replacing_it(ingesti
     assert result.success
     assert _backends(result)["events"].startswith("pyarrow (invalid UTF-8 replaced")
     assert events.query("select event_id, body from raw.events order by 1") == [(1, "first"), (2, "A\ufffdB")]
+
+
+def test_invalid_utf8_in_a_row_loaded_by_its_key_is_replaced(ingestion):
+    # Regression: a row the cursor never reads (an old updated_at) is loaded by its key
+    # after the key comparison, where no dlt load takes over: connectorx's panic on its
+    # invalid UTF-8 failed the table on every run.
+    events = _events(ingestion)
+    events.sql("insert into events values (2, 6, cast(x'41ff42' as text), '2020-01-02 10:00:00');")
+    result = events.run("events")
+    assert result.success, events.failure_message(result)
+    loaded = result.get_asset_materialization_events()[0].materialization.metadata
+    assert (loaded["keys_compared"].value, loaded["rows_loaded_by_key"].value) == (True, 1)
+    assert events.query("select event_id, qty, body, updated_at from raw.events order by 1") == [
+        (1, 5, "first", datetime(2026, 1, 1, 10, 0)),
+        (2, 6, "A\ufffdB", datetime(2020, 1, 2, 10, 0)),
+    ]
+
+
+def test_a_reconciliation_refuses_invalid_utf8_naming_the_table(ingestion):
+    events = _events(ingestion)
+    events.sql("update events set body = cast(x'41ff42' as text) where event_id = 1;")
+    with pytest.raises(
+        NotReconcilable, match=r"Table 'events': a text column holds invalid UTF-8.*Nothing was changed"
+    ):
+        reconcile_table(
+            load_catalog(events.catalog_path).table("events"),
+            warehouse=Warehouse(path=str(events.warehouse)),
+            source_url=events.source_url,
+            hash_key="test-only-key",
+        )
+    assert events.query("select body from raw.events") == [("first",)]
 
 
 def test_a_changed_row_the_source_cannot_give_fails_naming_the_table_and_merges_nothing(ingestion):
