@@ -24,22 +24,11 @@ import time
 from pathlib import Path
 
 from bench.ingest_bench import provenance
+from bench.location_load_time import TRIVIAL  # the same floor for both benches
 from platform_shared.workspace import locations
 from tools import webserver
 
 REPO = Path(__file__).resolve().parents[1]
-
-TRIVIAL = """
-import dagster as dg
-
-
-@dg.asset
-def one_asset() -> None:
-    return None
-
-
-defs = dg.Definitions(assets=[one_asset])
-"""
 
 
 def trivial_workspace(folder: Path, own_environments: bool) -> Path:

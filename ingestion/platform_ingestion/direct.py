@@ -104,25 +104,20 @@ def read_rows(
     engine = sa.create_engine(source_url)
     for query in queries:
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
-
-        def read(sql: str = sql):
-            return cx.read_sql(
+        try:
+            reader = cx.read_sql(
                 connectorx_url(source_url),
                 sql,
                 return_type="arrow_stream",
                 batch_size=table.chunk_rows,
                 protocol="binary",
             )
-
-        if replace_invalid_utf8:
-            try:
-                reader = list(read())
-            except BaseException as exc:
-                if not invalid_utf8(exc, source_url):
-                    raise
-                reader = _read_replacing_invalid_utf8(source_url, sql)
-        else:
-            reader = read()
+            if replace_invalid_utf8:
+                reader = list(reader)  # whole: a panic comes before any row is yielded
+        except BaseException as exc:
+            if not (replace_invalid_utf8 and invalid_utf8(exc, source_url)):
+                raise
+            reader = _read_replacing_invalid_utf8(source_url, sql)
         for batch in reader:
             chunk = cast_connectorx_temporal_columns(set_plus0000_timezone_to_utc(pa.Table.from_batches([batch])))
             for m in maps:

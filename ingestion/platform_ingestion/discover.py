@@ -57,10 +57,10 @@ def discover(url: str, *, schema: str | None = None) -> dict:
             columns = inspector.get_columns(name, schema=schema)
             pk = inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or []
             entry: dict = {"source": name, **({"schema": schema} if schema else {})}
-            warehouse = short_name(safe_name(name))
+            warehouse = base = short_name(safe_name(name))
             n = 2
             while warehouse in taken:  # a name taken, or two names cut alike
-                warehouse = f"{short_name(safe_name(name))[: MAX_WAREHOUSE_NAME - 1 - len(str(n))]}_{n}"
+                warehouse = f"{base[: MAX_WAREHOUSE_NAME - 1 - len(str(n))]}_{n}"
                 n += 1
             taken.add(warehouse)
             if warehouse != name:
