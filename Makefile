@@ -169,9 +169,10 @@ deploy-check: setup envs  ## run the whole team topology here (PostgreSQL, code 
 
 # Figures only, no assertions: demo databases of each scale are generated once under data/bench/.
 SCALES ?= 1,10
-bench: setup envs  ## ingestion against its floor and a naive baseline (make bench SCALES=1,10,100), then make dev's start against trivial locations
+bench: setup envs  ## ingestion against its floor and a naive baseline (make bench SCALES=1,10,100), make dev's start against trivial locations, warm make run against its bare steps
 	python -m bench.ingest_bench --scales $(SCALES)
 	python -m bench.dev_bench
+	python -m bench.run_bench
 
 clean:  ## remove local data, the instance and dbt output (keeps the environment)
 	rm -rf data .dagster analytics_dbt/target analytics_dbt/logs

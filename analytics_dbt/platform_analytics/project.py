@@ -8,12 +8,15 @@ when what the manifest is parsed from changed.
 import hashlib
 import os
 import re
+import shutil
 import sys
+from functools import cached_property
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
 from dagster_dbt.dbt_project import using_dagster_dev
 from filelock import FileLock
+from packaging import version
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -21,10 +24,12 @@ analytics_project = DbtProject(project_dir=PROJECT_DIR, profiles_dir=PROJECT_DIR
 
 
 def dbt_executable() -> str:
-    """dbt beside this Python (the dev environment has it), else the engine's environment
-    (analytics_dbt/engine/.venv, `make envs`: the location's own environment has no
-    dbt-core), else `dbt` on PATH (the image puts the engine's bin/ there)."""
-    for candidate in (Path(sys.executable).parent / "dbt", PROJECT_DIR / "engine" / ".venv" / "bin" / "dbt"):
+    """The engine's dbt (analytics_dbt/engine/.venv, `make envs`: the location's own
+    environment has no dbt-core), else dbt beside this Python (the dev environment has it),
+    else `dbt` on PATH (the image puts the engine's bin/ there). The engine's first: it
+    starts in half the time of the dev environment's, which holds more packages (`time
+    dbt --version`: 3.2-3.4 s against 6.0-6.7 s here), and it is the dbt deployments run."""
+    for candidate in (PROJECT_DIR / "engine" / ".venv" / "bin" / "dbt", Path(sys.executable).parent / "dbt"):
         if candidate.exists():
             return str(candidate)
     return "dbt"
@@ -42,6 +47,26 @@ class EngineDbtCliResource(DbtCliResource):
 
     def _initialize_dbt_core_adapter(self, args):  # dagster-dbt 0.29.27 (pinned)
         return None
+
+    @cached_property
+    def _cli_version(self) -> version.Version:  # dagster-dbt 0.29.27 (pinned)
+        """The version of dbt-core in the environment of ``dbt_executable``, read from its
+        installed package's folder name. dagster-dbt runs `dbt --version` instead before
+        every dbt command: 2.7 s for the engine's dbt here, 6 s for the dev environment's
+        (`time dbt --version`), a quarter of a warm dbt step. A dbt whose environment has
+        no such folder (Fusion, an unusual layout) is still asked."""
+        found = _installed_dbt_core(Path(self.dbt_executable))
+        return version.parse(found) if found else super()._cli_version
+
+
+def _installed_dbt_core(executable: Path) -> str | None:
+    """The dbt-core version installed beside ``executable`` (a virtualenv's bin/dbt), if any."""
+    resolved = shutil.which(str(executable))
+    if resolved is None:
+        return None
+    for info in Path(resolved).parent.parent.glob("lib/python*/site-packages/dbt_core-*.dist-info"):
+        return info.name.removeprefix("dbt_core-").removesuffix(".dist-info")
+    return None
 
 
 # Beside the manifest: the inputs it was parsed from, when `dagster dev` last parsed it.

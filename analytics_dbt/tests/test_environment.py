@@ -32,6 +32,9 @@ def test_dbt_runs_from_the_engine_environment():
     assert Path(dbt.dbt_executable) == PROJECT_DIR / "engine" / ".venv" / "bin" / "dbt"
     version = subprocess.run([dbt.dbt_executable, "--version"], capture_output=True, text=True, check=True)
     assert "duckdb" in version.stdout and "postgres" in version.stdout
+    # The version the resource reads from the engine's installed package, without running
+    # dbt, is the one dbt prints.
+    assert f"installed: {dbt._cli_version}\n" in version.stdout
 
 
 def _parses(target: Path) -> int:
