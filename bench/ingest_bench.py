@@ -268,7 +268,7 @@ def source_database(scale: float) -> Path:
     return path
 
 
-def _measure(args: list[str], env: dict, log: Path) -> tuple[float, float, int]:
+def measure(args: list[str], env: dict, log: Path) -> tuple[float, float, int]:
     """Wall seconds, peak RSS in MB (the child's ru_maxrss, from wait4) and exit status."""
     started = time.perf_counter()
     with open(log, "w") as out:
@@ -323,7 +323,7 @@ def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None =
             "--workdir",
             str(workdir),
         ]
-    wall, peak_mb, status = _measure(args, env, log)
+    wall, peak_mb, status = measure(args, env, log)
     if status != 0:
         raise SystemExit(f"{VARIANTS[variant]} failed at scale {scale:g} (exit {status}): see {log}")
     result = {"seconds": wall, "peak_mb": peak_mb}

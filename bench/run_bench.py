@@ -30,7 +30,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.ingest_bench import _measure, provenance, source_database
+from bench.ingest_bench import measure, provenance, source_database
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "data" / "bench" / "run_loop"
@@ -112,7 +112,7 @@ def main() -> None:
     project = str(REPO / "analytics_dbt")
     dbt = [str(REPO / "analytics_dbt" / "engine" / ".venv" / "bin" / "dbt"), "build"]
     dbt += ["--project-dir", project, "--profiles-dir", project, "--target-path", str(WORK / "dbt_target")]
-    cold, _, status = _measure(run_all, env, WORK / "cold.log")
+    cold, _, status = measure(run_all, env, WORK / "cold.log")
     if status != 0:
         raise SystemExit(f"the cold make run failed: see {WORK / 'cold.log'}")
     print(f"cold make run: {cold:.1f} s")
@@ -124,7 +124,7 @@ def main() -> None:
             ("ingest", [sys.executable, "-m", "bench.run_bench", "--child", "ingest"]),
             ("dbt", dbt),
         ):
-            seconds, _, status = _measure(cmd, env, WORK / f"{name}_{i}.log")
+            seconds, _, status = measure(cmd, env, WORK / f"{name}_{i}.log")
             if status != 0:
                 raise SystemExit(f"{name} failed: see {WORK / f'{name}_{i}.log'}")
             rows[name].append(seconds)
