@@ -6,6 +6,7 @@ Used by `make check`, `make impact` (when no webserver is running) and the tests
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -33,7 +34,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_locations(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+# Generous: loading is import-bound CPU work, and a loaded 2-core CI machine was seen to need
+# more than 180 s. A location that fails to load reports it at once; only a hang waits this.
+LOAD_TIMEOUT = 600
+
+
+@contextlib.contextmanager
+def one_load_at_a_time() -> Iterator[None]:
+    """Hold a machine-wide lock while a workspace loads: two loads at once on 2 cores each
+    take more than twice as long (the suite's workers start servers side by side)."""
+    with open(Path(tempfile.gettempdir()) / "platform-workspace-load.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def wait_for_locations(url: str, proc: subprocess.Popen, log: Path, timeout: float = LOAD_TIMEOUT) -> None:
     """Return once every location has finished loading (successfully or not)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -69,6 +87,8 @@ def webserver(
         if log is None:
             log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "webserver.log"
         out = stack.enter_context(open(log, "w"))
+        loading = stack.enter_context(contextlib.ExitStack())
+        loading.enter_context(one_load_at_a_time())
         proc = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "dagster-webserver"),
@@ -88,6 +108,7 @@ def webserver(
         stack.callback(stop, proc)
         url = f"http://127.0.0.1:{port}"
         wait_for_locations(url, proc, log)
+        loading.close()
         yield url
 
 
@@ -101,7 +122,8 @@ def dagster_dev(env: dict, log: Path, workspace: Path | None = REPO / "workspace
     url = f"http://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
     full = {**os.environ, **env, "DAGSTER_WEBSERVER_URL": url, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    with open(log, "a") as out:
+    with open(log, "a") as out, contextlib.ExitStack() as loading:
+        loading.enter_context(one_load_at_a_time())
         proc = subprocess.Popen(
             [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)]
             if workspace
@@ -114,6 +136,7 @@ def dagster_dev(env: dict, log: Path, workspace: Path | None = REPO / "workspace
         )
         try:
             wait_for_locations(url, proc, log)
+            loading.close()
             yield url
         finally:
             stop(proc)
