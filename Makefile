@@ -118,9 +118,12 @@ lint-sql: setup  ## sqlfluff on the dbt models
 check: setup  ## the contract of the global graph: undefined or duplicate keys, owners, unused tables
 	python -m tools.check_graph
 
-impact: setup  ## every asset downstream of one, by location: make impact ASSET=raw/orders [FORMAT=json]
-	@test -n "$(ASSET)" || { echo "usage: make impact ASSET=raw/orders [FORMAT=json]" >&2; exit 2; }
-	@python -m tools.impact $(ASSET) --format $(or $(FORMAT),text)
+impact: setup  ## every asset (or column) downstream of one, by location: make impact ASSET=raw/customers [COLUMN=country] [FORMAT=json]
+	@test -n "$(ASSET)" || { echo "usage: make impact ASSET=raw/customers [COLUMN=country] [FORMAT=json]" >&2; exit 2; }
+	@python -m tools.impact $(ASSET) $(if $(COLUMN),--column $(COLUMN)) --format $(or $(FORMAT),text)
+
+lineage-page: setup  ## the column lineage across locations as one HTML page, data/lineage.html: make lineage-page [ASSET=raw/customers] [COLUMN=country]
+	@python -m tools.lineage_page $(if $(ASSET),--asset $(ASSET)) $(if $(COLUMN),--column $(COLUMN))
 
 # The suite's groups run side by side (pytest-xdist, TEST_WORKERS at once; the groups are in
 # conftest.py): its tests wait on servers and daemons more than they compute. Its postgres

@@ -13,7 +13,7 @@ import yaml
 
 from platform_shared import lineage, load_settings
 from platform_shared.settings import DAGSTER_WEBSERVER_URL, INGESTION_CATALOG
-from tools.check_graph import problems
+from tools.check_graph import column_problems, problems
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,6 +34,21 @@ def test_the_real_workspace_keeps_the_contract(webserver):
     catalog = [f"raw/{t}" for t in ("customers", "products", "orders", "order_items", "payments", "web_sessions")]
     assert problems(graph, catalog) == ([], [])
     assert {n.location for n in graph.nodes} == {"ingestion", "analytics_dbt", "ml_features"}
+    assert column_problems(graph, lineage.fetch_columns(webserver.url)) == []
+
+
+def test_a_raw_column_missing_from_the_last_load_fails_the_column_contract(webserver):
+    """The platform's recorded lineage against a last load of raw/customers without country
+    (as when the catalog excludes it or the source dropped it)."""
+    graph = lineage.fetch_graph(webserver.url)
+    columns = lineage.fetch_columns(webserver.url)
+    columns.schema["raw/customers"] = [c for c in columns.schema["raw/customers"] if c != "country"]
+    assert column_problems(graph, columns) == [
+        "features/customer_features (ml_features): column country reads raw/customers.country, "
+        "which raw/customers (ingestion) does not have in its latest materialization",
+        "stg_app__customers (analytics_dbt): column country_code reads raw/customers.country, "
+        "which raw/customers (ingestion) does not have in its latest materialization",
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -73,3 +73,51 @@ def test_the_global_lineage_shows_every_location_and_what_raw_orders_feeds(webse
         page.screenshot(path=str(SCREENSHOT))
         browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+COLUMN_SCREENSHOT = REPO / "data" / "screenshots" / "column_lineage.png"
+
+
+def _closure(start: set, step: dict) -> set:
+    seen, todo = set(start), list(start)
+    while todo:
+        for nxt in step.get(todo.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_the_column_lineage_page_traces_raw_customers_country_to_dashboards_and_ml(webserver, chromium, tmp_path):
+    """`make lineage-page` on the session platform, opened in chromium at raw/customers'
+    country: one card per asset that reads it (or that it reads), one edge per column read."""
+    from playwright.sync_api import sync_playwright
+
+    from tools import lineage_page
+
+    columns = lineage.fetch_columns(webserver.url)
+    reads = {(a, c): [tuple(d) for d in deps] for a, by in columns.lineage.items() for c, deps in by.items()}
+    read_by: dict = {}
+    for column, deps in reads.items():
+        for dep in deps:
+            read_by.setdefault(dep, []).append(column)
+    start = {("raw/customers", "country")}
+    shown = _closure(start, reads) | _closure(start, read_by)
+    edges = {(d, s) for s in shown for d in reads.get(s, []) if d in shown}
+    assert {"dashboard/customer_value_dashboard", "ml/customer_churn_scores"} <= {a for a, _ in shown}
+
+    page_file = tmp_path / "lineage.html"
+    page_file.write_text(lineage_page.page(webserver.url, "raw/customers#country"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1800, "height": 400})
+        page.goto(f"{page_file.as_uri()}#raw/customers#country")
+        cards = page.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.asset)")
+        drawn = page.locator("path").evaluate_all("ps => ps.map(p => p.dataset.edge)")
+        focus = page.locator(".col.focus").all_text_contents()
+        COLUMN_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(COLUMN_SCREENSHOT), full_page=True)
+        browser.close()
+    assert sorted(cards) == sorted({a for a, _ in shown})
+    assert sorted(drawn) == sorted(f"{d[0]}::{d[1]}>{s[0]}::{s[1]}" for d, s in edges)
+    assert focus == ["country"]

@@ -8,7 +8,11 @@ settings: INGESTION_CATALOG and the rest) and reads its GraphQL API. Errors:
   unmaterializable stub and `dagster definitions validate` accepts it);
 - a key defined by two locations;
 - an asset without a known team among its owners, or with a team owner that is not known
-  (people, as email owners, may be added beside a team).
+  (people, as email owners, may be added beside a team);
+- a column that reads a column its upstream asset does not have: column lineage as the
+  assets recorded it in the instance (``dagster/column_lineage``: dbt models, ML features,
+  dashboards' declared mart columns) against the columns of each upstream asset's latest
+  materialization (a raw column the catalog excludes, or the source dropped, shows here).
 
 Warning: a catalog table that nothing downstream reads.
 
@@ -23,7 +27,7 @@ import time
 from pathlib import Path
 
 from platform_shared import TEAMS, load_catalog, load_settings, raw_asset_key
-from platform_shared.lineage import Graph, fetch_graph
+from platform_shared.lineage import Columns, Graph, fetch_columns, fetch_graph
 from tools.webserver import REPO, webserver
 
 
@@ -60,6 +64,22 @@ def problems(graph: Graph, catalog_tables: list[str]) -> tuple[list[str], list[s
     return errors, warnings
 
 
+def column_problems(graph: Graph, columns: Columns) -> list[str]:
+    """Columns that read an upstream column the upstream asset's latest materialization lacks."""
+    location = {key: nodes[0].location for key, nodes in graph.definitions().items()}
+    errors = []
+    for key, by_column in sorted(columns.lineage.items()):
+        for column, deps in by_column.items():
+            for upstream, name in deps:
+                have = columns.schema.get(upstream)
+                if have is not None and name not in have:
+                    errors.append(
+                        f"{key} ({location.get(key, '?')}): column {column} reads {upstream}.{name}, which "
+                        f"{upstream} ({location.get(upstream, '?')}) does not have in its latest materialization"
+                    )
+    return errors
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--workspace", type=Path, default=REPO / "workspace.yaml")
@@ -69,11 +89,12 @@ def main() -> int:
     settings = load_settings()
     catalog = [raw_asset_key(t.warehouse_name).to_user_string() for t in load_catalog(settings.catalog_path).tables]
     if args.url:
-        graph = fetch_graph(args.url)
+        graph, columns = fetch_graph(args.url), fetch_columns(args.url)
     else:
         with webserver(args.workspace) as url:
-            graph = fetch_graph(url)
+            graph, columns = fetch_graph(url), fetch_columns(url)
     errors, warnings = problems(graph, catalog)
+    errors += column_problems(graph, columns)
     for w in warnings:
         print(f"warning: {w}")
     for e in errors:

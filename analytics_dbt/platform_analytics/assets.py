@@ -3,6 +3,7 @@
 import dagster as dg
 
 from platform_shared import ANALYTICS_TEAM
+from platform_shared.column_lineage import COLUMN_LINEAGE
 from platform_shared.keys import DASHBOARD_PREFIX
 
 from .translator import AnalyticsTranslator
@@ -10,12 +11,14 @@ from .translator import AnalyticsTranslator
 
 def dashboard_specs(manifest: dict, translator: AnalyticsTranslator) -> list[dg.AssetSpec]:
     """One asset per dbt exposure of type dashboard; not materializable (dagster-dbt
-    creates no assets for exposures)."""
+    creates no assets for exposures). The mart columns it shows (``config: meta:
+    columns:``) are its column lineage."""
     specs = []
     for exposure in manifest.get("exposures", {}).values():
         if exposure.get("type") != "dashboard":
             continue
         deps = [translator.get_asset_key(_node(manifest, uid)) for uid in exposure["depends_on"]["nodes"]]
+        lineage = _dashboard_lineage(manifest, exposure, translator)
         owner = (exposure.get("owner") or {}).get("email")
         specs.append(
             dg.AssetSpec(
@@ -25,10 +28,34 @@ def dashboard_specs(manifest: dict, translator: AnalyticsTranslator) -> list[dg.
                 group_name="dashboards",
                 kinds={"dashboard"},
                 owners=[ANALYTICS_TEAM, *([owner] if owner else [])],
-                metadata={"url": exposure["url"]} if exposure.get("url") else {},
+                metadata={COLUMN_LINEAGE: lineage, **({"url": exposure["url"]} if exposure.get("url") else {})},
             )
         )
     return specs
+
+
+def _dashboard_lineage(manifest: dict, exposure: dict, translator: AnalyticsTranslator) -> dg.TableColumnLineage:
+    """Each ``<model>.<column>`` the dashboard shows, read from that model's column. A
+    model the exposure does not depend on, or a column the model does not declare, fails
+    the location's load (and so `make check`), naming the dashboard, model and column."""
+    declared = ((exposure.get("config") or {}).get("meta") or exposure.get("meta") or {}).get("columns") or {}
+    where = f"dashboard {exposure['name']} ({exposure['original_file_path']}, config.meta.columns)"
+    models = {manifest["nodes"][uid]["name"]: manifest["nodes"][uid] for uid in exposure["depends_on"]["nodes"]}
+    deps: dict[str, list[dg.TableColumnDep]] = {}
+    for model, columns in declared.items():
+        if model not in models:
+            raise dg.DagsterInvalidDefinitionError(
+                f"{where}: reads {model!r}, which is not in its depends_on ({', '.join(sorted(models))})"
+            )
+        known = models[model].get("columns") or {}
+        for column in columns:
+            if column not in known:
+                raise dg.DagsterInvalidDefinitionError(
+                    f"{where}: {model}.{column} is not a column of the mart {model} (its columns: {', '.join(known)})"
+                )
+            key = translator.get_asset_key(models[model])
+            deps[f"{model}.{column}"] = [dg.TableColumnDep(asset_key=key, column_name=column)]
+    return dg.TableColumnLineage(deps_by_column=deps)
 
 
 def _node(manifest: dict, unique_id: str) -> dict:

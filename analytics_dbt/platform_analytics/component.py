@@ -14,8 +14,10 @@ What the subclass changes, and why (dagster-dbt 0.29.27, pinned):
   the manifest under ``dagster dev`` only when its inputs changed (``prepare_if_changed``,
   instead of the component's parse on every load), and adds the dashboards (dbt exposures,
   for which dagster-dbt makes no assets).
-- ``execute``: row counts and columns of each built table, read after dbt exits (DuckDB
-  lets no other process read the file while dbt writes it).
+- ``execute``: row counts, columns and column lineage of each built table, read after dbt
+  exits (DuckDB lets no other process read the file while dbt writes it). dagster-dbt's
+  own column lineage needs dbt's adapter in this process, which the location never loads:
+  ``column_lineage.py`` follows the SQL dbt compiled for this run instead.
 """
 
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from dagster_dbt.dbt_manifest import validate_manifest
 from platform_shared import load_settings, table_metadata, warehouse_pool
 
 from .assets import dashboard_specs
+from .column_lineage import ModelLineage
 from .project import prepare_if_changed
 from .translator import AnalyticsTranslator
 
@@ -98,18 +101,22 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
         # writes it. (dagster-dbt's fetch_row_counts reopens the profile's database, which
         # is the attached alias here, not a file it can open.)
         events = list(invocation.stream())
-        with context.resources.warehouse.connect(read_only=True) as conn:
-            yield from (_with_table_metadata(conn, e, invocation.manifest) for e in events)
+        warehouse = context.resources.warehouse
+        with warehouse.connect(read_only=True) as conn:
+            lineage = ModelLineage(conn, invocation.manifest, invocation.target_path, self._analytics, warehouse.kind)
+            yield from (_with_table_metadata(conn, e, invocation.manifest, lineage) for e in events)
+        context.log.info(f"Column lineage of {lineage.models} models in {lineage.seconds:.2f} s")
         if not invocation.is_successful():
             raise dg.Failure(f"dbt build failed: {invocation.get_error()}")
 
 
-def _with_table_metadata(conn, event, manifest):
-    """Add row count and column schema of the built relation to a model's Output."""
+def _with_table_metadata(conn, event, manifest, lineage: ModelLineage):
+    """Add row count, column schema and column lineage of the built relation to a model's Output."""
     if not isinstance(event, dg.Output):
         return event
     unique_id = event.metadata["unique_id"].value if "unique_id" in event.metadata else ""
     node = manifest["nodes"].get(unique_id)
     if not node or node["resource_type"] not in ("model", "seed", "snapshot"):
         return event
-    return event.with_metadata({**event.metadata, **table_metadata(conn, node["schema"], node["alias"])})
+    table = table_metadata(conn, node["schema"], node["alias"])
+    return event.with_metadata({**event.metadata, **table, **lineage.metadata(node)})

@@ -59,3 +59,45 @@ def test_location_specs_snapshot(snapshot):
     from platform_shared.specs import location_specs
 
     assert location_specs(defs()) == snapshot
+
+
+def _manifest() -> dict:
+    import json
+
+    from platform_analytics.project import analytics_project
+
+    return json.loads(analytics_project.manifest_path.read_text())
+
+
+def test_dashboards_carry_the_mart_columns_they_show_as_column_lineage():
+    from platform_analytics.assets import dashboard_specs
+    from platform_analytics.translator import AnalyticsTranslator
+
+    specs = {s.key.to_user_string(): s for s in dashboard_specs(_manifest(), AnalyticsTranslator())}
+    lineage = specs["dashboard/customer_value_dashboard"].metadata["dagster/column_lineage"]
+    assert lineage.deps_by_column["customers.country_code"] == [
+        dg.TableColumnDep(asset_key=dg.AssetKey(["customers"]), column_name="country_code")
+    ]
+    assert all(s.metadata["dagster/column_lineage"].deps_by_column for s in specs.values())
+
+
+@pytest.mark.parametrize(
+    ("model", "column", "error"),
+    [
+        ("customers", "country", "customers.country is not a column of the mart customers (its columns: customer_id"),
+        ("orders", "order_id", "reads 'orders', which is not in its depends_on (customer_cohorts, customers)"),
+    ],
+)
+def test_a_dashboard_column_that_its_mart_lacks_names_dashboard_model_and_column(model, column, error):
+    from platform_analytics.assets import dashboard_specs
+    from platform_analytics.translator import AnalyticsTranslator
+
+    manifest = _manifest()
+    exposure = manifest["exposures"]["exposure.analytics.customer_value_dashboard"]
+    exposure["config"]["meta"]["columns"] = {model: [column]}
+    with pytest.raises(dg.DagsterInvalidDefinitionError) as raised:
+        dashboard_specs(manifest, AnalyticsTranslator())
+    assert str(raised.value).startswith(
+        "dashboard customer_value_dashboard (models/marts/_marts__models.yml, config.meta.columns): "
+    )
+    assert error in str(raised.value)

@@ -27,7 +27,16 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from platform_shared import RAW_SCHEMA, CatalogError, CatalogTable, Warehouse, table_metadata
+from platform_shared import (
+    RAW_SCHEMA,
+    CatalogError,
+    CatalogTable,
+    Warehouse,
+    load_settings,
+    raw_asset_key,
+    table_metadata,
+)
+from platform_shared.lineage import column_impact_text
 from platform_shared.settings import PII_HASH_KEY
 from platform_shared.warehouse import exclusive, index
 
@@ -304,7 +313,14 @@ def ingest_table(
         if warehouse.is_duckdb:
             configure_duckdb(conn)
         drift, recorded = inspect(conn, table, columns, names)
-        wap.check_drift(table, drift, full_refresh=request.full_refresh)
+        try:
+            wap.check_drift(table, drift, full_refresh=request.full_refresh)
+        except wap.SchemaDrift as exc:
+            # Name what the changed columns break downstream, in every location (and what they do not).
+            changed = [names.get(c, c) for c in [*drift.dropped, *drift.retyped]]
+            key = raw_asset_key(table.warehouse_name).to_user_string()
+            impact = column_impact_text(load_settings().webserver_url, key, changed)
+            raise wap.SchemaDrift(f"{exc} {impact}") from None
         plan = plan_load(
             table,
             request=request,

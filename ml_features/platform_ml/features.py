@@ -16,7 +16,17 @@ is not over yet.
 
 from datetime import datetime, timedelta
 
-from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, replace_table
+import dagster as dg
+
+from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, raw_asset_key, replace_table
+from platform_shared.column_lineage import (
+    LINEAGE_GAPS,
+    Underivable,
+    lineage_metadata,
+    query_lineage,
+    sql_dialect,
+    warehouse_schema,
+)
 from platform_shared.keys import FEATURES_PREFIX
 
 FEATURES_SCHEMA = FEATURES_PREFIX  # the key prefix is the schema
@@ -208,14 +218,38 @@ def has_customer_history(conn) -> bool:
     return n == 1
 
 
-def build_features(conn, cutoffs: list[datetime]) -> int:
-    """(Re)build the feature table for the given cut-offs; returns its row count."""
-    conn.execute(f"create schema if not exists {FEATURES_SCHEMA}").fetchall()
-    sql = _FEATURES_SQL.replace("{customer_versions}", _CUSTOMER_VERSIONS[has_customer_history(conn)]).replace(
+def features_sql(conn, cutoffs: list[datetime]) -> str:
+    """The feature table's query for the given cut-offs, on this warehouse's raw tables."""
+    return _FEATURES_SQL.replace("{customer_versions}", _CUSTOMER_VERSIONS[has_customer_history(conn)]).replace(
         "{cutoffs}", ", ".join(f"('{c.isoformat(sep=' ')}')" for c in cutoffs)
     )
+
+
+def build_features(conn, cutoffs: list[datetime]) -> str:
+    """(Re)build the feature table for the given cut-offs; returns the query it ran."""
+    conn.execute(f"create schema if not exists {FEATURES_SCHEMA}").fetchall()
+    sql = features_sql(conn, cutoffs)
     replace_table(conn, FEATURES_SCHEMA, FEATURE_TABLE, sql)
-    return conn.execute(f"select count(*) from {FEATURES_SCHEMA}.{FEATURE_TABLE}").fetchall()[0][0]
+    return sql
+
+
+def raw_table_asset(schema: str, table: str) -> dg.AssetKey | None:
+    """The asset of a raw warehouse table (its history table belongs to the same asset)."""
+    return raw_asset_key(table.removesuffix(HISTORY_SUFFIX)) if schema == RAW_SCHEMA else None
+
+
+def feature_lineage(conn, sql: str) -> dict:
+    """``dagster/column_lineage`` of the feature table: each column's raw columns (or,
+    when the SQL cannot be followed, the gaps with the reason)."""
+    try:
+        columns = query_lineage(sql, warehouse_schema(conn), dialect=sql_dialect(conn))
+    except Underivable as exc:
+        return {
+            LINEAGE_GAPS: dg.MetadataValue.json(
+                {c: str(exc) for c in ["as_of", "customer_id", *FEATURE_COLUMNS, "churned"]}
+            )
+        }
+    return lineage_metadata(columns, raw_table_asset)
 
 
 def last_event_time(conn) -> datetime:

@@ -209,14 +209,164 @@ def _state(asset: dict) -> str:
     return state
 
 
-def format_impact(report: dict) -> str:
-    """The impact report as aligned text, one block per location, the summary last."""
-    lines = [f"Downstream of {report['asset']} (defined in {report['location']}):"]
-    for location, assets in report["downstream"].items():
+def _by_location(title: str, downstream: dict[str, list[dict]], last) -> list[str]:
+    """One aligned block per location: key, role, owners, then ``last(asset)``."""
+    lines = [title]
+    for location, assets in downstream.items():
         lines.append(f"\n{location}")
         owners = [",".join(o.removeprefix("team:") for o in a["owners"]) for a in assets]
         key_w, owner_w = max(len(a["key"]) for a in assets), max(map(len, owners))
         for a, owner in zip(assets, owners, strict=True):
-            lines.append(f"  {a['key']:<{key_w}}  {a['role']:<9}  {owner:<{owner_w}}  {_state(a)}")
+            lines.append(f"  {a['key']:<{key_w}}  {a['role']:<9}  {owner:<{owner_w}}  {last(a)}")
+    return lines
+
+
+def format_impact(report: dict) -> str:
+    """The impact report as aligned text, one block per location, the summary last."""
+    title = f"Downstream of {report['asset']} (defined in {report['location']}):"
+    return "\n".join([*_by_location(title, report["downstream"], _state), f"\n{report['summary']}"])
+
+
+# Column lineage as assets record it (``dagster/column_lineage``): on their definition
+# (dashboards) or on their latest materialization (tables, models); and the columns of
+# each table (``dagster/column_schema``) to check the column asked about.
+COLUMNS_QUERY = """
+{ assetNodes {
+    assetKey { path }
+    metadataEntries { ...lineage }
+    assetMaterializations(limit: 1) { metadataEntries {
+      ...lineage
+      ... on TableSchemaMetadataEntry { label schema { columns { name } } }
+    } }
+} }
+fragment lineage on TableColumnLineageMetadataEntry {
+  label lineage { columnName columnDeps { assetKey { path } columnName } }
+}
+"""
+
+
+@dataclass
+class Columns:
+    """Per asset key: each column with the (asset, column) pairs it reads, and the columns
+    of its latest materialization. An asset missing from ``lineage`` recorded none."""
+
+    lineage: dict[str, dict[str, list[tuple[str, str]]]]
+    schema: dict[str, list[str]]
+
+
+def fetch_columns(url: str) -> Columns:
+    """Column lineage and columns of every asset, as the webserver at ``url`` reads them from its instance."""
+    lineage: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    schema: dict[str, list[str]] = {}
+    for node in graphql(url, COLUMNS_QUERY)["assetNodes"]:
+        key = _path(node["assetKey"])
+        latest = node["assetMaterializations"][0]["metadataEntries"] if node["assetMaterializations"] else []
+        for entry in [*node["metadataEntries"], *latest]:
+            if entry.get("label") == "dagster/column_lineage":
+                lineage[key] = {
+                    e["columnName"]: [(_path(d["assetKey"]), d["columnName"]) for d in e["columnDeps"]]
+                    for e in entry["lineage"]
+                }
+            elif entry.get("label") == "dagster/column_schema":
+                schema[key] = [c["name"] for c in entry["schema"]["columns"]]
+    return Columns(lineage=lineage, schema=schema)
+
+
+def column_impact(graph: Graph, columns: Columns, key: str, column: str) -> dict:
+    """Every column downstream of ``key``'s ``column`` (read directly or through other
+    columns), by location and asset; the assets downstream of ``key`` that read none of
+    them (unaffected) and those that recorded no column lineage (not known)."""
+    defined = graph.definitions().get(key)
+    if not defined:
+        raise KeyError(f"no code location defines the asset {key!r}")
+    known = columns.schema.get(key)
+    if known is not None and column not in known:
+        raise KeyError(
+            f"{key} has no column {column!r} in its latest materialization (its columns: {', '.join(known)})"
+        )
+    readers: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (asset, column) -> its readers
+    for asset, by_column in columns.lineage.items():
+        for out, deps in by_column.items():
+            for dep in deps:
+                readers.setdefault(dep, []).append((asset, out))
+    hit: dict[str, list[str]] = {}
+    frontier = [(key, column)]
+    seen = set(frontier)
+    while frontier:
+        reader = [r for dep in frontier for r in readers.get(dep, []) if r not in seen]
+        seen |= set(reader)
+        frontier = reader
+        for asset, out in reader:
+            hit.setdefault(asset, []).append(out)
+    nodes = {n.key: n for n in graph.downstream(key)}
+    locations: dict[str, list[dict]] = {}
+    for n in sorted((nodes[a] for a in hit if a in nodes), key=lambda n: (n.location, n.key)):
+        locations.setdefault(n.location, []).append(
+            {"key": n.key, "role": n.role, "owners": list(n.owners), "columns": sorted(hit[n.key])}
+        )
+    unaffected = sorted(k for k in nodes if k not in hit and k in columns.lineage)
+    not_known = sorted(k for k in nodes if k not in hit and k not in columns.lineage)
+    teams = sorted(
+        {o.removeprefix("team:") for a in locations.values() for x in a for o in x["owners"] if o.startswith("team:")}
+    )
+    count = sum(len(v) for v in hit.values())
+    summary = (
+        f"{key}.{column}: {count} column{'s' if count != 1 else ''} in {len(hit)} asset{'s' if len(hit) != 1 else ''} "
+        f"downstream in {len(locations)} location{'s' if len(locations) != 1 else ''}"
+        + (f", teams: {', '.join(teams)}" if teams else "")
+        + f"; {len(unaffected)} other downstream asset{'s' if len(unaffected) != 1 else ''} read other columns only"
+        + (f"; {len(not_known)} recorded no column lineage: {', '.join(not_known)}" if not_known else "")
+        + (f"; INCOMPLETE, not loaded: {', '.join(sorted(graph.load_errors))}" if graph.load_errors else "")
+    )
+    return {
+        "asset": key,
+        "column": column,
+        "location": defined[0].location,
+        "downstream": locations,
+        "unaffected": unaffected,
+        "no_column_lineage": not_known,
+        "teams": teams,
+        "summary": summary,
+        "locations_not_loaded": graph.load_errors,
+    }
+
+
+def format_column_impact(report: dict) -> str:
+    """The column impact report as aligned text, one block per location, the summary last."""
+    title = f"Downstream of {report['asset']}.{report['column']} (defined in {report['location']}):"
+    lines = _by_location(title, report["downstream"], lambda a: ", ".join(a["columns"]))
+    if report["unaffected"]:
+        lines.append(f"\nUnaffected (read other columns only): {', '.join(report['unaffected'])}")
+    if report["no_column_lineage"]:
+        lines.append(f"Not known (no column lineage recorded yet): {', '.join(report['no_column_lineage'])}")
     lines.append(f"\n{report['summary']}")
     return "\n".join(lines)
+
+
+def column_impact_text(url: str, key: str, columns: list[str]) -> str:
+    """What reads each of ``key``'s ``columns`` downstream, in one paragraph for an error
+    message or an alert, with the downstream assets that read none of them (unaffected);
+    or why that is unknown."""
+    try:
+        graph, recorded = fetch_graph(url), fetch_columns(url)
+    except GraphUnavailable as exc:
+        return f"Its column impact is unavailable: {exc}"
+    parts, unaffected, unknown = [], None, set()
+    for column in columns:
+        try:
+            report = column_impact(graph, recorded, key, column)
+        except KeyError as exc:
+            parts.append(f"{key}.{column}: {exc.args[0]}.")
+            continue
+        readers = "; ".join(
+            f"{location}: " + ", ".join(f"{a['key']} ({', '.join(a['columns'])})" for a in assets)
+            for location, assets in report["downstream"].items()
+        )
+        parts.append(f"Downstream of {key}.{column}: {readers or 'nothing reads it'}.")
+        unaffected = set(report["unaffected"]) if unaffected is None else unaffected & set(report["unaffected"])
+        unknown |= set(report["no_column_lineage"])
+    if unaffected:
+        parts.append(f"Unaffected (read other columns only): {', '.join(sorted(unaffected))}.")
+    if unknown:
+        parts.append(f"Not known (no column lineage recorded yet): {', '.join(sorted(unknown))}.")
+    return " ".join(parts)

@@ -28,6 +28,7 @@ from platform_shared import (
     write_dataframe,
 )
 from platform_shared.automation import on_cron, on_upstream_update
+from platform_shared.column_lineage import COLUMN_LINEAGE
 from platform_shared.keys import ML_PREFIX
 
 from ..features import (
@@ -35,6 +36,7 @@ from ..features import (
     FEATURE_TABLE,
     FEATURES_SCHEMA,
     build_features,
+    feature_lineage,
     feature_problems,
     has_customer_history,
     last_event_time,
@@ -130,6 +132,33 @@ def _read(warehouse: Warehouse, sql: str) -> "pd.DataFrame":
         return conn.execute(sql).df()
 
 
+def _reads_features(columns: dict[str, list[str]], model_output: str | None = None) -> dict:
+    """``dagster/column_lineage``: each output column with the feature columns it reads
+    (``model_output`` the model's prediction too, ``model_version`` the champion)."""
+    deps = {
+        out: [dg.TableColumnDep(FEATURES_KEY, c) for c in cols]
+        + ([dg.TableColumnDep(MODEL_KEY, "prediction")] if out == model_output else [])
+        + ([dg.TableColumnDep(CHAMPION_KEY, "champion")] if out == "model_version" else [])
+        for out, cols in columns.items()
+    }
+    return {COLUMN_LINEAGE: dg.TableColumnLineage(deps_by_column=deps)}
+
+
+def _metric_lineage(metrics: dict) -> dg.TableColumnLineage:
+    """What each metric compares with the label: the model's prediction (a champion's
+    too), the recency baseline's feature, or nothing but the label."""
+    label = dg.TableColumnDep(FEATURES_KEY, "churned")
+    deps: dict[str, list[dg.TableColumnDep]] = {}
+    for metric in metrics:
+        if metric.startswith("recency_"):
+            deps[metric] = [dg.TableColumnDep(FEATURES_KEY, "recency_days"), label]
+        elif metric.startswith(("prior_", "test_")):
+            deps[metric] = [label] if metric != "test_rows" else []
+        else:
+            deps[metric] = [dg.TableColumnDep(MODEL_KEY, "prediction"), label]
+    return dg.TableColumnLineage(deps_by_column=deps)
+
+
 def _features(warehouse: Warehouse) -> "pd.DataFrame":
     return _read(warehouse, f"select * from {FEATURES_SCHEMA}.{FEATURE_TABLE}")
 
@@ -151,11 +180,13 @@ def customer_features(context: dg.AssetExecutionContext, warehouse: Warehouse) -
                 "raw.customers has no history (catalog history: scd2): country and "
                 "signup channel are today's values, not as of each cut-off."
             )
-        build_features(conn, cutoffs)
+        sql = build_features(conn, cutoffs)
         meta = table_metadata(conn, FEATURES_SCHEMA, FEATURE_TABLE)
+        lineage = feature_lineage(conn, sql)
     return dg.MaterializeResult(
         metadata={
             **meta,
+            **lineage,
             "cutoffs": [c.date().isoformat() for c in cutoffs],
             "point_in_time_attributes": point_in_time,
         }
@@ -218,6 +249,8 @@ def churn_model(config: TrainConfig, warehouse: Warehouse, model_store: ModelSto
             "artifact": dg.MetadataValue.path(str(model_store.folder(MODEL) / version / "model.joblib")),
             **{k: info[k] for k in ("training_rows", "training_fingerprint", "features", "params")},
             "training_seconds": dg.MetadataValue.float(info["training_seconds"]),
+            # The model as one output column, "prediction", computed from its features.
+            **_reads_features({"prediction": config.features}),
         }
     )
 
@@ -282,6 +315,7 @@ def churn_model_evaluation(warehouse: Warehouse, model_store: ModelStore):
             "champion": str(champion),
             "roc_plot": dg.MetadataValue.md(f"![ROC curve](data:image/png;base64,{base64.b64encode(png).decode()})"),
             "roc_plot_path": dg.MetadataValue.path(str(plot)),
+            COLUMN_LINEAGE: _metric_lineage(metrics),
         }
     )
     yield dg.AssetCheckResult(
@@ -324,6 +358,9 @@ def churn_model_champion(context: dg.AssetExecutionContext, model_store: ModelSt
             "promoted": promote,
             "reason": reason,
             "champion_roc_auc": dg.MetadataValue.float(challenger_auc if promote else (champion_auc or 0.0)),
+            COLUMN_LINEAGE: dg.TableColumnLineage(
+                deps_by_column={"champion": [dg.TableColumnDep(EVALUATION_KEY, "roc_auc")]}
+            ),
         }
     )
 
@@ -366,9 +403,21 @@ def customer_churn_scores(warehouse: Warehouse, model_store: ModelStore):
             f"count(*) - count(distinct customer_id) from {ML_SCHEMA}.customer_churn_scores"
         ).fetchall()[0]
         meta = table_metadata(conn, ML_SCHEMA, "customer_churn_scores")
+    features = model_store.read(MODEL, champion, "info.json")["features"]
+    lineage = _reads_features(
+        {
+            "customer_id": ["customer_id"],
+            "as_of": ["as_of"],
+            "churn_probability": features,
+            "model_version": [],
+            "scored_at": [],
+        },
+        model_output="churn_probability",
+    )
     yield dg.MaterializeResult(
         metadata={
             **meta,
+            **lineage,
             "model_version": champion,
             "mean_churn_probability": float(scores["churn_probability"].mean()),
         }
@@ -403,10 +452,13 @@ def feature_drift(warehouse: Warehouse, model_store: ModelStore):
     drift = pd.DataFrame({"feature": list(values), "psi": list(values.values()), "model_version": champion})
     with warehouse.connect() as conn:
         write_dataframe(conn, ML_SCHEMA, "feature_drift", drift)
+        meta = table_metadata(conn, ML_SCHEMA, "feature_drift", rows=len(drift))
     drifted = {f: v for f, v in values.items() if v >= PSI_ALERT}
     yield dg.MaterializeResult(
         metadata={
+            **meta,
             "model_version": champion,
+            **_reads_features({"feature": [], "psi": list(values), "model_version": []}),
             "max_psi": dg.MetadataValue.float(max(values.values())),
             **{f"psi/{f}": dg.MetadataValue.float(v) for f, v in values.items()},
         }

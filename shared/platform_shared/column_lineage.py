@@ -1,0 +1,106 @@
+"""Column lineage from SQL: for each output column of a query, the table columns it reads.
+
+Computed where the SQL runs (the dbt step, once dbt has built its models; the ML feature
+step), from the SQL as it ran and the warehouse's own column list, never when a location
+loads. sqlglot parses and qualifies the query (``select *`` expanded from the warehouse's
+columns) and follows each output column through CTEs, subqueries, unions and windows.
+
+What counts as "reads": the columns in the expression that computes the output column.
+Filters, join conditions and group keys choose rows, not values, and are not counted:
+``count(*)`` reads no column. A query that cannot be followed (a table the warehouse does
+not have, SQL the parser cannot read) raises ``Underivable`` with the parser's reason.
+
+Emitted as Dagster's ``dagster/column_lineage`` metadata (``TableColumnLineage``), which
+any tool reading the instance (``make impact``) follows across code locations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import dagster as dg
+
+from .warehouse import PostgresConnection
+
+# schema -> table -> column -> type, as the warehouse's information_schema lists them
+Schema = dict[str, dict[str, dict[str, str]]]
+# (schema, table, column) of the warehouse
+ColumnRef = tuple[str, str, str]
+
+COLUMN_LINEAGE = "dagster/column_lineage"
+# Columns without lineage, each with the reason (Dagster's lineage entry has no place for it).
+LINEAGE_GAPS = "column_lineage_gaps"
+
+
+def sql_dialect(conn) -> str:
+    """sqlglot's dialect for a warehouse connection."""
+    return "postgres" if isinstance(conn, PostgresConnection) else "duckdb"
+
+
+class Underivable(ValueError):
+    """The query's column lineage cannot be followed; the message says why."""
+
+
+def warehouse_schema(conn) -> Schema:
+    """Every table and view of the warehouse with its columns (DuckDB or PostgreSQL)."""
+    rows = conn.execute(
+        "select table_schema, table_name, column_name, data_type from information_schema.columns "
+        "where table_schema not in ('information_schema', 'pg_catalog') "
+        "order by table_schema, table_name, ordinal_position"
+    ).fetchall()
+    schema: Schema = {}
+    for db, table, column, type_ in rows:
+        schema.setdefault(db, {}).setdefault(table, {})[column] = type_
+    return schema
+
+
+def query_lineage(sql: str, schema: Schema, dialect: str = "duckdb") -> dict[str, list[ColumnRef]]:
+    """Each output column of ``sql`` (in order) with the warehouse columns it reads, sorted."""
+    # Imported here: a step that follows SQL pays for sqlglot, a location that loads does not.
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import SqlglotError
+    from sqlglot.lineage import lineage
+    from sqlglot.optimizer.qualify import qualify
+    from sqlglot.optimizer.scope import build_scope
+    from sqlglot.schema import MappingSchema
+
+    try:
+        tree = sqlglot.parse_one(sql, dialect=dialect)
+        ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+        for table in tree.find_all(exp.Table):
+            # dbt names the database by its attached alias, which differs per process.
+            table.set("catalog", None)
+            if table.name and table.name not in ctes and table.name not in schema.get(table.db, {}):
+                # (qualify would leave a `select *` from it unexpanded, and no error)
+                raise Underivable(f"reads {table.db}.{table.name}, which the warehouse does not have")
+        known = MappingSchema(dict[str, object](schema), dialect=dialect)
+        tree = qualify(tree, schema=known, dialect=dialect)
+        if not isinstance(tree, exp.Query):
+            raise Underivable(f"not a query: {type(tree).__name__}")
+        scope = build_scope(tree)
+        out: dict[str, list[ColumnRef]] = {}
+        for column in tree.named_selects:
+            node = lineage(column, tree, schema=known, dialect=dialect, scope=scope, trim_selects=False)
+            out[column] = sorted(
+                {
+                    (n.source.db, n.source.name, n.name.rsplit(".", 1)[-1].strip('"'))
+                    for n in node.walk()
+                    if isinstance(n.source, exp.Table)
+                }
+            )
+        return out
+    except SqlglotError as exc:
+        raise Underivable(str(exc).splitlines()[0]) from exc
+
+
+def lineage_metadata(
+    columns: Mapping[str, list[ColumnRef]], asset_key: Callable[[str, str], dg.AssetKey | None]
+) -> dict[str, dg.TableColumnLineage]:
+    """``dagster/column_lineage`` for ``columns``; ``asset_key(schema, table)`` names the
+    asset of a warehouse table (None: not an asset, left out)."""
+    deps: dict[str, list[dg.TableColumnDep]] = {}
+    for column, refs in columns.items():
+        keyed = [(asset_key(db, table), name) for db, table, name in refs]
+        deps[column] = [dg.TableColumnDep(asset_key=key, column_name=name) for key, name in keyed if key]
+    return {COLUMN_LINEAGE: dg.TableColumnLineage(deps_by_column=deps)}

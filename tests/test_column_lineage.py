@@ -1,0 +1,181 @@
+"""Column lineage across the three locations, as the session platform's runs recorded it
+in its instance (``dagster/column_lineage``), and `make impact COLUMN=` on top of it."""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from platform_shared.column_lineage import COLUMN_LINEAGE, LINEAGE_GAPS
+from platform_shared.settings import DAGSTER_WEBSERVER_URL
+
+REPO = Path(__file__).resolve().parents[1]
+MARTS = ["orders", "daily_revenue", "customers", "customer_cohorts", "products", "payment_health", "session_funnel"]
+STAGING = [f"stg_app__{t}" for t in ("customers", "order_items", "orders", "payments", "products", "web_sessions")]
+ML_TABLES = ["features/customer_features", "ml/customer_churn_scores", "ml/feature_drift"]
+TABLES = [*STAGING, "int_order_items_joined", *MARTS, "sessions", *ML_TABLES]
+
+
+def _metadata(platform, key: str) -> dict:
+    event = platform.instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
+    assert event and event.asset_materialization, f"{key} was never materialized"
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _lineage(platform, key: str) -> dict[str, list[tuple[str, str]]]:
+    lineage = _metadata(platform, key)[COLUMN_LINEAGE]
+    return {
+        column: sorted((d.asset_key.to_user_string(), d.column_name) for d in deps)
+        for column, deps in lineage.deps_by_column.items()
+    }
+
+
+def test_every_column_of_every_mart_and_feature_table_has_lineage(platform):
+    """Each built column has an entry, none is a gap, and each column it reads exists in
+    the upstream asset's latest materialization."""
+    for key in TABLES:
+        meta = _metadata(platform, key)
+        assert LINEAGE_GAPS not in meta, (key, meta.get(LINEAGE_GAPS))
+        built = [c.name for c in meta["dagster/column_schema"].columns]
+        lineage = _lineage(platform, key)
+        assert sorted(lineage) == sorted(built), key
+        for column, deps in lineage.items():
+            for upstream, name in deps:
+                up = _metadata(platform, upstream)
+                # A table's columns, or what a model (not a table) records as its outputs.
+                schema = up.get("dagster/column_schema")
+                columns = [c.name for c in schema.columns] if schema else list(_lineage(platform, upstream))
+                assert name in columns, f"{key}.{column} reads {upstream}.{name}, which is not among {columns}"
+
+
+def test_a_mart_s_lineage_is_exact(platform):
+    """customers (marts/customers/customers.sql): renames, aggregates, a coalesce, a join."""
+    assert _lineage(platform, "customers") == {
+        "customer_id": [("stg_app__customers", "customer_id")],
+        "country_code": [("stg_app__customers", "country_code")],
+        "signup_channel": [("stg_app__customers", "signup_channel")],
+        "signed_up_at": [("stg_app__customers", "signed_up_at")],
+        "first_ordered_at": [("orders", "ordered_at")],
+        "last_ordered_at": [("orders", "ordered_at")],
+        "order_count": [],  # count(*): rows, not a column
+        "lifetime_value": [("orders", "amount_paid")],
+        "lifetime_refunds": [("orders", "amount_refunded")],
+        "is_repeat_buyer": [],  # from order_count
+    }
+    assert _lineage(platform, "stg_app__customers")["country_code"] == [("raw/customers", "country")]
+    # A feature reads the raw table's history (raw.customers_history, the same asset).
+    assert _lineage(platform, "features/customer_features")["country"] == [("raw/customers", "country")]
+
+
+def _impact(platform, webserver, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.impact", *args],
+        cwd=REPO,
+        env={**os.environ, **platform.env, DAGSTER_WEBSERVER_URL: webserver.url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_impact_of_a_raw_column_names_every_reader_by_location(platform, webserver):
+    result = _impact(platform, webserver, "raw/customers", "--column", "country", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    hit = {loc: {a["key"]: a["columns"] for a in assets} for loc, assets in report["downstream"].items()}
+    # The champion's score is there when a champion other than the new model was compared.
+    compared = ["champion_roc_auc"] if "champion_roc_auc" in _metadata(platform, "ml/churn_model_evaluation") else []
+    assert hit == {
+        "analytics_dbt": {
+            "stg_app__customers": ["country_code"],
+            "customers": ["country_code"],
+            "dashboard/customer_value_dashboard": ["customers.country_code"],
+        },
+        "ml_features": {
+            "features/customer_features": ["country"],
+            "ml/churn_model": ["prediction"],
+            # The model's metrics; not the recency baseline's, not the churn rate.
+            "ml/churn_model_evaluation": sorted(["brier", *compared, "precision_at_10pct", "roc_auc"]),
+            "ml/churn_model_champion": ["champion"],
+            # and the champion version they name: the champion is chosen on those metrics
+            "ml/customer_churn_scores": ["churn_probability", "model_version"],
+            "ml/feature_drift": ["model_version", "psi"],
+        },
+    }
+    assert report["teams"] == ["analytics", "ml"]
+    assert report["no_column_lineage"] == []
+    # Every other asset downstream of raw/customers reads other columns only.
+    assert report["unaffected"] == []
+
+    text = _impact(platform, webserver, "raw/customers", "--column", "country")
+    assert text.returncode == 0 and text.stdout.strip().splitlines()[-1] == report["summary"]
+    columns = sum(len(c) for by_asset in hit.values() for c in by_asset.values())
+    assert report["summary"].startswith(
+        f"raw/customers.country: {columns} columns in 9 assets downstream in 2 locations"
+    )
+
+
+def test_impact_of_a_column_read_by_nobody_and_of_an_unknown_column(platform, webserver):
+    result = _impact(platform, webserver, "raw/orders", "--column", "updated_at", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["downstream"] == {
+        "analytics_dbt": [
+            {"key": "stg_app__orders", "role": "dbt model", "owners": ["team:analytics"], "columns": ["updated_at"]}
+        ]
+    }
+    assert "orders" in report["unaffected"] and "daily_revenue" in report["unaffected"]
+
+    unknown = _impact(platform, webserver, "raw/orders", "--column", "colour")
+    assert unknown.returncode == 2
+    assert "raw/orders has no column 'colour'" in unknown.stderr and "order_id" in unknown.stderr
+
+
+def test_a_dropped_source_column_fails_naming_what_reads_it_downstream(platform, webserver, tmp_path, monkeypatch):
+    """The ingestion of a copy of the platform whose source dropped customers.country: the
+    asset fails before any data moves, and its message names every downstream reader of
+    that column, in both other locations (from the session platform's webserver)."""
+    from platform_ingestion.audit import SchemaDrift
+    from platform_ingestion.engine import ingest_table
+    from platform_ingestion.loading import LoadRequest
+    from platform_ingestion.resources import dlt_state_dir
+    from platform_shared import Warehouse, load_catalog, load_settings
+
+    for name in ("app.db", "warehouse.duckdb"):
+        shutil.copy(platform.root / name, tmp_path / name)
+    with sqlite3.connect(tmp_path / "app.db") as conn:
+        conn.execute("alter table customers drop column country")
+    env = platform.env | {
+        "SOURCE_DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+        "WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
+        DAGSTER_WEBSERVER_URL: webserver.url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    customers = next(t for t in load_catalog(settings.catalog_path).tables if t.source == "customers")
+    warehouse = Warehouse(path=str(settings.warehouse_path))
+    with pytest.raises(SchemaDrift) as raised:
+        ingest_table(
+            customers,
+            request=LoadRequest(),
+            warehouse=warehouse,
+            source_url=settings.source_database_url,
+            pipelines_dir=dlt_state_dir(settings),
+            hash_key="test-only-key",
+        )
+    message = str(raised.value)
+    assert message.startswith("Source table 'customers': column(s) ['country'] were dropped or renamed in the source.")
+    assert (
+        "Downstream of raw/customers.country: analytics_dbt: customers (country_code), "
+        "dashboard/customer_value_dashboard (customers.country_code), stg_app__customers (country_code); "
+        "ml_features: features/customer_features (country), ml/churn_model (prediction), "
+    ) in message
+    with warehouse.connect(read_only=True) as conn:  # the last good copy stays
+        assert conn.execute("select count(country) > 0 from raw.customers").fetchall() == [(True,)]
