@@ -54,11 +54,14 @@ def test_a_raw_column_missing_from_the_last_load_fails_the_column_contract(webse
 @pytest.fixture(scope="module")
 def broken_check(platform, tmp_path_factory) -> subprocess.CompletedProcess:
     """`make check` on a workspace with a rogue fourth location and a catalog that lost
-    payments and gained a table nothing reads (one webserver start for all the cases)."""
+    payments, excludes customers.country and gained a table nothing reads (one webserver
+    start for all the cases)."""
     tmp = tmp_path_factory.mktemp("broken")
     catalog = yaml.safe_load(load_settings().catalog_path.read_text())["attributes"]
     catalog["tables"] = [t for t in catalog["tables"] if t["source"] != "payments"]
     catalog["tables"].append({"source": "audit_log", "primary_key": "id"})
+    customers = next(t for t in catalog["tables"] if t["source"] == "customers")
+    customers.setdefault("columns", {})["exclude"] = ["country"]
     (tmp / "catalog.yml").write_text(yaml.safe_dump(catalog))
     workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())
     for name in ("rogue", "broken"):
@@ -151,3 +154,14 @@ def test_impact_of_an_unknown_asset_names_it(platform, webserver):
     result = _tool("impact", "raw/ordres", env={**platform.env, DAGSTER_WEBSERVER_URL: webserver.url})
     assert result.returncode == 2
     assert "no code location defines the asset 'raw/ordres'" in result.stderr
+
+
+def test_a_raw_column_the_catalog_stops_loading_fails_naming_its_readers(broken_check):
+    catalog = next(line for line in broken_check.stdout.splitlines() if "catalog does not load" in line)
+    path = catalog.split(" in ", 1)[1].rstrip(")")
+    assert [e for e in _lines(broken_check, "error: ") if "reads raw/customers.country" in e] == [
+        "error: features/customer_features (ml_features): column country reads raw/customers.country, which "
+        f"the catalog does not load (columns.exclude of 'customers' in {path})",
+        "error: stg_app__customers (analytics_dbt): column country_code reads raw/customers.country, which "
+        f"the catalog does not load (columns.exclude of 'customers' in {path})",
+    ]

@@ -12,7 +12,8 @@ settings: INGESTION_CATALOG and the rest) and reads its GraphQL API. Errors:
 - a column that reads a column its upstream asset does not have: column lineage as the
   assets recorded it in the instance (``dagster/column_lineage``: dbt models, ML features,
   dashboards' declared mart columns) against the columns of each upstream asset's latest
-  materialization (a raw column the catalog excludes, or the source dropped, shows here).
+  materialization, or that the catalog no longer loads (``columns.exclude``/``select``):
+  an excluded raw column fails the check before the next load.
 
 Warning: a catalog table that nothing downstream reads.
 
@@ -24,9 +25,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from platform_shared import TEAMS, load_catalog, load_settings, raw_asset_key
+from platform_shared import TEAMS, CatalogTable, load_catalog, load_settings, raw_asset_key
 from platform_shared.lineage import Columns, Graph, fetch_columns, fetch_graph
 from tools.webserver import REPO, webserver
 
@@ -64,19 +66,35 @@ def problems(graph: Graph, catalog_tables: list[str]) -> tuple[list[str], list[s
     return errors, warnings
 
 
-def column_problems(graph: Graph, columns: Columns) -> list[str]:
-    """Columns that read an upstream column the upstream asset's latest materialization lacks."""
+def not_loaded(tables: Iterable[CatalogTable], columns: Columns, catalog: Path) -> dict[str, dict[str, str]]:
+    """Per raw asset, the columns of its latest load that the catalog no longer loads, and why."""
+    out: dict[str, dict[str, str]] = {}
+    for t in tables:
+        key = raw_asset_key(t.warehouse_name).to_user_string()
+        for column in columns.schema.get(key, []):
+            if column in t.columns.exclude:
+                out.setdefault(key, {})[column] = f"columns.exclude of {t.source!r} in {catalog}"
+            elif t.columns.select and column not in (*t.columns.select, *t.primary_key):
+                out.setdefault(key, {})[column] = f"not in columns.select of {t.source!r} in {catalog}"
+    return out
+
+
+def column_problems(graph: Graph, columns: Columns, excluded: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """Columns that read an upstream column the upstream asset's latest materialization
+    lacks, or that the catalog (``excluded``, from ``not_loaded``) no longer loads."""
     location = {key: nodes[0].location for key, nodes in graph.definitions().items()}
     errors = []
     for key, by_column in sorted(columns.lineage.items()):
         for column, deps in by_column.items():
             for upstream, name in deps:
+                where = f"{key} ({location.get(key, '?')}): column {column} reads {upstream}.{name}, which"
                 have = columns.schema.get(upstream)
-                if have is not None and name not in have:
-                    errors.append(
-                        f"{key} ({location.get(key, '?')}): column {column} reads {upstream}.{name}, which "
-                        f"{upstream} ({location.get(upstream, '?')}) does not have in its latest materialization"
-                    )
+                why = (excluded or {}).get(upstream, {}).get(name)
+                if why:
+                    errors.append(f"{where} the catalog does not load ({why})")
+                elif have is not None and name not in have:
+                    owner = location.get(upstream, "?")
+                    errors.append(f"{where} {upstream} ({owner}) does not have in its latest materialization")
     return errors
 
 
@@ -87,14 +105,15 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     settings = load_settings()
-    catalog = [raw_asset_key(t.warehouse_name).to_user_string() for t in load_catalog(settings.catalog_path).tables]
+    tables = load_catalog(settings.catalog_path).tables
+    catalog = [raw_asset_key(t.warehouse_name).to_user_string() for t in tables]
     if args.url:
         graph, columns = fetch_graph(args.url), fetch_columns(args.url)
     else:
         with webserver(args.workspace) as url:
             graph, columns = fetch_graph(url), fetch_columns(url)
     errors, warnings = problems(graph, catalog)
-    errors += column_problems(graph, columns)
+    errors += column_problems(graph, columns, not_loaded(tables, columns, settings.catalog_path))
     for w in warnings:
         print(f"warning: {w}")
     for e in errors:
