@@ -69,6 +69,13 @@ def test_the_global_lineage_shows_every_location_and_what_raw_orders_feeds(webse
         page.keyboard.press("Enter")
         # The UI's own count of what raw/orders feeds equals the one from the GraphQL graph.
         expect(page.get_by_text(f"Materialize all ({len(fed) + 1})")).to_be_visible(timeout=30_000)
+        # The graph draws collapsed groups; its own shortcut (Alt+E) expands them all, so the
+        # picture shows the assets of every location.
+        page.keyboard.press("Escape")
+        page.mouse.click(1000, 900)
+        page.keyboard.press("Alt+KeyE")
+        for asset in ("daily_revenue", "customer_features", "revenue_dashboard"):
+            expect(page.get_by_text(asset, exact=True).first).to_be_visible(timeout=30_000)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
         browser.close()
