@@ -129,6 +129,9 @@ def test_a_run_that_will_be_retried_alerts_only_through_its_retry(tmp_path, monk
     assert sent[0] == [] and sent[1] == [run_id]
     (alert,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert alert["failed_assets"] == ["breaks"] and "breaks not materialized" in alert["text"]
+    # The step's own error, as the asset raised it (a drift error names the column's readers).
+    assert alert["step_errors"] == ["breaks: RuntimeError: the source went away"]
+    assert alert["text"].endswith("\nbreaks: RuntimeError: the source went away")
 
 
 LAUNCH = """
@@ -182,6 +185,8 @@ def test_with_a_real_daemon_a_failed_table_alerts_and_a_good_one_flows_on(fresh_
         assert alert["kind"] == "run_failure" and alert["location"] == "ingestion"
         assert alert["failed_assets"] == ["raw/orders"]
         assert "orders" in alert["error"] or "orders" in alert["text"]
+        (error,) = alert["step_errors"]
+        assert error.startswith("raw__orders: ") and "'orders'" in error and error in alert["text"]
         report = alert["impact"]["raw/orders"]
         assert set(report["downstream"]) == {"analytics_dbt", "ml_features"}
         assert report["roles"]["dashboard"] >= 1 and report["summary"] in alert["text"]

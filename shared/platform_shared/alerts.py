@@ -94,6 +94,20 @@ def run_failures(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], 
     return [k for k in dict.fromkeys(planned) if k not in done], checks
 
 
+def step_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Each failed step of a run with its error as the user's code raised it (Dagster wraps
+    it: its innermost cause), e.g. a schema drift naming the columns' readers downstream."""
+    errors = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if event and error is not None:
+            errors.append(f"{event.step_key}: {error.message.strip()}")
+    return errors
+
+
 def alert_sensors(location: str) -> list[dg.SensorDefinition]:
     """The run-failure and freshness alert sensors of a location, running by default."""
 
@@ -115,6 +129,7 @@ def alert_sensors(location: str) -> list[dg.SensorDefinition]:
         what = [f"{', '.join(assets)} not materialized"] if assets else []
         what += [f"failed checks: {', '.join(checks)}"] if checks else []
         headline = f"[{location}] run {run.run_id} failed: {'; '.join(what) or context.failure_event.message}"
+        errors = step_errors(context.instance, run.run_id)
         where = deliver(
             {
                 "kind": "run_failure",
@@ -124,8 +139,9 @@ def alert_sensors(location: str) -> list[dg.SensorDefinition]:
                 "failed_assets": assets,
                 "failed_checks": checks,
                 "error": context.failure_event.message,
+                "step_errors": errors,
                 "impact": reports,
-                "text": _text(headline, reports),
+                "text": "\n".join([_text(headline, reports), *errors]),
             },
             settings,
         )
