@@ -163,6 +163,27 @@ def test_marts_and_features_equal_the_duckdb_build(pg_platform, platform):
     assert scores["customer_id"].is_unique and scores["churn_probability"].between(0, 1).all()
 
 
+def test_column_lineage_is_the_same_with_either_warehouse(pg_platform, platform):
+    """The dbt models' lineage from SQL compiled for PostgreSQL (its dialect) and the
+    features' equal those of the DuckDB build, with no gap."""
+    _, env, _ = pg_platform
+
+    def lineage(instance: dg.DagsterInstance) -> dict:
+        out = {}
+        for key in [*MARTS, "stg_app__customers", "features/customer_features"]:
+            event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
+            meta = event.asset_materialization.metadata
+            assert "column_lineage_gaps" not in meta, (key, meta["column_lineage_gaps"])
+            out[key] = {
+                column: sorted((d.asset_key.to_user_string(), d.column_name) for d in deps)
+                for column, deps in meta["dagster/column_lineage"].value.deps_by_column.items()
+            }
+        return out
+
+    with dg.DagsterInstance.from_config(env[platform_settings.DAGSTER_HOME]) as instance:
+        assert lineage(instance) == lineage(platform.instance)
+
+
 def test_the_global_graph_is_the_same_with_either_warehouse(pg_platform, platform):
     _, env, _ = pg_platform
     duck = json.loads(
