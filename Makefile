@@ -125,40 +125,20 @@ impact: setup  ## every asset (or column) downstream of one, by location: make i
 lineage-page: setup  ## the column lineage across locations as one HTML page, data/lineage.html: make lineage-page [ASSET=raw/customers] [COLUMN=country]
 	@python -m tools.lineage_page $(if $(ASSET),--asset $(ASSET)) $(if $(COLUMN),--column $(COLUMN))
 
-# The suite's groups run side by side (pytest-xdist, TEST_WORKERS at once; the groups are in
-# conftest.py): its tests wait on servers and daemons more than they compute. Its postgres
-# group also runs each location's tests on the PostgreSQL cluster, in the location's own
-# environment (tests/test_location_postgres_tests.py): those must not overlap (one restarts
-# the cluster). The other tests of the ingestion and ML locations run beside the suite
-# (their output follows it); the analytics location's re-parse analytics_dbt/target, which
-# the suite's code servers read, so they run after. The graph contract of `make check` is
-# a test of the suite (test_the_real_workspace_keeps_the_contract). LOCATION_PYTEST_ARGS
-# narrows the location tests (`-k ...`; not `-m`, which would replace the postgres split).
-# TEST_WORKERS=0 runs the suite in one process.
-TEST_LOGS := $(CURDIR)/.test-logs
+# tools/test_all.py says how the suite and the location tests share the machine.
+# TEST_WORKERS=0 runs the suite in one process; PYTEST_ARGS go to the suite's pytest,
+# LOCATION_PYTEST_ARGS to the location tests (`-k ...`; not `-m`).
 TEST_WORKERS ?= 4
 lint: setup  ## ruff (lint, format) and basedpyright (types) on the Python code (part of make test; `ruff format .` fixes the format)
-	ruff check .
-	ruff format --check .
-	basedpyright
+	ruff check . && ruff format --check . && basedpyright
 
 test: setup envs lint  ## set up, lint, run the cross-location suite (the graph contract too) and each location's tests
-	@mkdir -p $(TEST_LOGS); status=0; \
-	{ s=0; for loc in $(filter-out analytics_dbt,$(LOCATIONS)); do \
-		$(MAKE) --no-print-directory test-locations LOCATION_TESTS=$$loc \
-			LOCATION_PYTEST_ARGS="-m 'not postgres' $(LOCATION_PYTEST_ARGS)" || s=1; done; \
-		exit $$s; } >$(TEST_LOGS)/locations.log 2>&1 & beside=$$!; \
-	pytest tests shared/tests -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || status=1; \
-	wait $$beside || status=1; cat $(TEST_LOGS)/locations.log; \
-	$(MAKE) --no-print-directory test-locations LOCATION_TESTS=analytics_dbt || status=1; \
-	exit $$status
+	python -m tools.test_all --workers $(TEST_WORKERS) --location-args "$(LOCATION_PYTEST_ARGS)" $(PYTEST_ARGS)
 
-# Each location's own tests, in its own environment (as its team's CI would run them).
+# Each location's tests, in its own environment (as its team's CI would run them).
 LOCATION_TESTS := $(LOCATIONS)
 test-locations: envs  ## each location's tests in its own environment
-	@set -e; for loc in $(LOCATION_TESTS); do \
-		echo "== $$loc/tests in $$loc/.venv"; \
-		PATH=$(CURDIR)/$$loc/.venv/bin:/usr/sbin:/usr/bin:/sbin:/bin $$loc/.venv/bin/pytest $$loc/tests $(LOCATION_PYTEST_ARGS); done
+	@for loc in $(LOCATION_TESTS); do python -m tools.test_all --only $$loc --location-args "$(LOCATION_PYTEST_ARGS)" || exit 1; done
 
 # The PostgreSQL-backed instance: deploy/dagster.yaml in DEPLOY_HOME (the DAGSTER_HOME of the
 # deployment's webserver and daemon), connection from DAGSTER_PG_* (see .env.example).
