@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from platform_shared import lineage, load_settings
+from platform_shared import lineage, load_catalog, load_settings
 from platform_shared.settings import DAGSTER_WEBSERVER_URL, INGESTION_CATALOG
+from tools import column_contract
 from tools.check_graph import column_problems, problems
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,9 +161,37 @@ def test_impact_of_an_unknown_asset_names_it(platform, webserver):
 def test_a_raw_column_the_catalog_stops_loading_fails_naming_its_readers(broken_check):
     catalog = next(line for line in broken_check.stdout.splitlines() if "catalog does not load" in line)
     path = catalog.split(" in ", 1)[1].rstrip(")")
+    # Before any run too: the model's SQL against the columns the catalog will load.
+    assert (
+        "error: stg_app__customers (analytics_dbt, models/staging/app/stg_app__customers.sql): "
+        "Column 'country' could not be resolved. Line: 13, Col: 15"
+    ) in _lines(broken_check, "error: ")
     assert [e for e in _lines(broken_check, "error: ") if "reads raw/customers.country" in e] == [
         "error: features/customer_features (ml_features): column country reads raw/customers.country, which "
         f"the catalog does not load (columns.exclude of 'customers' in {path})",
         "error: stg_app__customers (analytics_dbt): column country_code reads raw/customers.country, which "
         f"the catalog does not load (columns.exclude of 'customers' in {path})",
+    ]
+
+
+def test_the_dbt_models_keep_the_column_contract_before_any_run(fresh_env, monkeypatch, tmp_path):
+    """A platform that never ran: dbt compiles the models against the raw columns the
+    catalog will load. The real catalog passes; one that excludes customers.country fails,
+    naming the model, its file, the column and the line; what reads that model is not
+    judged again."""
+    for name, value in fresh_env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    tables = load_catalog(settings.catalog_path).tables
+    manifest = column_contract.compiled_manifest(tmp_path)
+    assert column_contract.problems(tables, settings.source_database_url, manifest) == []
+    excluded = [
+        dataclasses.replace(t, columns=dataclasses.replace(t.columns, exclude=("country",)))
+        if t.source == "customers"
+        else t
+        for t in tables
+    ]
+    assert column_contract.problems(excluded, settings.source_database_url, manifest) == [
+        "stg_app__customers (analytics_dbt, models/staging/app/stg_app__customers.sql): "
+        "Column 'country' could not be resolved. Line: 13, Col: 15"
     ]

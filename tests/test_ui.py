@@ -14,6 +14,15 @@ from platform_shared import lineage
 REPO = Path(__file__).resolve().parents[1]
 # Beside the test data of `make run`; docs/global_lineage.png is a copy shown in the README.
 SCREENSHOT = REPO / "data" / "screenshots" / "global_lineage.png"
+# Debian's chromium, headless, with nothing that reaches the network by itself.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # Group of each location's assets in the graph.
 GROUPS = {
     "raw": "ingestion",
@@ -48,14 +57,7 @@ def test_the_global_lineage_shows_every_location_and_what_raw_orders_feeds(webse
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=chromium,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            args=CHROMIUM_ARGS,
         )
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.goto(f"{webserver.url}/asset-groups", wait_until="networkidle")
@@ -116,7 +118,7 @@ def test_the_column_lineage_page_traces_raw_customers_country_to_dashboards_and_
     page_file = tmp_path / "lineage.html"
     page_file.write_text(lineage_page.page(webserver.url, "raw/customers#country"))
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1800, "height": 400})
         page.goto(f"{page_file.as_uri()}#raw/customers#country")
         cards = page.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.asset)")

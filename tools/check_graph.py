@@ -13,7 +13,10 @@ settings: INGESTION_CATALOG and the rest) and reads its GraphQL API. Errors:
   assets recorded it in the instance (``dagster/column_lineage``: dbt models, ML features,
   dashboards' declared mart columns) against the columns of each upstream asset's latest
   materialization, or that the catalog no longer loads (``columns.exclude``/``select``):
-  an excluded raw column fails the check before the next load.
+  an excluded raw column fails the check before the next load;
+- a dbt model whose SQL, compiled now, reads a column its inputs will not have: the raw
+  tables as the catalog loads them from the source, and the models before it
+  (``column_contract.py``), so a new model fails before it ever ran.
 
 Warning: a catalog table that nothing downstream reads.
 
@@ -28,8 +31,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from platform_shared import TEAMS, CatalogTable, load_catalog, load_settings, raw_asset_key
 from platform_shared.lineage import Columns, Graph, fetch_columns, fetch_graph
+from tools import column_contract
 from tools.webserver import REPO, webserver
 
 
@@ -114,6 +120,10 @@ def main() -> int:
             graph, columns = fetch_graph(url), fetch_columns(url)
     errors, warnings = problems(graph, catalog)
     errors += column_problems(graph, columns, not_loaded(tables, columns, settings.catalog_path))
+    try:  # before any run: the dbt models' SQL against the raw columns the catalog will load
+        errors += column_contract.problems(tables, settings.source_database_url)
+    except OperationalError as exc:
+        warnings.append(f"the column contract before any run was not checked: the source did not answer ({exc})")
     for w in warnings:
         print(f"warning: {w}")
     for e in errors:

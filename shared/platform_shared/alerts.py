@@ -96,12 +96,12 @@ def run_failures(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], 
 
 def step_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """Each failed step of a run with its error as the user's code raised it (Dagster wraps
-    it: its innermost cause), e.g. a schema drift naming the columns' readers downstream."""
+    it; its own causes stay out), e.g. a schema drift naming the columns' readers downstream."""
     errors = []
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         event = entry.dagster_event
         error = getattr(event.event_specific_data, "error", None) if event else None
-        while error is not None and error.cause is not None:
+        while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
             error = error.cause
         if event and error is not None:
             errors.append(f"{event.step_key}: {error.message.strip()}")
