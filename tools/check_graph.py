@@ -124,6 +124,8 @@ def main() -> int:
         errors += column_contract.problems(tables, settings.source_database_url)
     except OperationalError as exc:
         warnings.append(f"the column contract before any run was not checked: the source did not answer ({exc})")
+    except RuntimeError as exc:  # dbt compile failed: the project itself is broken
+        errors.append(f"analytics_dbt: {exc}")
     for w in warnings:
         print(f"warning: {w}")
     for e in errors:

@@ -99,6 +99,8 @@ def problems(tables: Iterable[CatalogTable], source_url: str, manifest: dict | N
             for uid, n in sorted(models.items())
             if uid not in done and all(d not in models or d in done for d in n["depends_on"]["nodes"])
         ]
+        if not ready:  # dbt refuses cycles; never loop on one
+            break
         for uid in ready:
             done.add(uid)
             node = models[uid]
