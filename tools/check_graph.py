@@ -78,10 +78,9 @@ def not_loaded(tables: Iterable[CatalogTable], columns: Columns, catalog: Path) 
     for t in tables:
         key = raw_asset_key(t.warehouse_name).to_user_string()
         for column in columns.schema.get(key, []):
-            if column in t.columns.exclude:
-                out.setdefault(key, {})[column] = f"columns.exclude of {t.source!r} in {catalog}"
-            elif t.columns.select and column not in (*t.columns.select, *t.primary_key):
-                out.setdefault(key, {})[column] = f"not in columns.select of {t.source!r} in {catalog}"
+            if not t.columns.loads(column):
+                which = "columns.exclude" if column in t.columns.exclude else "not in columns.select"
+                out.setdefault(key, {})[column] = f"{which} of {t.source!r} in {catalog}"
     return out
 
 

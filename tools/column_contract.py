@@ -71,11 +71,7 @@ def raw_schema(tables: Iterable[CatalogTable], source_url: str) -> Schema:
                 names = [c["name"] for c in inspector.get_columns(t.source, schema=t.schema)]
             except NoSuchTableError:
                 continue  # the load reports it; a model reading it fails below
-            kept = [
-                n
-                for n in names
-                if n not in t.columns.exclude and (not t.columns.select or n in (*t.columns.select, *t.primary_key))
-            ]
+            kept = [n for n in names if t.columns.loads(n)]
             warehouse = warehouse_column_names(kept)
             schema[RAW_SCHEMA][t.warehouse_name] = {warehouse[n]: "text" for n in kept}
         return schema

@@ -445,12 +445,7 @@ def check_source_values(table: CatalogTable, reflected: sa.Table, source_url: st
 
 def source_columns(reflected: sa.Table, table: CatalogTable) -> dict[str, str]:
     """The loaded columns of the reflected source table and their SQL types."""
-    policy = table.columns
-    return {
-        c.name: str(c.type)
-        for c in reflected.columns
-        if (not policy.select or c.name in policy.select) and c.name not in policy.exclude
-    }
+    return {c.name: str(c.type) for c in reflected.columns if table.columns.loads(c.name)}
 
 
 def load_to_stage(

@@ -228,6 +228,11 @@ class ColumnPolicy:
     exclude: tuple[str, ...] = ()
     hash: tuple[str, ...] = ()
 
+    def loads(self, column: str) -> bool:
+        """Whether a source column lands in the warehouse (a key column always does: the
+        catalog refuses a policy that leaves one out)."""
+        return (not self.select or column in self.select) and column not in self.exclude
+
 
 @dataclass(frozen=True)
 class CatalogTable:
