@@ -27,7 +27,9 @@ def _tool(name: str, *args: str, env: dict) -> subprocess.CompletedProcess:
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=300,
+        # A tool that starts its own webserver queues behind the suite's other workspace
+        # loads (tools.webserver.one_load_at_a_time): a loaded CI machine needed over 300 s.
+        timeout=1200,
     )
 
 
