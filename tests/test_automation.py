@@ -116,6 +116,27 @@ def test_a_failed_blocking_check_stops_bad_data_before_the_marts(world):
     assert _tick(defs, instance, cursor)[0] == set()
 
 
+def test_a_new_backtest_fold_is_evaluated_alone_and_a_new_model_reevaluates_every_fold(world):
+    _, defs, instance, cursor = world
+    model, evaluation, champion = (
+        dg.AssetKey(["ml", k]) for k in ("churn_model", "churn_model_evaluation", "churn_model_champion")
+    )
+    # The feature run adds the month whose churn window just ended: that fold alone runs.
+    instance.add_dynamic_partitions("churn_backtest_cutoffs", ["2026-04-01"])
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert result.get_requested_partitions(evaluation) == {"2026-04-01"}
+    assert result.get_num_requested(champion) == 0  # it waits for the missing fold
+    instance.report_runless_asset_event(dg.AssetMaterialization(evaluation, partition="2026-04-01"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.get_num_requested(evaluation) == 0 and result.get_num_requested(champion) == 1
+    instance.report_runless_asset_event(dg.AssetMaterialization(champion))
+    instance.add_dynamic_partitions("churn_backtest_cutoffs", ["2026-05-01"])
+    # A new model version (the daily retraining): every fold is evaluated again.
+    instance.report_runless_asset_event(dg.AssetMaterialization(model))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.get_requested_partitions(evaluation) == {"2026-04-01", "2026-05-01"}
+
+
 def test_every_location_runs_its_automation_and_schedules_by_default(platform):
     locations = {loc: run_all.load_location(loc) for loc in run_all.LOCATIONS}
     sensors = {s.name: s.default_status for d in locations.values() for s in d.sensors or []}

@@ -197,3 +197,17 @@ def test_the_dbt_models_keep_the_column_contract_before_any_run(fresh_env, monke
         "stg_app__customers (analytics_dbt, models/staging/app/stg_app__customers.sql): "
         "Column 'country' could not be resolved. Line: 13, Col: 15"
     ]
+
+
+def test_the_ui_shows_the_backtest_folds_as_partitions_of_the_evaluation(webserver):
+    query = """{ assetNodeOrError(assetKey: {path: ["ml", "churn_model_evaluation"]}) { ... on AssetNode {
+        partitionKeys
+        partitionDefinition { type name }
+        assetPartitionStatuses { ... on DefaultPartitionStatuses { materializedPartitions failedPartitions } }
+    } } }"""
+    node = lineage.graphql(webserver.url, query)["assetNodeOrError"]
+    folds = ["2026-02-01", "2026-03-01", "2026-04-01", "2026-05-01"]  # the demo's history ends 2026-06-30
+    assert node["partitionKeys"] == folds
+    assert node["partitionDefinition"] == {"type": "DYNAMIC", "name": "churn_backtest_cutoffs"}
+    assert sorted(node["assetPartitionStatuses"]["materializedPartitions"]) == folds
+    assert node["assetPartitionStatuses"]["failedPartitions"] == []

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
@@ -34,6 +35,7 @@ class AssetRow:
     status: str
     rows: int | None
     seconds: float | None
+    partitions: int = 0  # partitions materialized, for a partitioned asset
 
 
 @dataclass
@@ -52,32 +54,76 @@ def load_location(location: str) -> dg.Definitions:
     return defs() if callable(defs) else defs
 
 
-def _seconds(meta: dict) -> float | None:
+def _seconds(meta: Mapping) -> float | None:
     for name in ("duration_s", "Execution Duration"):
         if name in meta:
             return float(meta[name].value)
     return None
 
 
+# Dagster's tags of a run over a range of partitions (a single-run backfill).
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def phases(defs: dg.Definitions) -> list[list[dg.AssetKey]]:
+    """The runs of a location, in order: everything, or, when some assets are partitioned,
+    what comes before them, then them and what follows. A run over partitions needs their
+    keys at launch, and the first run may add them (the ML features add backtest folds)."""
+    graph = defs.resolve_asset_graph()
+    later: set[dg.AssetKey] = set()
+    for key in graph.toposorted_asset_keys:
+        node = graph.get(key)
+        if node.is_materializable and (node.partitions_def or later & set(node.parent_keys)):
+            later.add(key)
+    first = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable and k not in later]
+    return [keys for keys in (first, sorted(later)) if keys]
+
+
+def partition_tags(defs: dg.Definitions, keys: list[dg.AssetKey], instance: dg.DagsterInstance) -> dict[str, str]:
+    """The partitions a plain run covers: every partition of a dynamic set (the backtest's
+    folds), the newest of a time window (today's)."""
+    graph = defs.resolve_asset_graph()
+    found = {p for k in keys if (p := graph.get(k).partitions_def)}
+    if not found:
+        return {}
+    [partitions] = found  # one partitioning per location run
+    names = partitions.get_partition_keys(dynamic_partitions_store=instance)
+    if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+        names = names[-1:]
+    if not names:
+        raise ValueError(f"{sorted(k.to_user_string() for k in keys)}: no partition to run yet")
+    return {RANGE_START: names[0], RANGE_END: names[-1]}
+
+
 def run_location(location: str, instance: dg.DagsterInstance) -> LocationResult:
-    """One in-process run of every materializable asset of a location."""
+    """Every materializable asset of a location, in one in-process run (two when some
+    assets are partitioned: ``phases``)."""
     defs = load_location(location)
-    job = plain_run_job(defs)
-    started = time.perf_counter()
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
-    elapsed = time.perf_counter() - started
     done: dict[dg.AssetKey, AssetRow] = {}
-    for event in result.get_asset_materialization_events():
-        mat = event.materialization
-        rows = mat.metadata.get("dagster/row_count")
-        done[mat.asset_key] = AssetRow(
-            mat.asset_key.to_user_string(),
-            location,
-            "materialized",
-            rows.value if rows else None,
-            _seconds(mat.metadata),
-        )
-    failed_steps = {e.step_key for e in result.all_events if e.is_step_failure}
+    failed_steps: set[str] = set()
+    evaluations = []
+    success = True
+    started = time.perf_counter()
+    for keys in phases(defs):
+        tags = partition_tags(defs, keys, instance)
+        result = plain_run_job(defs, keys).execute_in_process(instance=instance, raise_on_error=False, tags=tags)
+        for event in result.get_asset_materialization_events():
+            mat = event.materialization
+            rows = mat.metadata.get("dagster/row_count")
+            row = done.setdefault(
+                mat.asset_key,
+                AssetRow(mat.asset_key.to_user_string(), location, "materialized", None, _seconds(mat.metadata)),
+            )
+            if rows:
+                row.rows = (row.rows or 0) + int(rows.value)  # pyright: ignore[reportArgumentType]
+            if mat.partition:
+                row.partitions += 1
+        failed_steps |= {e.step_key for e in result.all_events if e.is_step_failure and e.step_key}
+        evaluations += result.get_asset_check_evaluations()
+        success = success and result.success
+        if not result.success:
+            break
+    elapsed = time.perf_counter() - started
     table = []
     for ad in defs.resolve_all_asset_specs():
         if ad.key in done:
@@ -88,11 +134,10 @@ def run_location(location: str, instance: dg.DagsterInstance) -> LocationResult:
     for row in table:
         if row.seconds is None and row.status == "materialized":
             row.seconds = round(elapsed, 2)
-    evaluations = result.get_asset_check_evaluations()
     failed_checks = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in evaluations if not c.passed]
     return LocationResult(
         location,
-        result.success,
+        success,
         sorted(table, key=lambda r: r.asset),
         failed_checks,
         len(evaluations),
@@ -110,7 +155,7 @@ def format_table(rows: list[AssetRow]) -> str:
         (
             r.asset,
             r.location,
-            r.status,
+            f"{r.status} ({r.partitions} partitions)" if r.partitions else r.status,
             f"{r.rows:,}" if r.rows is not None else "-",
             f"{r.seconds:.2f}" if r.seconds is not None else "-",
         )

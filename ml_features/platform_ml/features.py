@@ -14,9 +14,13 @@ The label, churn, looks at the 60 days after the cut-off and is null where that 
 is not over yet.
 """
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:  # pandas is imported when a step runs (model.py says why)
+    import pandas as pd
 
 from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, raw_asset_key, replace_table
 from platform_shared.column_lineage import (
@@ -48,6 +52,9 @@ CATEGORICAL_FEATURES = ["country", "signup_channel"]
 FEATURE_COLUMNS = NUMERIC_FEATURES + CATEGORICAL_FEATURES
 # How many monthly snapshots before the newest labelled one go into training.
 TRAINING_SNAPSHOTS = 6
+# The walk-forward backtest: how many month starts (the newest whose churn window is over)
+# the evaluation covers when the features are built; older folds stay once evaluated.
+BACKTEST_FOLDS = 4
 
 _CUSTOMER_VERSIONS = {
     # With history: each version is valid from its source updated_at to the next one's.
@@ -208,6 +215,44 @@ def snapshot_dates(last_event: datetime) -> list[datetime]:
     test = today - timedelta(days=CHURN_WINDOW_DAYS)
     train = [test - timedelta(days=CHURN_WINDOW_DAYS + 30 * k) for k in range(TRAINING_SNAPSHOTS)]
     return [today, test, *train]
+
+
+def _month_start(day: date, months_back: int = 0) -> datetime:
+    year, month = divmod(day.year * 12 + day.month - 1 - months_back, 12)
+    return datetime(year, month + 1, 1)
+
+
+def backtest_cutoffs(last_event: datetime, folds: int = BACKTEST_FOLDS) -> list[datetime]:
+    """The test cut-offs of the walk-forward backtest, oldest first: the newest ``folds``
+    month starts whose churn window is over by the data's today (``snapshot_dates``).
+    Month starts, not days counted back from today: a fold keeps its cut-off from one day
+    to the next, so it is a stable partition and a new month is one new partition.
+
+    Example:
+        >>> [d.date().isoformat() for d in backtest_cutoffs(datetime(2026, 6, 30, 12))]
+        ['2026-02-01', '2026-03-01', '2026-04-01', '2026-05-01']
+    """
+    today, test, *_ = snapshot_dates(last_event)
+    return [_month_start(test.date(), k) for k in reversed(range(folds))]
+
+
+def fold_training_cutoffs(test: datetime) -> list[datetime]:
+    """What the fold tested at ``test`` trains on, oldest first: the ``TRAINING_SNAPSHOTS``
+    month starts whose churn label window is over by ``test`` (what was known then).
+
+    Example:
+        >>> [d.date().isoformat() for d in fold_training_cutoffs(datetime(2026, 5, 1))]
+        ['2025-10-01', '2025-11-01', '2025-12-01', '2026-01-01', '2026-02-01', '2026-03-01']
+    """
+    newest = (test - timedelta(days=CHURN_WINDOW_DAYS)).date()
+    return [_month_start(newest, k) for k in reversed(range(TRAINING_SNAPSHOTS))]
+
+
+def fold_features(conn, tests: list[datetime]) -> "pd.DataFrame":
+    """The point-in-time features of every snapshot the folds tested at ``tests`` need
+    (one query for all of them: the folds share most of their training snapshots)."""
+    cutoffs = sorted({*tests, *(c for t in tests for c in fold_training_cutoffs(t))})
+    return conn.execute(features_sql(conn, cutoffs)).df()
 
 
 def has_customer_history(conn) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,6 +59,63 @@ def time_split(features: pd.DataFrame) -> Split:
         test=labelled[labelled["as_of"] == newest],
         score=current[current["as_of"] == current["as_of"].max()],
     )
+
+
+def fold_split(features: pd.DataFrame, test: datetime, training: list[datetime]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training and test rows of one backtest fold: the training snapshots
+    (``features.fold_training_cutoffs``) and the test one, labelled rows only."""
+    import pandas as pd
+
+    labelled = features.loc[features["churned"].notna()]
+    train_rows = labelled.loc[labelled["as_of"].isin([pd.Timestamp(c) for c in training])]
+    return train_rows, labelled.loc[labelled["as_of"] == pd.Timestamp(test)]
+
+
+@dataclass(frozen=True)
+class Backtest:
+    """A model configuration's folds (one dict of metrics per test cut-off) summed up."""
+
+    folds: dict[str, dict]
+
+    def mean(self, metric: str = "roc_auc") -> float:
+        return float(np.mean([f[metric] for f in self.folds.values()]))
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        """The fold with the lowest ROC AUC, and that AUC."""
+        cutoff = min(self.folds, key=lambda c: self.folds[c]["roc_auc"])
+        return cutoff, self.folds[cutoff]["roc_auc"]
+
+    @property
+    def trend(self) -> float:
+        """ROC AUC per fold, newest minus oldest: negative when the model ages badly."""
+        ordered = [self.folds[c]["roc_auc"] for c in sorted(self.folds)]
+        return ordered[-1] - ordered[0]
+
+    def champion_mean(self) -> float | None:
+        """The champion configuration's mean ROC AUC on the same folds: None when there is
+        no other champion, NaN when a fold could not score it."""
+        scores = [f.get("champion_roc_auc") for f in self.folds.values()]
+        if all(s is None for s in scores):
+            return None
+        return float(np.mean([np.nan if s is None else s for s in scores]))
+
+    def beats_baseline(self, margin: float) -> str | None:
+        """Why the configuration is not good enough to publish, or None: its mean ROC AUC
+        must be ``margin`` above chance, its worst fold's half that, and its mean Brier
+        score below the constant baseline's (one fold may be worse calibrated: with few
+        rows the trees are overconfident)."""
+        problems = []
+        if self.mean() < 0.5 + margin:
+            problems.append(f"mean ROC AUC {self.mean():.3f} (needs {0.5 + margin:.2f})")
+        cutoff, worst = self.worst
+        if worst < 0.5 + margin / 2:
+            problems.append(f"ROC AUC {worst:.3f} in the fold {cutoff} (needs {0.5 + margin / 2:.2f} in every fold)")
+        if self.mean("brier") >= self.mean("prior_brier"):
+            problems.append(
+                f"mean Brier {self.mean('brier'):.3f}, the constant baseline's {self.mean('prior_brier'):.3f}"
+            )
+        return "; ".join(problems) or None
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -131,24 +189,51 @@ def evaluate(model: Pipeline, test: pd.DataFrame) -> dict[str, float]:
 
 def roc_plot(model: Pipeline, test: pd.DataFrame, title: str) -> bytes:
     """A PNG of the model's and the recency baseline's ROC curves on the test snapshot."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display here, and none needed
-    import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
     y = test["churned"].astype(int).to_numpy()
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig, ax = _pyplot().subplots(figsize=(5, 5), dpi=100)
     for label, scores in [("model", predict(model, test)), ("recency baseline", test["recency_days"])]:
         fpr, tpr, _ = roc_curve(y, scores)
         ax.plot(fpr, tpr, label=f"{label} (AUC {roc_auc_score(y, scores):.3f})")
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here, and none needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return buffer.getvalue()
+
+
+def backtest_plot(backtest: Backtest, title: str) -> bytes:
+    """A PNG of the ROC AUC per fold: the model, the recency baseline, the champion."""
+    cutoffs = sorted(backtest.folds)
+    fig, ax = _pyplot().subplots(figsize=(6, 4), dpi=100)
+    for label, metric in [
+        ("model", "roc_auc"),
+        ("recency baseline", "recency_roc_auc"),
+        ("champion", "champion_roc_auc"),
+    ]:
+        values = [backtest.folds[c].get(metric) for c in cutoffs]
+        if any(v is not None for v in values):
+            ax.plot(cutoffs, [np.nan if v is None else v for v in values], marker="o", label=label)
+    ax.axhline(0.5, linestyle=":", color="grey", label="chance")
+    ax.set(xlabel="test cut-off (fold)", ylabel="ROC AUC", title=title)
+    ax.legend(loc="lower left")
+    return _png(fig)
 
 
 def reference_profile(frame: pd.DataFrame, features: list[str]) -> dict:
@@ -217,13 +302,14 @@ def decide_champion(
     *,
     not_compared: str | None = None,
 ) -> tuple[bool, str]:
-    """Whether the challenger becomes the champion, and why. Both ROC AUCs come from the
-    same held-out snapshot; a champion without one (NaN, or never evaluated) gives way,
-    for the reason ``not_compared`` when the evaluation gave one.
+    """Whether the challenger becomes the champion, and why. Both ROC AUCs are means over
+    the same backtest folds (each configuration trained on what was known at each fold's
+    cut-off); a champion without one (NaN, or never evaluated) gives way, for the reason
+    ``not_compared`` when the evaluation gave one.
 
     Example:
         >>> decide_champion("v2", 0.81, "v1", 0.80)
-        (True, "ROC AUC 0.8100 beats the champion's 0.8000")
+        (True, "mean ROC AUC 0.8100 beats the champion's 0.8000")
         >>> decide_champion("v2", 0.80, "v1", 0.80)[0]
         False
     """
@@ -234,8 +320,8 @@ def decide_champion(
     if champion_auc is None or champion_auc != champion_auc:  # NaN: the champion has no score
         return True, f"the champion {champion} {not_compared or _CANNOT_SCORE}"
     if challenger_auc > champion_auc:
-        return True, f"ROC AUC {challenger_auc:.4f} beats the champion's {champion_auc:.4f}"
+        return True, f"mean ROC AUC {challenger_auc:.4f} beats the champion's {champion_auc:.4f}"
     return False, (
-        f"challenger {challenger} ROC AUC {challenger_auc:.4f} does not beat "
-        f"champion {champion}'s {champion_auc:.4f} on the same test snapshot"
+        f"challenger {challenger} mean ROC AUC {challenger_auc:.4f} does not beat "
+        f"champion {champion}'s {champion_auc:.4f} on the same backtest folds"
     )

@@ -17,8 +17,8 @@ class ModelStore(dg.ConfigurableResource):
     Layout, one folder per trained version, everything about a version beside it:
         <model_dir>/<model>/<version>/model.joblib     the fitted pipeline
                                      /info.json        training metadata, drift profile
-                                     /evaluation.json  held-out metrics
-                                     /roc.png          the ROC plot
+                                     /backtest/<cut-off>.json, .png
+                                                       one backtest fold: metrics, ROC plot
         <model_dir>/<model>/champion.json              the version that scores customers
     A plain folder is enough for one machine; a registry (MLflow...) would take its place
     in a larger deployment.
@@ -58,10 +58,19 @@ class ModelStore(dg.ConfigurableResource):
     def read(self, model: str, version: str, name: str) -> dict:
         return json.loads((self.folder(model) / version / name).read_text())
 
-    def write(self, model: str, version: str, name: str, data: dict) -> Path:
+    def write(self, model: str, version: str, name: str, data: dict | bytes) -> Path:
         path = self.folder(model) / version / name
-        path.write_text(json.dumps(data, indent=2, default=str))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(json.dumps(data, indent=2, default=str))
         return path
+
+    def backtest(self, model: str, version: str) -> dict[str, dict]:
+        """The backtest folds evaluated for ``version``, by test cut-off."""
+        folder = self.folder(model) / version / "backtest"
+        return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
     def champion(self, model: str) -> str | None:
         path = self.folder(model) / CHAMPION_FILE

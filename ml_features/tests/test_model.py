@@ -7,10 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from platform_ml.features import CHURN_WINDOW_DAYS, TRAINING_SNAPSHOTS, snapshot_dates
+from platform_ml.features import (
+    CHURN_WINDOW_DAYS,
+    TRAINING_SNAPSHOTS,
+    backtest_cutoffs,
+    fold_training_cutoffs,
+    snapshot_dates,
+)
 from platform_ml.model import (
     PSI_ALERT,
+    Backtest,
     decide_champion,
+    fold_split,
     labels_look_past,
     precision_at,
     psi,
@@ -130,20 +138,20 @@ def test_location_specs_snapshot(snapshot):
         ("v2", 0.80, 0.80, False, "v2 is already the champion"),
         ("v1", float("nan"), 0.60, True, "the champion v1 cannot be scored on today's features"),
         ("v1", None, 0.60, True, "the champion v1 cannot be scored on today's features"),
-        ("v1", 0.80, 0.8001, True, "ROC AUC 0.8001 beats the champion's 0.8000"),
+        ("v1", 0.80, 0.8001, True, "mean ROC AUC 0.8001 beats the champion's 0.8000"),
         (
             "v1",
             0.80,
             0.80,
             False,
-            "challenger v2 ROC AUC 0.8000 does not beat champion v1's 0.8000 on the same test snapshot",
+            "challenger v2 mean ROC AUC 0.8000 does not beat champion v1's 0.8000 on the same backtest folds",
         ),
         (
             "v1",
             0.80,
             0.75,
             False,
-            "challenger v2 ROC AUC 0.7500 does not beat champion v1's 0.8000 on the same test snapshot",
+            "challenger v2 mean ROC AUC 0.7500 does not beat champion v1's 0.8000 on the same backtest folds",
         ),
     ],
 )
@@ -151,14 +159,91 @@ def test_the_champion_changes_only_for_a_better_challenger(champion, champion_au
     assert decide_champion("v2", challenger_auc, champion, champion_auc) == (promote, reason)
 
 
-def test_a_champion_trained_on_labels_past_the_test_cutoff_gives_way():
-    # A champion trained before the leak was fixed saw the test period's orders in its
-    # labels: its score on the test snapshot is not held out, so it is not compared.
-    assert labels_look_past(["2026-02-01", "2026-04-02"], "2026-05-02")
-    assert not labels_look_past(["2026-02-01", "2026-03-03"], "2026-05-02")
-    assert labels_look_past(None, "2026-05-02")
-    reason = "was trained on labels that look past this test cut-off"
+def test_a_champion_whose_configuration_cannot_be_trained_gives_way():
+    reason = "cannot be trained on today's features: 'gone_feature'"
     assert decide_champion("v2", 0.80, "v1", float("nan"), not_compared=reason) == (True, f"the champion v1 {reason}")
+
+
+def _days(cutoffs: list[datetime]) -> list[str]:
+    return [c.date().isoformat() for c in cutoffs]
+
+
+def test_the_backtest_folds_by_hand():
+    # The demo's history ends 2026-06-30: its today is 2026-07-01, the newest labelled
+    # cut-off 2026-05-02 (60 days before), so the newest fold is the month start before it.
+    assert _days(backtest_cutoffs(datetime(2026, 6, 30, 23))) == [
+        "2026-02-01",
+        "2026-03-01",
+        "2026-04-01",
+        "2026-05-01",
+    ]
+    # A day later the folds are the same (stable partitions); a month later one is new.
+    assert backtest_cutoffs(datetime(2026, 7, 1, 8)) == backtest_cutoffs(datetime(2026, 6, 30, 23))
+    # 2026-06-01 is a fold once its window (06-01 to 07-30) is over: today 07-31.
+    assert _days(backtest_cutoffs(datetime(2026, 7, 29, 23), folds=2)) == ["2026-04-01", "2026-05-01"]
+    assert _days(backtest_cutoffs(datetime(2026, 7, 30, 1), folds=2)) == ["2026-05-01", "2026-06-01"]
+    assert _days(backtest_cutoffs(datetime(2026, 2, 15), folds=2)) == ["2025-11-01", "2025-12-01"]  # over a year end
+    # Each fold trains on the six month starts whose label window is over by its cut-off:
+    # for 2026-03-01 the newest is 2025-12-01 (its window ends 2026-01-30), not 2026-01-01
+    # (its window ends 2026-03-02, after the cut-off).
+    assert _days(fold_training_cutoffs(datetime(2026, 3, 1))) == [
+        "2025-07-01", "2025-08-01", "2025-09-01", "2025-10-01", "2025-11-01", "2025-12-01",
+    ]  # fmt: skip
+    assert _days(fold_training_cutoffs(datetime(2026, 5, 1)))[-1] == "2026-03-01"  # window ends 2026-04-30
+
+
+@pytest.mark.parametrize("last_event", [datetime(2026, 6, 30, 12), datetime(2024, 2, 29), datetime(2026, 1, 1)])
+def test_no_backtest_fold_trains_on_a_label_that_looks_past_its_test_cutoff(last_event):
+    for test in backtest_cutoffs(last_event):
+        training = fold_training_cutoffs(test)
+        assert len(training) == TRAINING_SNAPSHOTS and max(training) < test
+        assert not labels_look_past([c.isoformat() for c in training], test.isoformat())
+        # and the newest is as late as it may be: the next month start would look past.
+        later = datetime(max(training).year + max(training).month // 12, max(training).month % 12 + 1, 1)
+        assert labels_look_past([later.isoformat()], test.isoformat())
+        # The fold's test labels are known by the data's today.
+        assert test + timedelta(days=CHURN_WINDOW_DAYS) <= snapshot_dates(last_event)[0]
+
+
+def test_a_fold_trains_on_its_snapshots_and_tests_on_its_cutoff_only():
+    frame = pd.DataFrame(
+        {
+            "customer_id": [1, 2, 1, 2, 1, 2, 1, 2],
+            "as_of": pd.to_datetime(["2025-12-01"] * 2 + ["2026-01-01"] * 2 + ["2026-03-01"] * 2 + ["2026-04-01"] * 2),
+            "churned": [True, False, True, None, False, True, None, None],
+        }
+    )
+    train_rows, test_rows = fold_split(frame, datetime(2026, 3, 1), fold_training_cutoffs(datetime(2026, 3, 1)))
+    # 2026-01-01 is not a training snapshot of this fold; unlabelled rows never count.
+    assert list(zip(train_rows.as_of.dt.date.astype(str), train_rows.customer_id, strict=True)) == [
+        ("2025-12-01", 1),
+        ("2025-12-01", 2),
+    ]
+    assert list(test_rows.customer_id) == [1, 2] and set(test_rows.as_of) == {pd.Timestamp("2026-03-01")}
+
+
+def _fold(auc: float, brier: float = 0.15, champion: float | None = None) -> dict:
+    return {"roc_auc": auc, "brier": brier, "prior_brier": 0.24, "champion_roc_auc": champion}
+
+
+def test_the_backtest_summary_and_gate_by_hand():
+    backtest = Backtest({"2026-03-01": _fold(0.70, champion=0.72), "2026-02-01": _fold(0.80, champion=0.74)})
+    assert backtest.mean() == pytest.approx(0.75) and backtest.worst == ("2026-03-01", 0.70)
+    assert backtest.trend == pytest.approx(-0.10)  # newest fold minus oldest
+    assert backtest.champion_mean() == pytest.approx(0.73)
+    assert backtest.beats_baseline(0.1) is None
+    weak = Backtest({"2026-02-01": _fold(0.75, brier=0.20), "2026-03-01": _fold(0.52, brier=0.30)})
+    assert weak.champion_mean() is None
+    # Its mean, 0.635, passes; its worst fold and its mean Brier score do not.
+    assert weak.beats_baseline(0.1) == (
+        "ROC AUC 0.520 in the fold 2026-03-01 (needs 0.55 in every fold); "
+        "mean Brier 0.250, the constant baseline's 0.240"
+    )
+    # One fold worse calibrated than the baseline is allowed when the mean is better.
+    assert Backtest({"a": _fold(0.8, brier=0.26), "b": _fold(0.8, brier=0.15)}).beats_baseline(0.1) is None
+    assert "mean ROC AUC 0.530 (needs 0.60)" in Backtest({"a": _fold(0.53)}).beats_baseline(0.1)
+    # A fold that could not score the champion makes its mean unknown (NaN): it gives way.
+    assert np.isnan(Backtest({"a": _fold(0.7, champion=0.7), "b": _fold(0.7, champion=float("nan"))}).champion_mean())
 
 
 def test_no_setting_is_read_at_import():

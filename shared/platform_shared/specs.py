@@ -12,7 +12,7 @@ import dagster as dg
 
 def location_specs(defs: dg.Definitions) -> dict:
     """Assets (keys, dependencies, owners, kinds, group, pools, tags, metadata, automation
-    condition, freshness policy), asset checks (blocking or not), schedules, sensors, jobs,
+    condition, freshness policy, partitions, backfill policy), asset checks (blocking or not), schedules, sensors, jobs,
     resources and the executor of ``defs``."""
     graph = defs.resolve_asset_graph()
     assets = {}
@@ -33,6 +33,8 @@ def location_specs(defs: dg.Definitions) -> dict:
             "description": node.description,
             "automation_condition": _describe(condition) if condition else None,
             "freshness_policy": str(node.freshness_policy) if node.freshness_policy else None,
+            "partitions": str(node.partitions_def) if node.partitions_def else None,
+            "backfill_policy": str(node.backfill_policy) if node.backfill_policy else None,
             "code_version": node.code_version,
         }
     checks = {
