@@ -23,7 +23,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest reconcile discover run backtest dev location lint dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
+.PHONY: help setup seed seed-if-missing ingest reconcile discover run backfill backtest dev location lint dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,10 @@ discover: setup  ## write a catalog from SOURCE_DATABASE_URL to CATALOG_OUT (def
 
 run: seed-if-missing  ## set up and materialize every asset of the three locations
 	python -m tools.run_all
+
+backfill: setup  ## rebuild days of the daily dbt models (tag daily) in one run: make backfill FROM=2026-06-10 TO=2026-06-12
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=<first day> TO=<last day>" >&2; exit 2; }
+	dagster asset materialize -m platform_analytics.definitions --select "tag:daily" --partition-range "$(FROM)...$(TO)"
 
 backtest: setup  ## the newest churn model's walk-forward backtest beside its single held-out split (after make run)
 	python -m tools.backtest $(if $(PLOT),--plot $(PLOT))

@@ -1,13 +1,16 @@
 """The analytics location on a warehouse filled by real ingestion (a copy per test)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from platform_analytics.project import PROJECT_DIR
@@ -17,6 +20,9 @@ from platform_shared import settings as s
 from tools import run_all
 
 DBT = str(Path(sys.executable).parent / "dbt")
+REPO = Path(__file__).resolve().parents[1]
+# The daily models and the day each is partitioned by.
+DAILY = {"sessions": "session_date", "session_funnel": "session_date", "daily_revenue": "order_date"}
 
 
 @pytest.fixture
@@ -213,3 +219,96 @@ def test_slim_ci_selects_only_what_changed_and_its_children(tmp_path):
     # Only the changed model: `--output name` prints one name a line after dbt's log lines.
     names = [line for line in listed.stdout.splitlines() if line and " " not in line and not line.startswith("\x1b")]
     assert names == ["products"], listed.stdout
+
+
+def backfill_three_days(
+    env: dict[str, str], execute: Callable[[str], None], read: Callable[[str], pd.DataFrame]
+) -> None:
+    """`make backfill` of 2026-06-10 to 2026-06-12 after changes on 06-11, 06-12 and (outside
+    the range) 06-20: the three days are rebuilt from upstream, every other row of the daily
+    models is what it was (06-20 stays stale), and Dagster records exactly those partitions.
+    ``execute`` and ``read`` run SQL on the warehouse under test (DuckDB or PostgreSQL)."""
+    days = ["2026-06-10", "2026-06-11", "2026-06-12"]
+    stg = "staging.stg_app__web_sessions"
+    execute(
+        f"update raw.web_sessions set traffic_source = 'backfill_test' "
+        f"where session_id in (select session_id from {stg} where session_date in ('2026-06-11', '2026-06-20'))"
+    )
+    gone = read(
+        f"select min(session_id) as id from {stg} where session_date = '2026-06-12' "
+        f"union all select min(session_id) from {stg} where session_date = '2026-06-20'"
+    )["id"].tolist()
+    execute(f"delete from raw.web_sessions where session_id in ({gone[0]}, {gone[1]})")
+    execute(
+        "update marts.orders set amount_paid = amount_paid + 10 where order_id in "
+        "(select min(order_id) from marts.orders where order_date = '2026-06-11' "
+        "union all select min(order_id) from marts.orders where order_date = '2026-06-20')"
+    )
+
+    def frames() -> dict[str, pd.DataFrame]:
+        out = {}
+        for table, day in DAILY.items():
+            frame = read(f"select * from marts.{table}")
+            frame["_day"] = pd.to_datetime(frame[day]).dt.strftime("%Y-%m-%d")
+            out[table] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+        return out
+
+    before = frames()
+    done = subprocess.run(
+        ["make", "--no-print-directory", "backfill", f"FROM={days[0]}", f"TO={days[-1]}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    after = frames()
+    for table in DAILY:
+        outside = [f[~f["_day"].isin(days)].reset_index(drop=True) for f in (before[table], after[table])]
+        assert len(outside[0]) > 0
+        pd.testing.assert_frame_equal(outside[1], outside[0])  # untouched, 06-20 included
+    sessions = after["sessions"]
+    expected = read(f"select session_id from {stg} where session_date between '{days[0]}' and '{days[-1]}'")
+    inside = sessions[sessions["_day"].isin(days)]
+    assert sorted(inside["session_id"]) == sorted(expected["session_id"]) and gone[0] not in set(inside["session_id"])
+    assert set(inside.loc[inside["_day"] == days[1], "traffic_source"]) == {"backfill_test"}
+    assert set(inside.loc[inside["_day"] == days[0], "traffic_source"]) != {"backfill_test"}
+    assert gone[1] in set(sessions["session_id"])  # deleted upstream on 06-20: outside the range, still here
+
+    def per_day(table: str, column: str, frame: pd.DataFrame) -> dict[str, float]:
+        return frame.groupby("_day")[column].sum().astype(float).to_dict()
+
+    funnel_before, funnel_after = (
+        per_day("session_funnel", "sessions", before["session_funnel"]),
+        per_day("session_funnel", "sessions", after["session_funnel"]),
+    )
+    assert funnel_after[days[1]] == funnel_before[days[1]] and funnel_after[days[2]] == funnel_before[days[2]] - 1
+    moved = after["session_funnel"][after["session_funnel"]["_day"] == days[1]]
+    assert set(moved["traffic_source"]) == {"backfill_test"}
+    revenue_before, revenue_after = (
+        per_day("daily_revenue", "net_revenue", f) for f in (before["daily_revenue"], after["daily_revenue"])
+    )
+    assert revenue_after[days[1]] == pytest.approx(revenue_before[days[1]] + 10)
+    assert revenue_after[days[0]] == revenue_before[days[0]]
+    with dg.DagsterInstance.from_config(env[s.DAGSTER_HOME]) as instance:
+        for table in DAILY:
+            records = instance.fetch_materializations(dg.AssetKey([table]), limit=100).records
+            assert sorted(r.partition_key for r in records) == days, table
+
+
+def test_a_backfill_of_three_days_rebuilds_exactly_those_days(platform, warehouse, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, **platform.env, s.WAREHOUSE_PATH: str(warehouse), s.DAGSTER_HOME: str(home)}
+
+    def execute(sql: str) -> None:
+        with duckdb.connect(str(warehouse)) as conn:
+            conn.execute(sql)
+
+    def read(sql: str) -> pd.DataFrame:
+        with duckdb.connect(str(warehouse), read_only=True) as conn:
+            return conn.execute(sql).df()
+
+    backfill_three_days(env, execute, read)

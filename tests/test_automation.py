@@ -3,6 +3,7 @@ together: a raw table's update requests its dbt dependents, a failed blocking ch
 requests nothing past it. The dbt model runs for real, so its checks are real."""
 
 import shutil
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -50,15 +51,35 @@ def world(platform, tmp_path, monkeypatch):
         yield copy, defs, instance, cursor
 
 
-def _tick(defs, instance, cursor) -> tuple[set[dg.AssetKey], object]:
+class Requested(set):
+    """The asset keys a tick requested; ``partitions``: the partition keys of the partitioned ones."""
+
+    partitions: dict[dg.AssetKey, set[str]]
+
+
+def _tick(defs, instance, cursor) -> tuple[Requested, object]:
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    keys = defs.resolve_asset_graph().materializable_asset_keys
-    return {k for k in keys if result.get_num_requested(k)}, result.cursor
+    graph = defs.resolve_asset_graph()
+    requested = Requested(k for k in graph.materializable_asset_keys if result.get_num_requested(k))
+    requested.partitions = {k: result.get_requested_partitions(k) for k in requested if graph.get(k).partitions_def}
+    return requested, result.cursor
 
 
-def _run(defs, instance, keys) -> dg.ExecuteInProcessResult:
-    """Run the requested assets as the automation sensor's run would."""
-    return plain_run_job(defs, sorted(keys)).execute_in_process(instance=instance, raise_on_error=False)
+def _run(defs, instance, keys) -> list[dg.ExecuteInProcessResult]:
+    """Run the requested assets as the automation sensor's backfill would (a tick that
+    requests several partitions of an asset emits one): the unpartitioned ones, then,
+    unless that failed, the partitioned ones over their requested days in one run (a
+    failed parent stops its children)."""
+    partitions = getattr(keys, "partitions", {})
+    runs = []
+    if unpartitioned := sorted(k for k in keys if k not in partitions):
+        runs.append(plain_run_job(defs, unpartitioned).execute_in_process(instance=instance, raise_on_error=False))
+    if partitions and all(r.success for r in runs):
+        days = sorted({d for ds in partitions.values() for d in ds})
+        tags = {run_all.RANGE_START: days[0], run_all.RANGE_END: days[-1]}
+        job = plain_run_job(defs, sorted(partitions))
+        runs.append(job.execute_in_process(instance=instance, raise_on_error=False, tags=tags))
+    return runs
 
 
 def _dbt_downstream_of_orders(defs) -> set[dg.AssetKey]:
@@ -77,16 +98,28 @@ def test_a_raw_table_update_requests_its_dbt_dependents_across_locations(world):
     requested, cursor = _tick(defs, instance, cursor)
     # One run: the staging model of raw/orders (in another location) and everything
     # downstream of it; nothing fed by other raw tables only, and not the ML features,
-    # which retrain on their daily cron.
+    # which retrain on their daily cron. The daily marts follow in the next tick: a
+    # partitioned asset is not run with its unpartitioned parents.
     expected = _dbt_downstream_of_orders(defs)
-    assert requested == expected
-    assert MARTS <= {k.to_user_string() for k in requested}
+    daily = {k for k in expected if defs.resolve_asset_graph().get(k).partitions_def}
+    assert {k.to_user_string() for k in daily} == {"daily_revenue"}
+    assert requested == expected - daily
+    assert MARTS - {"daily_revenue"} <= {k.to_user_string() for k in requested}
     assert not {"stg_app__products", "stg_app__customers", "ml/customer_features"} & {
         k.to_user_string() for k in requested
     }
-    result = _run(defs, instance, requested)
+    [result] = _run(defs, instance, requested)
     assert result.success
     assert _materialized_in(result, requested) == requested
+    # Then the daily mart: its newest three days (today's and two before: late rows).
+    requested, cursor = _tick(defs, instance, cursor)
+    assert requested == daily
+    today = datetime.now(UTC).date()
+    days = {str(today - timedelta(days=n)) for n in range(3)}
+    assert requested.partitions == {dg.AssetKey(["daily_revenue"]): days}
+    [result] = _run(defs, instance, requested)
+    assert result.success
+    assert {e.materialization.partition for e in result.get_asset_materialization_events()} == days
     assert _tick(defs, instance, cursor)[0] == set()
 
 
@@ -96,8 +129,9 @@ def test_a_failed_blocking_check_stops_bad_data_before_the_marts(world):
         conn.execute("insert into raw.orders select * from raw.orders order by order_id limit 1")
     instance.report_runless_asset_event(dg.AssetMaterialization(ORDERS))
     requested, cursor = _tick(defs, instance, cursor)
-    assert requested == _dbt_downstream_of_orders(defs)
-    result = _run(defs, instance, requested)
+    daily = {dg.AssetKey(["daily_revenue"])}  # requested once its parents updated: they will not
+    assert requested == _dbt_downstream_of_orders(defs) - daily
+    [result] = _run(defs, instance, requested)  # the daily marts' run never starts
     failed = {c.check_name for c in result.get_asset_check_evaluations() if not c.passed}
     assert "unique_stg_app__orders_order_id" in failed
     # What the run-failure alert reports: the assets not built and the failed check.
@@ -111,7 +145,7 @@ def test_a_failed_blocking_check_stops_bad_data_before_the_marts(world):
     # Someone reruns the staging model alone: the check fails again. Plain eager() would
     # now request the marts (their dependency updated in a run that did not target
     # them); the blocking-checks condition keeps the bad data where it is.
-    rerun = _run(defs, instance, {STAGING})
+    [rerun] = _run(defs, instance, {STAGING})
     assert not rerun.success and _materialized_in(rerun, {STAGING}) == {STAGING}
     assert _tick(defs, instance, cursor)[0] == set()
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -199,15 +200,37 @@ def test_the_dbt_models_keep_the_column_contract_before_any_run(fresh_env, monke
     ]
 
 
+_PARTITIONS_QUERY = """query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) { ... on AssetNode {
+    partitionKeys
+    partitionDefinition { type name }
+    assetPartitionStatuses {
+        ... on DefaultPartitionStatuses { materializedPartitions failedPartitions }
+        ... on TimePartitionStatuses { ranges { startKey endKey status } }
+    }
+} } }"""
+
+
+def _partitions(url: str, *path: str) -> dict:
+    return lineage.graphql(url, _PARTITIONS_QUERY, {"path": list(path)})["assetNodeOrError"]
+
+
 def test_the_ui_shows_the_backtest_folds_as_partitions_of_the_evaluation(webserver):
-    query = """{ assetNodeOrError(assetKey: {path: ["ml", "churn_model_evaluation"]}) { ... on AssetNode {
-        partitionKeys
-        partitionDefinition { type name }
-        assetPartitionStatuses { ... on DefaultPartitionStatuses { materializedPartitions failedPartitions } }
-    } } }"""
-    node = lineage.graphql(webserver.url, query)["assetNodeOrError"]
+    node = _partitions(webserver.url, "ml", "churn_model_evaluation")
     folds = ["2026-02-01", "2026-03-01", "2026-04-01", "2026-05-01"]  # the demo's history ends 2026-06-30
     assert node["partitionKeys"] == folds
     assert node["partitionDefinition"] == {"type": "DYNAMIC", "name": "churn_backtest_cutoffs"}
     assert sorted(node["assetPartitionStatuses"]["materializedPartitions"]) == folds
     assert node["assetPartitionStatuses"]["failedPartitions"] == []
+
+
+def test_the_ui_shows_the_daily_partitions_of_sessions_and_today_built(webserver):
+    today = datetime.now(UTC).date().isoformat()
+    for mart in ("sessions", "session_funnel", "daily_revenue"):
+        node = _partitions(webserver.url, mart)
+        assert node["partitionDefinition"]["type"] == "TIME_WINDOW", mart
+        assert node["partitionKeys"][0] == "2024-07-01" and node["partitionKeys"][-1] == today, mart
+        # `make run` built today's partition (yesterday's if the suite crossed midnight UTC);
+        # the history is one backfill away.
+        [built] = node["assetPartitionStatuses"]["ranges"]
+        assert built["status"] == "MATERIALIZED" and built["startKey"] == built["endKey"], mart
+        assert built["startKey"] in node["partitionKeys"][-2:], mart

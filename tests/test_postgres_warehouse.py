@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from platform_ingestion import direct
 from platform_shared import load_catalog, load_settings
 from platform_shared import settings as platform_settings
+from tests.test_analytics import backfill_three_days
 from tests.test_end_to_end import assert_raw_equals_source
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,3 +239,21 @@ def test_updates_and_hard_deletes_reach_the_server_warehouse(pg_platform, platfo
         for table in ("web_sessions", "customers"):
             event = instance.get_latest_materialization_event(dg.AssetKey(["raw", table]))
             assert event.asset_materialization.metadata["backend"].value == direct.BACKEND
+
+
+def test_a_backfill_of_three_days_rebuilds_exactly_those_days_on_the_server_warehouse(pg_platform, tmp_path):
+    # Last in this module: it changes the warehouse the tests above compare.
+    url, env, _ = pg_platform
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+
+    def execute(sql: str) -> None:
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(sql))
+        finally:
+            engine.dispose()
+
+    backfill_three_days({**env, platform_settings.DAGSTER_HOME: str(home)}, execute, lambda sql: _pg(url, sql))

@@ -46,6 +46,11 @@ mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
 } }
 """
 RUN = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value } } } }"
+PARTITIONS = """
+query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
+  assetMaterializations(limit: 10) { runId partition }
+} } }
+"""
 LATEST = """
 query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset {
   assetMaterializations(limit: 1) { runId metadataEntries { label ... on IntMetadataEntry { intValue } } }
@@ -53,6 +58,7 @@ query($path: [String!]!) { assetOrError(assetKey: {path: $path}) { ... on Asset 
 """
 
 RAW_CUSTOMERS = raw_asset_key("customers")
+RAW_WEB_SESSIONS = raw_asset_key("web_sessions")
 _started = time.monotonic()
 
 
@@ -229,21 +235,7 @@ def _run(tmp: Path, pg_env: dict, procs: list) -> int:
     start("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", workspace])
     say("daemon started")
 
-    params = {
-        "selector": {
-            "repositoryLocationName": "ingestion",
-            "repositoryName": "__repository__",
-            "jobName": "__ASSET_JOB",
-            "assetSelection": [{"path": RAW_CUSTOMERS.path}],
-            # A plain load: the table's reconciliation check runs on its own schedule.
-            "assetCheckSelection": [],
-        }
-    }
-    launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
-    if launched["__typename"] != "LaunchRunSuccess":
-        raise RuntimeError(f"launching raw/customers failed: {launched}")
-    run_id = launched["run"]["runId"]
-    say(f"launched raw/customers: run {run_id}")
+    run_id = _launch(url, RAW_CUSTOMERS)
     status = wait("the raw/customers run to finish", lambda: _ended(url, run_id), timeout=300)
     if status != "SUCCESS":
         raise RuntimeError(f"the raw/customers run ended {status}: see {tmp / 'ingestion.log'}")
@@ -267,8 +259,51 @@ def _run(tmp: Path, pg_env: dict, procs: list) -> int:
     if len(set(counts.values())) != 1 or rows_in_table not in counts.values():
         raise RuntimeError(f"the warehouse disagrees with the materializations: {counts}, {rows_in_table} rows")
     say(f"warehouse ({env.get(WAREHOUSE, 'duckdb')}): " + ", ".join(f"{t} {n} rows" for t, n in counts.items()))
+
+    # The daily marts: once the staging view of raw/web_sessions is rebuilt, the automation
+    # requests the newest three days of sessions and session_funnel (a backfill, one run).
+    run_id = _launch(url, RAW_WEB_SESSIONS)
+    status = wait("the raw/web_sessions run to finish", lambda: _ended(url, run_id), timeout=300)
+    if status != "SUCCESS":
+        raise RuntimeError(f"the raw/web_sessions run ended {status}: see {tmp / 'ingestion.log'}")
+
+    def newest_days() -> list | None:
+        found = graphql(url, PARTITIONS, {"path": ["session_funnel"]})["assetOrError"]
+        return found.get("assetMaterializations") or None
+
+    days = wait("automation to build the newest days of session_funnel", newest_days, timeout=420)
+    daily_run = days[0]["runId"]  # pyright: ignore[reportIndexIssue]
+    status = wait(f"the automation run {daily_run} to finish", lambda: _ended(url, daily_run), timeout=300)
+    tags = {t["key"]: t["value"] for t in graphql(url, RUN, {"id": daily_run})["runOrError"]["tags"]}
+    partitions = sorted(d["partition"] for d in newest_days() or [])
+    if status != "SUCCESS" or "dagster/backfill" not in tags or len(partitions) != 3:
+        raise RuntimeError(f"session_funnel: run {daily_run} {status}, tags {tags}, partitions {partitions}")
+    say(f"automation built session_funnel {partitions[0]} to {partitions[-1]} in run {daily_run} (a backfill)")
+    counts = _warehouse_counts(env, ["raw.web_sessions", "marts.sessions"])
+    if len(set(counts.values())) != 1:
+        raise RuntimeError(f"marts.sessions disagrees with raw.web_sessions: {counts}")
+    say("warehouse: " + ", ".join(f"{t} {n} rows" for t, n in counts.items()))
     say("OK: the team topology works")
     return 0
+
+
+def _launch(url: str, key) -> str:
+    """Launch a plain load of one raw table (its reconciliation check runs on its own
+    schedule); returns the run's id."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "ingestion",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": key.path}],
+            "assetCheckSelection": [],
+        }
+    }
+    launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        raise RuntimeError(f"launching {key.to_user_string()} failed: {launched}")
+    say(f"launched {key.to_user_string()}: run {launched['run']['runId']}")
+    return launched["run"]["runId"]
 
 
 def _ended(url: str, run_id: str) -> str | None:

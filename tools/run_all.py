@@ -81,7 +81,9 @@ def phases(defs: dg.Definitions) -> list[list[dg.AssetKey]]:
 
 def partition_tags(defs: dg.Definitions, keys: list[dg.AssetKey], instance: dg.DagsterInstance) -> dict[str, str]:
     """The partitions a plain run covers: every partition of a dynamic set (the backtest's
-    folds), the newest of a time window (today's)."""
+    folds), the newest of a time window (today's). Not the whole history of a daily asset
+    on its first run: dbt's first build writes every day anyway, and Dagster takes minutes
+    to record some 900 days' materializations (a backfill does that, once)."""
     graph = defs.resolve_asset_graph()
     found = {p for k in keys if (p := graph.get(k).partitions_def)}
     if not found:
@@ -114,8 +116,8 @@ def run_location(location: str, instance: dg.DagsterInstance) -> LocationResult:
                 mat.asset_key,
                 AssetRow(mat.asset_key.to_user_string(), location, "materialized", None, _seconds(mat.metadata)),
             )
-            if rows:
-                row.rows = (row.rows or 0) + int(rows.value)  # pyright: ignore[reportArgumentType]
+            if rows:  # a partitioned table's count is the whole table's, in each partition
+                row.rows = int(rows.value)  # pyright: ignore[reportArgumentType]
             if mat.partition:
                 row.partitions += 1
         failed_steps |= {e.step_key for e in result.all_events if e.is_step_failure and e.step_key}

@@ -14,35 +14,73 @@ What the subclass changes, and why (dagster-dbt 0.29.27, pinned):
   the manifest under ``dagster dev`` only when its inputs changed (``prepare_if_changed``,
   instead of the component's parse on every load), and adds the dashboards (dbt exposures,
   for which dagster-dbt makes no assets).
+- ``daily_from``: the selected models as daily partitions from that day (one run for any
+  range of days: DuckDB has one writer; automation keeps the last days current). The days
+  reach dbt as ``--vars`` (``macros/daily_partition.sql``): dagster-dbt's component
+  resolves ``{{ partition_range_start }}`` in ``cli_args`` through a context its own build
+  sets, which this one does not use.
+- ``dashboards``: whether this instance adds the dashboards (the project's exposures):
+  the project is two instances here (daily models and the rest), the dashboards one set.
 - ``execute``: row counts, columns and column lineage of each built table, read after dbt
   exits (DuckDB lets no other process read the file while dbt writes it). dagster-dbt's
   own column lineage needs dbt's adapter in this process, which the location never loads:
   ``column_lineage.py`` follows the SQL dbt compiled for this run instead.
 """
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 import dagster as dg
 import dagster_dbt
+from dagster.components import DefsStateConfig
 from dagster_dbt.asset_utils import build_dbt_specs
 from dagster_dbt.dagster_dbt_translator import validate_translator
 from dagster_dbt.dbt_manifest import validate_manifest
 
 from platform_shared import load_settings, table_metadata, warehouse_pool
+from platform_shared.automation import on_upstream_update
 
 from .assets import dashboard_specs
 from .column_lineage import ModelLineage
 from .project import prepare_if_changed
 from .translator import AnalyticsTranslator
 
+# Rows of past days still change (a session updated after midnight, a late refund): a
+# daily model's automation rebuilds this many newest partitions, today's included.
+AUTOMATED_DAYS = 3
+
 
 # dagster_dbt.X, not an import of X: `dg list components` lists what this module names.
+@dataclass
 class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
     """The dbt project's models, seeds and tests as assets and checks, its exposures as
     dashboards; dbt runs from the engine's environment. Attributes as
-    ``dagster_dbt.DbtProjectComponent``'s; ``cli_args`` are plain strings here."""
+    ``dagster_dbt.DbtProjectComponent``'s (``cli_args`` are plain strings here), and:"""
+
+    daily_from: Annotated[
+        str | None,
+        dg.Resolver.default(
+            description="The first day (YYYY-MM-DD) of daily partitions of the selected models; "
+            "none: unpartitioned. Each run passes its days to dbt as --vars min_date, max_date."
+        ),
+    ] = None
+    dashboards: Annotated[bool, dg.Resolver.default(description="Add the project's exposures as dashboard assets.")] = (
+        True
+    )
+
+    @property
+    def defs_state_config(self) -> DefsStateConfig:
+        """dagster-dbt's, keyed by the selection too: two instances share one project."""
+        own = super().defs_state_config
+        return DefsStateConfig(
+            key=f"{own.key}[{self.select} -{self.exclude}]",
+            management_type=own.management_type,
+            refresh_if_dev=own.refresh_if_dev,
+        )
 
     @staticmethod
     @dg.template_var
@@ -69,16 +107,27 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
         prepare_if_changed()
         project = self.dbt_project
         manifest = validate_manifest(project.manifest_path)
+        # Every node, then this instance's selection (``_selected``): dagster-dbt evaluates
+        # any other selection with dbt-core, which this location's environment lacks.
         specs, checks = build_dbt_specs(
             translator=validate_translator(self.translator),
             manifest=manifest,
-            select=self.select,
-            exclude=self.exclude,
-            selector=self.selector,
+            select="fqn:*",
+            exclude="",
+            selector="",
             project=project,
             io_manager_key=None,
         )
+        selected = self._selected(manifest, context.path / "defs.yaml")
+        specs = [s for s in specs if s.key in selected]
+        checks = [c for c in checks if c.asset_key in selected]
         op = self._get_op_spec(project)
+        partitions, backfill = None, op.backfill_policy
+        if self.daily_from:
+            partitions = dg.DailyPartitionsDefinition(start_date=self.daily_from, end_offset=1)  # today's too
+            backfill = dg.BackfillPolicy.single_run()  # DuckDB has one writer: a range is one dbt run
+            automation = on_upstream_update(days=AUTOMATED_DAYS)
+            specs = [s.replace_attributes(automation_condition=automation) for s in specs]
 
         @dg.multi_asset(
             specs=specs,
@@ -87,16 +136,51 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
             name=op.name,
             op_tags=op.tags,
             pool=op.pool,
+            partitions_def=partitions,
+            backfill_policy=backfill,
             allow_arbitrary_check_specs=self.translator.settings.enable_source_tests_as_checks,
             required_resource_keys={"dbt", "warehouse"},
         )
         def _models(context: dg.AssetExecutionContext):
             yield from self.execute(context=context, dbt=context.resources.dbt)
 
-        return dg.Definitions(assets=[_models, *dashboard_specs(dict(manifest), self._analytics)])
+        dashboards = dashboard_specs(dict(manifest), self._analytics) if self.dashboards else []
+        return dg.Definitions(assets=[_models, *dashboards])
+
+    def _selected(self, manifest: Mapping, source: Path) -> set[dg.AssetKey]:
+        """The keys of the models this instance selects. dbt itself runs the selection
+        (``select``, ``exclude`` reach it as written); the location only needs to know which
+        assets are whose, without dbt-core (2 s more to load): tags are all it reads."""
+
+        def tag(expression: str) -> str | None:
+            if expression in ("", "fqn:*"):
+                return None
+            if not expression.startswith("tag:") or any(c in expression for c in " ,+@*"):
+                raise dg.DagsterInvalidDefinitionError(
+                    f"{source}: selection {expression!r}: this location reads `tag:<name>` or the default "
+                    "only (it loads without dbt-core); tag the models instead."
+                )
+            return expression.removeprefix("tag:")
+
+        if self.selector:
+            raise dg.DagsterInvalidDefinitionError(f"{source}: selector {self.selector!r}: select by tag: instead.")
+        want, drop = tag(self.select), tag(self.exclude)
+        return {
+            self._analytics.get_asset_key(node)
+            for node in manifest["nodes"].values()
+            if node["resource_type"] in ("model", "seed", "snapshot")
+            and (want is None or want in node.get("tags", []))
+            and (drop is None or drop not in node.get("tags", []))
+        }
 
     def execute(self, context: dg.AssetExecutionContext, dbt: dagster_dbt.DbtCliResource) -> Iterator:
-        invocation = dbt.cli([str(a) for a in self.cli_args], context=context, raise_on_error=False)
+        args = [str(a) for a in self.cli_args]
+        if self.daily_from:
+            window = context.partition_time_window  # a partition, or a backfill's range
+            days = {"min_date": window.start.date().isoformat(), "max_date": window.end.date().isoformat()}
+            args += ["--vars", json.dumps(days)]
+            context.log.info(f"Daily models rebuild the days from {days['min_date']} to before {days['max_date']}")
+        invocation = dbt.cli(args, context=context, raise_on_error=False)
         # Held back until dbt exits: DuckDB lets no other process read the file while dbt
         # writes it. (dagster-dbt's fetch_row_counts reopens the profile's database, which
         # is the attached alias here, not a file it can open.)

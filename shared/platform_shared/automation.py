@@ -7,14 +7,23 @@ passed: ``eager()`` alone ignores blocking checks and would carry bad data on.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 
 from .keys import RECONCILE_CHECK
 
 
-def on_upstream_update() -> dg.AutomationCondition:
-    """Run after any upstream asset updated, never past a failed blocking check."""
-    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+def on_upstream_update(days: int = 1) -> dg.AutomationCondition:
+    """Run after any upstream asset updated, never past a failed blocking check. A daily
+    partitioned asset rebuilds its newest ``days`` partitions, today's and those before it
+    (rows of past days still change: a session updated after midnight); ``eager()`` alone
+    rebuilds only the newest."""
+    eager = dg.AutomationCondition.eager()
+    if days > 1:
+        newest = dg.AutomationCondition.in_latest_time_window(timedelta(days=days))
+        eager = eager.replace("in_latest_time_window", newest).with_label(f"eager, newest {days} days")
+    return eager & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
 def on_cron(cron: str) -> dg.AutomationCondition:

@@ -1,7 +1,19 @@
+{#- Daily: see macros/daily_partition.sql. -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        tags=['daily'],
+        pre_hook="{{ delete_daily_window('session_date') }}"
+    )
+}}
+
 with
 
 sessions as (
     select * from {{ ref('sessions') }}
+    where {{ daily_window('session_date') }}
 ),
 
 daily as (

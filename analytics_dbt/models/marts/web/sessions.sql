@@ -1,7 +1,9 @@
 {#
-    Incremental: web sessions are append-mostly. Each run merges the sessions updated
-    within the lookback window (late updates), and the post-hook deletes sessions that
-    are gone upstream (hard deletes), so the table always equals a full refresh.
+    Incremental and daily (macros/daily_partition.sql). A run for a window of days (a
+    Dagster partition or backfill) deletes those days and rebuilds them from upstream.
+    A plain run (`dbt build`) merges the sessions updated within the lookback window
+    (late updates), and its post-hook deletes sessions that are gone upstream (hard
+    deletes), so the table always equals a full refresh.
 #}
 {{
     config(
@@ -9,7 +11,9 @@
         unique_key='session_id',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
-        post_hook="{% if is_incremental() %}delete from {{ this }} where session_id not in (select session_id from {{ ref('stg_app__web_sessions') }}){% endif %}"
+        tags=['daily'],
+        pre_hook="{% if var('min_date', none) is not none %}{{ delete_daily_window('session_date') }}{% endif %}",
+        post_hook="{% if is_incremental() and var('min_date', none) is none %}delete from {{ this }} where session_id not in (select session_id from {{ ref('stg_app__web_sessions') }}){% endif %}"
     )
 }}
 
@@ -17,7 +21,9 @@ with
 
 sessions as (
     select * from {{ ref('stg_app__web_sessions') }}
-    {% if is_incremental() %}
+    {% if is_incremental() and var('min_date', none) is not none %}
+        where {{ daily_window('session_date') }}
+    {% elif is_incremental() %}
         where updated_at >= (
             select max(updated_at) - interval '{{ var('session_lookback_days', 3) }} days'
             from {{ this }}
