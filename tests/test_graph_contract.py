@@ -164,11 +164,14 @@ def test_impact_of_an_unknown_asset_names_it(platform, webserver):
 def test_a_raw_column_the_catalog_stops_loading_fails_naming_its_readers(broken_check):
     catalog = next(line for line in broken_check.stdout.splitlines() if "catalog does not load" in line)
     path = catalog.split(" in ", 1)[1].rstrip(")")
-    # Before any run too: the model's SQL against the columns the catalog will load.
-    assert (
+    # Before any run too: the model's SQL and the feature query against the columns the
+    # catalog will load (the features also read payments, which this catalog lost).
+    assert {
         "error: stg_app__customers (analytics_dbt, models/staging/app/stg_app__customers.sql): "
-        "Column 'country' could not be resolved. Line: 13, Col: 15"
-    ) in _lines(broken_check, "error: ")
+        "Column 'country' could not be resolved. Line: 13, Col: 15",
+        "error: features/customer_features (ml_features, the query of ml_features/platform_ml/features.py): "
+        "reads raw.payments, which the warehouse does not have",
+    } <= set(_lines(broken_check, "error: "))
     assert [e for e in _lines(broken_check, "error: ") if "reads raw/customers.country" in e] == [
         "error: features/customer_features (ml_features): column country reads raw/customers.country, which "
         f"the catalog does not load (columns.exclude of 'customers' in {path})",
@@ -179,9 +182,9 @@ def test_a_raw_column_the_catalog_stops_loading_fails_naming_its_readers(broken_
 
 def test_the_dbt_models_keep_the_column_contract_before_any_run(fresh_env, monkeypatch, tmp_path):
     """A platform that never ran: dbt compiles the models against the raw columns the
-    catalog will load. The real catalog passes; one that excludes customers.country fails,
-    naming the model, its file, the column and the line; what reads that model is not
-    judged again."""
+    catalog will load, and the ML feature query is read against them too. The real catalog
+    passes; one that excludes customers.country fails, naming the model or the features,
+    the file, the column and the line; what reads that model is not judged again."""
     for name, value in fresh_env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
@@ -195,8 +198,10 @@ def test_the_dbt_models_keep_the_column_contract_before_any_run(fresh_env, monke
         for t in tables
     ]
     assert column_contract.problems(excluded, settings.source_database_url, manifest) == [
+        "features/customer_features (ml_features, the query of ml_features/platform_ml/features.py): "
+        "Column 'country' could not be resolved. Line: 10, Col: 44",
         "stg_app__customers (analytics_dbt, models/staging/app/stg_app__customers.sql): "
-        "Column 'country' could not be resolved. Line: 13, Col: 15"
+        "Column 'country' could not be resolved. Line: 13, Col: 15",
     ]
 
 

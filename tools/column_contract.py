@@ -1,4 +1,5 @@
-"""The column contract of the dbt models before any run (part of `make check`).
+"""The column contract of the dbt models and the ML features before any run (part of
+`make check`).
 
 The lineage the assets record (``dagster/column_lineage``) exists once they have run; a
 model added in a pull request, or a raw column the catalog stops loading, must fail
@@ -7,7 +8,8 @@ earlier. Here dbt compiles the project against an empty throwaway warehouse (so
 dependency order, against the raw tables as the catalog will load them (the source's
 columns, ``columns.select``/``exclude`` applied, named as the warehouse names them) and
 the output columns of the models before it. A model that reads a column none of them has
-fails, named with its file and the column.
+fails, named with its file and the column. The ML feature query (it reads the raw tables
+only, ``raw.customers_history`` when the catalog keeps it) is qualified the same way.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.exc import NoSuchTableError
 
-from platform_shared import RAW_SCHEMA, CatalogTable
+from platform_shared import HISTORY_SUFFIX, RAW_SCHEMA, CatalogTable
 from platform_shared.column_lineage import Schema, Underivable, query_lineage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +77,9 @@ def raw_schema(tables: Iterable[CatalogTable], source_url: str) -> Schema:
             kept = [n for n in names if t.columns.loads(n)]
             warehouse = warehouse_column_names(kept)
             schema[RAW_SCHEMA][t.warehouse_name] = {warehouse[n]: "text" for n in kept}
+            if t.history == "scd2":  # the same columns, and the validity of each version
+                history = {**schema[RAW_SCHEMA][t.warehouse_name], "valid_from": "text", "valid_to": "text"}
+                schema[RAW_SCHEMA][t.warehouse_name + HISTORY_SUFFIX] = history
         return schema
     finally:
         engine.dispose()
@@ -87,8 +93,9 @@ def problems(tables: Iterable[CatalogTable], source_url: str, manifest: dict | N
     if manifest is None:
         with tempfile.TemporaryDirectory() as tmp:
             manifest = compiled_manifest(Path(tmp))
+    found = feature_problems(tables, schema)
     models = {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] == "model"}
-    found, failed, done = [], set(), set()
+    failed, done = set(), set()
     while len(done) < len(models):
         ready = [
             uid
@@ -111,3 +118,15 @@ def problems(tables: Iterable[CatalogTable], source_url: str, manifest: dict | N
                 continue
             schema.setdefault(node["schema"], {})[node["alias"]] = dict.fromkeys(columns, "text")
     return found
+
+
+def feature_problems(tables: Iterable[CatalogTable], schema: Schema) -> list[str]:
+    """The ML feature query against the raw columns the catalog will load."""
+    from platform_ml.features import feature_query
+
+    history = any(t.warehouse_name == "customers" and t.history == "scd2" for t in tables)
+    try:
+        query_lineage(feature_query([datetime(2000, 1, 1)], point_in_time=history), schema)
+    except Underivable as exc:
+        return [f"features/customer_features (ml_features, the query of ml_features/platform_ml/features.py): {exc}"]
+    return []

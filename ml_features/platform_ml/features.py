@@ -265,7 +265,13 @@ def has_customer_history(conn) -> bool:
 
 def features_sql(conn, cutoffs: list[datetime]) -> str:
     """The feature table's query for the given cut-offs, on this warehouse's raw tables."""
-    return _FEATURES_SQL.replace("{customer_versions}", _CUSTOMER_VERSIONS[has_customer_history(conn)]).replace(
+    return feature_query(cutoffs, point_in_time=has_customer_history(conn))
+
+
+def feature_query(cutoffs: list[datetime], point_in_time: bool) -> str:
+    """The feature table's query, reading ``raw.customers_history`` when ``point_in_time``
+    (the catalog keeps it), else ``raw.customers``; `make check` qualifies it before any run."""
+    return _FEATURES_SQL.replace("{customer_versions}", _CUSTOMER_VERSIONS[point_in_time]).replace(
         "{cutoffs}", ", ".join(f"('{c.isoformat(sep=' ')}')" for c in cutoffs)
     )
 
