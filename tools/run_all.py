@@ -157,7 +157,7 @@ def format_table(rows: list[AssetRow]) -> str:
         (
             r.asset,
             r.location,
-            f"{r.status} ({r.partitions} partitions)" if r.partitions else r.status,
+            f"{r.status} ({r.partitions} partition{'s' if r.partitions > 1 else ''})" if r.partitions else r.status,
             f"{r.rows:,}" if r.rows is not None else "-",
             f"{r.seconds:.2f}" if r.seconds is not None else "-",
         )
