@@ -83,7 +83,7 @@ run: seed-if-missing  ## set up and materialize every asset of the three locatio
 
 backfill: setup  ## rebuild days of the daily dbt models (tag daily) in one run: make backfill FROM=2026-06-10 TO=2026-06-12
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make backfill FROM=<first day> TO=<last day>" >&2; exit 2; }
-	dagster asset materialize -m platform_analytics.definitions --select "tag:daily" --partition-range "$(FROM)...$(TO)"
+	cd analytics_dbt && dg launch --assets "tag:daily" --partition-range "$(FROM)...$(TO)"
 
 backtest: setup  ## the newest churn model's walk-forward backtest beside its single held-out split (after make run)
 	python -m tools.backtest $(if $(PLOT),--plot $(PLOT))
