@@ -41,16 +41,18 @@ def _group(item) -> str:
 
     Tests on the PostgreSQL server share one worker: each process gives the test role a new
     password, and one test restarts the server. The tests on the session's webserver share
-    one (it starts once), the other tests on the session's platform another (the platform
-    is built once for all workers: tests/conftest.py). The others go by module (module
-    fixtures are built once)."""
+    one (it starts once), the other tests on the session's platform another, its analytics
+    tests a third (the platform is built once for all workers: tests/conftest.py). The
+    others go by module (module fixtures are built once)."""
     names = getattr(item, "fixturenames", ())
     if "postgres_admin_url" in names or item.get_closest_marker("postgres"):
         return "postgres"
     if "webserver" in names:
         return "webserver"
     if "platform" in names:
-        return "platform"
+        # The analytics tests (dbt on copies of the platform's warehouse) in a group of
+        # their own: one worker ran every test on the platform, the suite's longest chain.
+        return "platform-analytics" if item.module.__name__.endswith("test_analytics") else "platform"
     return item.module.__name__ if getattr(item, "module", None) else item.nodeid.split("::")[0]
 
 

@@ -52,6 +52,11 @@ def main() -> int:
     parser.add_argument("--location-args", default="", help="extra pytest arguments of the location tests")
     parser.add_argument("--only", help="run only this location's tests, all of them (make test-locations)")
     args, suite_args = parser.parse_known_args()
+    # One OpenMP thread per process, in every test process: the workers already keep both
+    # cores busy, and scikit-learn's OpenMP threads spin while they wait for each other (a
+    # 5 s model test took 153 s beside the other workers; `make test` 10 min 25 s with
+    # them, 9 min 24 s without, docs/performance.md).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     names = [loc.path for loc in locations(REPO)]
     extra = shlex.split(args.location_args)
     if args.only:
