@@ -140,20 +140,30 @@ def _until(probe, timeout: float):
     raise TimeoutError(f"not within {timeout:.0f}s")
 
 
+@pytest.fixture
+def restartable_postgres():
+    """A PostgreSQL cluster of this test's own (tools/postgres.throwaway_cluster): its
+    restart cuts no other test's connections, so the tests on the machine's cluster run
+    beside it."""
+    if not postgres.can_make_clusters():
+        reason = "restarts a PostgreSQL server of its own: needs Debian's pg_createcluster, as root"
+        if os.getenv("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"REQUIRE_POSTGRES=1 but this test {reason}")
+        pytest.skip(reason)
+    with postgres.throwaway_cluster() as cluster:
+        yield cluster
+
+
 def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
-    fresh_env, postgres_database, tmp_path, monkeypatch
+    fresh_env, restartable_postgres, tmp_path, monkeypatch
 ):
     """The PostgreSQL server restarts in the middle of a run, then the webserver and daemon
     stop: the run ends well (itself, or the retry the instance launches when the restart
     cut one of its statements) and its history, schedules and ticks are intact."""
-    if os.getenv("TEST_POSTGRES_URL"):
-        reason = "restarts the machine's own PostgreSQL cluster; TEST_POSTGRES_URL points elsewhere"
-        if os.getenv("REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"REQUIRE_POSTGRES=1 but this test {reason}: unset TEST_POSTGRES_URL")
-        pytest.skip(reason)
+    admin, cluster = restartable_postgres
     home = Path(fresh_env["DAGSTER_HOME"])
     shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
-    url = make_url(postgres_database)
+    url = make_url(admin)
     env = fresh_env | {
         "DAGSTER_PG_HOST": url.host,
         "DAGSTER_PG_PORT": str(url.port),
@@ -183,7 +193,7 @@ def test_the_postgres_instance_keeps_runs_events_and_schedules_across_a_restart(
         # Once the first table is loading, the server restarts (every connection cut) under
         # the run worker, the daemon and the webserver; dagster-postgres reconnects.
         _until(lambda: "ExecutionStepStartEvent" in _typenames(server, run_id), 180)
-        postgres.restart_local_cluster()
+        postgres.restart_local_cluster(cluster)
         runs = [_ended(server, run_id)]
         if runs[-1]["status"] == "FAILURE":
             # A statement the restart cut fails the step (dagster-postgres retries connecting,

@@ -1,9 +1,8 @@
 """Each location's own tests on the PostgreSQL server, in the location's own environment.
 
-They run from the suite's postgres worker (see conftest.py), one after the other with the
-suite's other tests on the server (one of which restarts it), on the same admin URL: a
-process of its own would give the test role a new password and cut the suite's sessions.
-make test runs each location's other tests beside the suite.
+They run from a worker of the suite's (group postgres-location, conftest.py), beside the
+suite's other tests on the server, on the same admin URL (the test role's password is
+kept: tools/postgres.py). make test runs each location's other tests beside the suite.
 """
 
 from __future__ import annotations

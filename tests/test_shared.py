@@ -112,3 +112,11 @@ def test_make_test_s_workers_keep_each_group_together(request):
     if not getattr(request.config.option, "loadgroup", False):
         pytest.skip("the suite runs serially (TEST_WORKERS=0): no groups to keep")
     assert request.node.nodeid.endswith("@tests.test_shared"), request.node.nodeid
+    # The longest groups are handed out first, in conftest.py's order (not by test count).
+    root = str(Path(__file__).resolve().parents[1] / "conftest.py")
+    plugins = request.config.pluginmanager.get_plugins()
+    longest_first = next(p for p in plugins if getattr(p, "__file__", None) == root).LONGEST_FIRST
+    groups = list(dict.fromkeys(item.nodeid.rsplit("@", 1)[-1] for item in request.session.items))
+    present = [g for g in longest_first if g in groups]
+    assert request.config.option.loadscopereorder is False
+    assert groups[: len(present)] == present, groups

@@ -74,7 +74,7 @@ def main() -> int:
         thread.start()
         suite = ["tests", "shared/tests", *suite_args]
         if args.workers != "0":
-            suite += ["-n", args.workers, "--dist", "loadgroup"]
+            suite += ["-n", args.workers, "--dist", "loadgroup", "--no-loadscope-reorder"]
         if subprocess.run([sys.executable, "-m", "pytest", *suite], cwd=REPO).returncode:
             failed.append("the suite")
         thread.join()
