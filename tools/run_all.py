@@ -63,6 +63,8 @@ def _seconds(meta: Mapping) -> float | None:
 
 # Dagster's tags of a run over a range of partitions (a single-run backfill).
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+# Each run names its location (runs in process carry no code location of their own).
+LOCATION_TAG = "platform/location"
 
 
 def phases(defs: dg.Definitions) -> list[list[dg.AssetKey]]:
@@ -107,7 +109,7 @@ def run_location(location: str, instance: dg.DagsterInstance) -> LocationResult:
     success = True
     started = time.perf_counter()
     for keys in phases(defs):
-        tags = partition_tags(defs, keys, instance)
+        tags = {LOCATION_TAG: location, **partition_tags(defs, keys, instance)}
         result = plain_run_job(defs, keys).execute_in_process(instance=instance, raise_on_error=False, tags=tags)
         for event in result.get_asset_materialization_events():
             mat = event.materialization
