@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from platform_shared.column_lineage import COLUMN_LINEAGE, LINEAGE_GAPS
+from platform_shared.column_lineage import COLUMN_LINEAGE, LINEAGE_GAPS, ROW_COLUMNS
 from platform_shared.settings import DAGSTER_WEBSERVER_URL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +127,13 @@ def test_impact_of_a_column_read_by_nobody_and_of_an_unknown_column(platform, we
     report = json.loads(result.stdout)
     assert report["downstream"] == {
         "analytics_dbt": [
-            {"key": "stg_app__orders", "role": "dbt model", "owners": ["team:analytics"], "columns": ["updated_at"]}
+            {
+                "key": "stg_app__orders",
+                "role": "dbt model",
+                "owners": ["team:analytics"],
+                "columns": ["updated_at"],
+                "rows_chosen_by": [],
+            }
         ]
     }
     assert "orders" in report["unaffected"] and "daily_revenue" in report["unaffected"]
@@ -135,6 +141,25 @@ def test_impact_of_a_column_read_by_nobody_and_of_an_unknown_column(platform, we
     unknown = _impact(platform, webserver, "raw/orders", "--column", "colour")
     assert unknown.returncode == 2
     assert "raw/orders has no column 'colour'" in unknown.stderr and "order_id" in unknown.stderr
+
+
+def test_a_column_that_chooses_rows_hits_every_column_of_the_table(platform, webserver):
+    """Filters, join keys and group keys are recorded apart (``column_lineage_rows``): a
+    change to one changes which rows every column holds, and dropping one breaks the model."""
+    # customers (marts/customers/customers.sql): a group key and a left join, no filter.
+    assert _metadata(platform, "customers")[ROW_COLUMNS] == [
+        {"asset": "orders", "column": "customer_id"},
+        {"asset": "stg_app__customers", "column": "customer_id"},
+    ]
+    result = _impact(platform, webserver, "raw/orders", "--column", "status", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    hit = {a["key"]: a for assets in json.loads(result.stdout)["downstream"].values() for a in assets}
+    # customer_cohorts leaves cancelled orders out (a filter on orders.order_status).
+    assert hit["customer_cohorts"]["rows_chosen_by"] == ["orders.order_status"]
+    assert hit["customer_cohorts"]["columns"] == sorted(_lineage(platform, "customer_cohorts"))
+    assert hit["orders"]["rows_chosen_by"] == [] and hit["orders"]["columns"] == ["is_revenue", "order_status"]
+    text = _impact(platform, webserver, "raw/orders", "--column", "status")
+    assert "(every row: chosen by orders.order_status)" in text.stdout
 
 
 def test_a_dropped_source_column_fails_naming_what_reads_it_downstream(platform, webserver, tmp_path, monkeypatch):

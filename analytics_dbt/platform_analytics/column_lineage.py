@@ -17,7 +17,7 @@ from platform_shared.column_lineage import (
     Schema,
     Underivable,
     lineage_metadata,
-    query_lineage,
+    query_reads,
     warehouse_schema,
 )
 
@@ -64,8 +64,8 @@ class ModelLineage:
         try:
             if not compiled.exists():
                 raise Underivable(f"dbt wrote no compiled SQL for it in this run ({compiled})")
-            columns = query_lineage(compiled.read_text(), self.schema, self._dialect)
+            columns, rows = query_reads(compiled.read_text(), self.schema, self._dialect)
         except Underivable as exc:
             built = self.schema.get(node["schema"], {}).get(node["alias"], {})
             return {LINEAGE_GAPS: dg.MetadataValue.json({column: str(exc) for column in built})}
-        return lineage_metadata(columns, lambda db, table: self._keys.get((db, table)))
+        return lineage_metadata(columns, lambda db, table: self._keys.get((db, table)), rows)

@@ -27,7 +27,7 @@ from platform_shared.column_lineage import (
     LINEAGE_GAPS,
     Underivable,
     lineage_metadata,
-    query_lineage,
+    query_reads,
     sql_dialect,
     warehouse_schema,
 )
@@ -293,14 +293,14 @@ def feature_lineage(conn, sql: str) -> dict:
     """``dagster/column_lineage`` of the feature table: each column's raw columns (or,
     when the SQL cannot be followed, the gaps with the reason)."""
     try:
-        columns = query_lineage(sql, warehouse_schema(conn), dialect=sql_dialect(conn))
+        columns, rows = query_reads(sql, warehouse_schema(conn), dialect=sql_dialect(conn))
     except Underivable as exc:
         return {
             LINEAGE_GAPS: dg.MetadataValue.json(
                 {c: str(exc) for c in ["as_of", "customer_id", *FEATURE_COLUMNS, "churned"]}
             )
         }
-    return lineage_metadata(columns, raw_table_asset)
+    return lineage_metadata(columns, raw_table_asset, rows)
 
 
 def last_event_time(conn) -> datetime:

@@ -5,12 +5,15 @@ step), from the SQL as it ran and the warehouse's own column list, never when a 
 loads. sqlglot parses and qualifies the query (``select *`` expanded from the warehouse's
 columns) and follows each output column through CTEs, subqueries, unions and windows.
 
-What counts as "reads": the columns in the expression that computes the output column.
-Filters, join conditions and group keys choose rows, not values, and are not counted:
-``count(*)`` reads no column. A query that cannot be followed (a table the warehouse does
-not have, SQL the parser cannot read) raises ``Underivable`` with the parser's reason.
+What counts as "reads": the columns in the expression that computes the output column
+(``count(*)`` reads no column). Filters, join conditions and group keys choose the rows
+instead: they are listed apart, for the whole table (``query_reads``), since a change to
+one changes which rows every column holds, and dropping one breaks the query. A query
+that cannot be followed (a table the warehouse does not have, SQL the parser cannot read)
+raises ``Underivable`` with the parser's reason.
 
-Emitted as Dagster's ``dagster/column_lineage`` metadata (``TableColumnLineage``), which
+Emitted as Dagster's ``dagster/column_lineage`` metadata (``TableColumnLineage``), and the
+row columns as ``column_lineage_rows`` (Dagster's lineage has no place for them), which
 any tool reading the instance (``make impact``) follows across code locations.
 """
 
@@ -20,6 +23,7 @@ from collections.abc import Callable, Mapping
 
 import dagster as dg
 
+from .lineage import ROW_COLUMNS
 from .warehouse import PostgresConnection
 
 # schema -> table -> column -> type, as the warehouse's information_schema lists them
@@ -30,6 +34,8 @@ ColumnRef = tuple[str, str, str]
 COLUMN_LINEAGE = "dagster/column_lineage"
 # Columns without lineage, each with the reason (Dagster's lineage entry has no place for it).
 LINEAGE_GAPS = "column_lineage_gaps"
+# Where a column chooses rows rather than computing a value.
+_ROW_CLAUSES = ("Where", "Join", "Group", "Having", "Qualify")
 
 
 def sql_dialect(conn) -> str:
@@ -56,14 +62,30 @@ def warehouse_schema(conn) -> Schema:
 
 def query_lineage(sql: str, schema: Schema, dialect: str = "duckdb") -> dict[str, list[ColumnRef]]:
     """Each output column of ``sql`` (in order) with the warehouse columns it reads, sorted."""
+    return query_reads(sql, schema, dialect)[0]
+
+
+def query_reads(
+    sql: str, schema: Schema, dialect: str = "duckdb"
+) -> tuple[dict[str, list[ColumnRef]], list[ColumnRef]]:
+    """``query_lineage``, and the warehouse columns that choose the query's rows: those in
+    a filter, a join condition, a group key or a ``having``/``qualify`` at any depth
+    (followed through CTEs and subqueries to the tables), sorted."""
     # Imported here: a step that follows SQL pays for sqlglot, a location that loads does not.
     import sqlglot
     from sqlglot import exp
     from sqlglot.errors import SqlglotError
-    from sqlglot.lineage import lineage
+    from sqlglot.lineage import lineage, to_node
     from sqlglot.optimizer.qualify import qualify
-    from sqlglot.optimizer.scope import build_scope
+    from sqlglot.optimizer.scope import Scope, build_scope, traverse_scope
     from sqlglot.schema import MappingSchema
+
+    def tables(node) -> set[ColumnRef]:
+        return {
+            (n.source.db, n.source.name, n.name.rsplit(".", 1)[-1].strip('"'))
+            for n in node.walk()
+            if isinstance(n.source, exp.Table)
+        }
 
     try:
         tree = sqlglot.parse_one(sql, dialect=dialect)
@@ -82,25 +104,56 @@ def query_lineage(sql: str, schema: Schema, dialect: str = "duckdb") -> dict[str
         out: dict[str, list[ColumnRef]] = {}
         for column in tree.named_selects:
             node = lineage(column, tree, schema=known, dialect=dialect, scope=scope, trim_selects=False)
-            out[column] = sorted(
-                {
-                    (n.source.db, n.source.name, n.name.rsplit(".", 1)[-1].strip('"'))
-                    for n in node.walk()
-                    if isinstance(n.source, exp.Table)
-                }
+            out[column] = sorted(tables(node))
+        clauses = tuple(getattr(exp, c) for c in _ROW_CLAUSES)
+
+        def in_clause(node, root) -> bool:  # under a row clause of the scope whose root is ``root``
+            while (node := node.parent) is not None and node is not root:
+                # (an aggregate's own `filter (where ...)` computes its value: not rows)
+                if isinstance(node, clauses) and not isinstance(node.parent, exp.Filter):
+                    return True
+            return False
+
+        rows: set[ColumnRef] = set()
+        for inner in traverse_scope(tree):
+            # A subquery in a filter (`where id in (select ...)`) chooses rows with every column.
+            chooses = inner.is_subquery and inner.parent and in_clause(inner.expression, inner.parent.expression)
+            group = inner.expression.args.get("group")
+            # DuckDB's `group by all`: the projections that aggregate nothing are the keys.
+            keys = (
+                [p for p in inner.expression.selects if not p.find(exp.AggFunc)]
+                if group and group.args.get("all")
+                else []
             )
-        return out
+            for column in inner.columns:
+                key = any(column is c for p in keys for c in p.find_all(exp.Column))
+                if not (chooses or key or in_clause(column, inner.expression)):
+                    continue
+                source = inner.sources.get(column.table)
+                if isinstance(source, exp.Table):
+                    rows.add((source.db, source.name, column.name))
+                elif isinstance(source, Scope):  # a CTE or a subquery: its column's own reads
+                    rows |= tables(to_node(column.name, source, dialect, known, trim_selects=False))
+        return out, sorted(rows)
     except SqlglotError as exc:
         raise Underivable(str(exc).splitlines()[0]) from exc
 
 
 def lineage_metadata(
-    columns: Mapping[str, list[ColumnRef]], asset_key: Callable[[str, str], dg.AssetKey | None]
-) -> dict[str, dg.TableColumnLineage]:
-    """``dagster/column_lineage`` for ``columns``; ``asset_key(schema, table)`` names the
-    asset of a warehouse table (None: not an asset, left out)."""
+    columns: Mapping[str, list[ColumnRef]],
+    asset_key: Callable[[str, str], dg.AssetKey | None],
+    rows: list[ColumnRef] = (),  # pyright: ignore[reportArgumentType]
+) -> dict:
+    """``dagster/column_lineage`` for ``columns``, and ``column_lineage_rows`` for ``rows``;
+    ``asset_key(schema, table)`` names the asset of a warehouse table (None: not an
+    asset, left out)."""
     deps: dict[str, list[dg.TableColumnDep]] = {}
     for column, refs in columns.items():
         keyed = [(asset_key(db, table), name) for db, table, name in refs]
         deps[column] = [dg.TableColumnDep(asset_key=key, column_name=name) for key, name in keyed if key]
-    return {COLUMN_LINEAGE: dg.TableColumnLineage(deps_by_column=deps)}
+    chosen = [(asset_key(db, table), name) for db, table, name in rows]
+    by_rows = sorted({(key.to_user_string(), name) for key, name in chosen if key})
+    return {
+        COLUMN_LINEAGE: dg.TableColumnLineage(deps_by_column=deps),
+        ROW_COLUMNS: dg.MetadataValue.json([{"asset": key, "column": name} for key, name in by_rows]),
+    }

@@ -227,6 +227,11 @@ def format_impact(report: dict) -> str:
     return "\n".join([*_by_location(title, report["downstream"], _state), f"\n{report['summary']}"])
 
 
+# The columns that choose a table's rows (filters, join conditions, group keys), recorded
+# beside its column lineage as a JSON list of {"asset": key, "column": name}
+# (platform_shared.column_lineage).
+ROW_COLUMNS = "column_lineage_rows"
+
 # Column lineage as assets record it (``dagster/column_lineage``): on their definition
 # (dashboards) or on their latest materialization (tables, models); and the columns of
 # each table (``dagster/column_schema``) to check the column asked about.
@@ -237,6 +242,7 @@ COLUMNS_QUERY = """
     assetMaterializations(limit: 1) { metadataEntries {
       ...lineage
       ... on TableSchemaMetadataEntry { label schema { columns { name } } }
+      ... on JsonMetadataEntry { label jsonString }
     } }
 } }
 fragment lineage on TableColumnLineageMetadataEntry {
@@ -247,17 +253,21 @@ fragment lineage on TableColumnLineageMetadataEntry {
 
 @dataclass
 class Columns:
-    """Per asset key: each column with the (asset, column) pairs it reads, and the columns
-    of its latest materialization. An asset missing from ``lineage`` recorded none."""
+    """Per asset key: each column with the (asset, column) pairs it reads, the columns of
+    its latest materialization, and the (asset, column) pairs that choose its rows
+    (filters, joins, group keys: ``column_lineage_rows``). An asset missing from
+    ``lineage`` recorded none."""
 
     lineage: dict[str, dict[str, list[tuple[str, str]]]]
     schema: dict[str, list[str]]
+    rows: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 def fetch_columns(url: str) -> Columns:
     """Column lineage and columns of every asset, as the webserver at ``url`` reads them from its instance."""
     lineage: dict[str, dict[str, list[tuple[str, str]]]] = {}
     schema: dict[str, list[str]] = {}
+    rows: dict[str, list[tuple[str, str]]] = {}
     for node in graphql(url, COLUMNS_QUERY)["assetNodes"]:
         key = _path(node["assetKey"])
         latest = node["assetMaterializations"][0]["metadataEntries"] if node["assetMaterializations"] else []
@@ -269,7 +279,9 @@ def fetch_columns(url: str) -> Columns:
                 }
             elif entry.get("label") == "dagster/column_schema":
                 schema[key] = [c["name"] for c in entry["schema"]["columns"]]
-    return Columns(lineage=lineage, schema=schema)
+            elif entry.get("label") == ROW_COLUMNS:
+                rows[key] = [(r["asset"], r["column"]) for r in json.loads(entry["jsonString"])]
+    return Columns(lineage=lineage, schema=schema, rows=rows)
 
 
 def column_impact(graph: Graph, columns: Columns, key: str, column: str) -> dict:
@@ -289,10 +301,17 @@ def column_impact(graph: Graph, columns: Columns, key: str, column: str) -> dict
         for out, deps in by_column.items():
             for dep in deps:
                 readers.setdefault(dep, []).append((asset, out))
+    # A column that chooses an asset's rows (a filter, a join, a group key) hits every column.
+    for asset, deps in columns.rows.items():
+        for dep in deps:
+            readers.setdefault(dep, []).extend((asset, out) for out in columns.lineage.get(asset, {}))
+    chosen: dict[str, set[str]] = {}  # asset -> the hit columns that choose its rows
     hit: dict[str, list[str]] = {}
     frontier = [(key, column)]
     seen = set(frontier)
     while frontier:
+        for asset, deps in columns.rows.items():
+            chosen.setdefault(asset, set()).update(f"{a}.{c}" for a, c in frontier if (a, c) in deps)
         reader = [r for dep in frontier for r in readers.get(dep, []) if r not in seen]
         seen |= set(reader)
         frontier = reader
@@ -302,7 +321,13 @@ def column_impact(graph: Graph, columns: Columns, key: str, column: str) -> dict
     locations: dict[str, list[dict]] = {}
     for n in sorted((nodes[a] for a in hit if a in nodes), key=lambda n: (n.location, n.key)):
         locations.setdefault(n.location, []).append(
-            {"key": n.key, "role": n.role, "owners": list(n.owners), "columns": sorted(hit[n.key])}
+            {
+                "key": n.key,
+                "role": n.role,
+                "owners": list(n.owners),
+                "columns": sorted(hit[n.key]),
+                "rows_chosen_by": sorted(chosen.get(n.key, ())),
+            }
         )
     unaffected = sorted(k for k in nodes if k not in hit and k in columns.lineage)
     not_known = sorted(k for k in nodes if k not in hit and k not in columns.lineage)
@@ -331,10 +356,15 @@ def column_impact(graph: Graph, columns: Columns, key: str, column: str) -> dict
     }
 
 
+def _hit_columns(asset: dict) -> str:
+    chosen = asset.get("rows_chosen_by")
+    return ", ".join(asset["columns"]) + (f" (every row: chosen by {', '.join(chosen)})" if chosen else "")
+
+
 def format_column_impact(report: dict) -> str:
     """The column impact report as aligned text, one block per location, the summary last."""
     title = f"Downstream of {report['asset']}.{report['column']} (defined in {report['location']}):"
-    lines = _by_location(title, report["downstream"], lambda a: ", ".join(a["columns"]))
+    lines = _by_location(title, report["downstream"], _hit_columns)
     if report["unaffected"]:
         lines.append(f"\nUnaffected (read other columns only): {', '.join(report['unaffected'])}")
     if report["no_column_lineage"]:
@@ -359,7 +389,7 @@ def column_impact_text(url: str, key: str, columns: list[str]) -> str:
             parts.append(f"{key}.{column}: {exc.args[0]}.")
             continue
         readers = "; ".join(
-            f"{location}: " + ", ".join(f"{a['key']} ({', '.join(a['columns'])})" for a in assets)
+            f"{location}: " + ", ".join(f"{a['key']} ({_hit_columns(a)})" for a in assets)
             for location, assets in report["downstream"].items()
         )
         parts.append(f"Downstream of {key}.{column}: {readers or 'nothing reads it'}.")

@@ -4,7 +4,7 @@ the query), and against the tables DuckDB really builds from them."""
 import duckdb
 import pytest
 
-from platform_shared.column_lineage import Underivable, query_lineage, warehouse_schema
+from platform_shared.column_lineage import Underivable, query_lineage, query_reads, warehouse_schema
 
 SCHEMA = {
     "raw": {
@@ -44,6 +44,44 @@ def test_a_join_an_aggregate_and_a_case():
         "orders": [],
         "revenue": [("raw", "orders", "status"), ("raw", "orders", "total_cents")],
     }
+
+
+def test_filters_joins_and_group_keys_choose_the_rows_at_any_depth():
+    """The columns that choose rows, not values: through a CTE, a derived table, a
+    subquery in a filter, a positional group key and `using`; not a column a derived
+    table only passes on, nor a `select *` that a CTE expands."""
+    sql = """
+        with paid as (select * from raw.orders where status = 'paid'),
+        people as (select customer_id, country as country_code from raw.customers)
+        select people.country_code, sum(paid.total_cents) as cents, max(big.n) as n
+        from paid
+        join people using (customer_id)
+        join (select order_id, total_cents as n from raw.orders) as big on big.order_id = paid.order_id
+        where people.customer_id in (select customer_id from raw.customers where created_at > '2026-01-01')
+        group by 1
+    """
+    columns, rows = query_reads(sql, SCHEMA)
+    assert columns == {
+        "country_code": [("raw", "customers", "country")],
+        "cents": [("raw", "orders", "total_cents")],
+        "n": [("raw", "orders", "total_cents")],
+    }
+    assert rows == [
+        ("raw", "customers", "country"),  # group by 1
+        ("raw", "customers", "created_at"),  # the subquery's filter
+        ("raw", "customers", "customer_id"),  # using, the filter, the subquery's output
+        ("raw", "orders", "customer_id"),  # using
+        ("raw", "orders", "order_id"),  # the derived table's join
+        ("raw", "orders", "status"),  # the CTE's filter
+    ]
+    # No filter: no row columns.
+    assert query_reads("select country, count(*) as n from raw.customers group by all", SCHEMA)[1] == [
+        ("raw", "customers", "country")
+    ]
+    assert query_reads("select * from raw.orders", SCHEMA)[1] == []
+    # An aggregate's own filter computes its value; it chooses no row of the table.
+    failed = "select count(*) filter (where status = 'failed') as failed from raw.orders"
+    assert query_reads(failed, SCHEMA) == ({"failed": [("raw", "orders", "status")]}, [])
 
 
 def test_a_window_function_reads_its_partition_and_order_columns():
