@@ -118,11 +118,11 @@ def query_reads(
         for inner in traverse_scope(tree):
             # A subquery in a filter (`where id in (select ...)`) chooses rows with every column.
             chooses = inner.is_subquery and inner.parent and in_clause(inner.expression, inner.parent.expression)
-            group = inner.expression.args.get("group")
+            select, group = inner.expression, inner.expression.args.get("group")
             # DuckDB's `group by all`: the projections that aggregate nothing are the keys.
             keys = (
-                [p for p in inner.expression.selects if not p.find(exp.AggFunc)]
-                if group and group.args.get("all")
+                [p for p in select.selects if not p.find(exp.AggFunc)]
+                if isinstance(select, exp.Select) and group and group.args.get("all")
                 else []
             )
             for column in inner.columns:

@@ -312,7 +312,8 @@ def column_impact(graph: Graph, columns: Columns, key: str, column: str) -> dict
     while frontier:
         for asset, deps in columns.rows.items():
             chosen.setdefault(asset, set()).update(f"{a}.{c}" for a, c in frontier if (a, c) in deps)
-        reader = [r for dep in frontier for r in readers.get(dep, []) if r not in seen]
+        # (once each: two columns of one step may both be read by the same column)
+        reader = list(dict.fromkeys(r for dep in frontier for r in readers.get(dep, []) if r not in seen))
         seen |= set(reader)
         frontier = reader
         for asset, out in reader:
