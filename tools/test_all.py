@@ -5,10 +5,9 @@ each location's in its own environment (as its team's CI runs them).
   groups side by side (conftest.py): its tests wait on servers and daemons more than they
   compute. Its postgres group also runs each location's PostgreSQL tests in the location's
   environment (tests/test_location_postgres_tests.py).
-- The other tests of every location but analytics_dbt run beside the suite, one location
-  after another; their output follows the suite's.
-- The analytics location's tests run last: they re-parse analytics_dbt/target, which the
-  suite's code servers read.
+- `make lint`, then the other tests of every location, run beside the suite, one after another;
+  their output follows the suite's. (The analytics location's re-parse test works on a
+  copy of the project: the suite's code servers read analytics_dbt/target.)
 
 ``--location-args`` narrows the location tests (``-k ...``; not ``-m``, which would replace
 the postgres split); the other arguments go to the suite's pytest. ``--workers 0`` runs the
@@ -30,7 +29,6 @@ from platform_shared.workspace import locations
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / ".test-logs"
-LAST = "analytics_dbt"  # its tests rewrite the manifest the suite's servers read
 
 
 def location_tests(location: str, args: list[str], out=None) -> int:
@@ -66,8 +64,12 @@ def main() -> int:
     with open(LOGS / "locations.log", "w") as log:
 
         def beside() -> None:
+            # `make lint` too: its 10 s of ruff and basedpyright need not hold the suite back.
+            print("== make lint", flush=True, file=log)
+            if subprocess.run(["make", "--no-print-directory", "lint"], cwd=REPO, stdout=log, stderr=log).returncode:
+                failed.append("lint")
             for name in names:
-                if name != LAST and location_tests(name, ["-m", "not postgres", *extra], log):
+                if location_tests(name, ["-m", "not postgres", *extra], log):
                     failed.append(name)
 
         thread = threading.Thread(target=beside)
@@ -79,8 +81,6 @@ def main() -> int:
             failed.append("the suite")
         thread.join()
     print((LOGS / "locations.log").read_text(), end="", flush=True)
-    if LAST in names and location_tests(LAST, extra):
-        failed.append(LAST)
     if failed:
         print(f"make test: FAILED: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

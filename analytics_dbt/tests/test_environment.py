@@ -1,6 +1,7 @@
 """The location's own environment (analytics_dbt/.venv) holds no dbt-core: it loads from
 the prepared manifest without importing dbt, and runs dbt from its engine environment."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,21 +47,32 @@ def _parses(target: Path) -> int:
 def test_under_dagster_dev_a_changed_project_is_parsed_once_with_the_engine(tmp_path):
     """`dagster dev` (and `dg check defs`) in this environment, with no dbt on PATH, two
     processes loading at once (a code server and a run worker): a project whose parse
-    stamp does not match is re-parsed by the engine's dbt, by one of them."""
-    from platform_analytics.project import _STAMP_NAME, analytics_project
+    stamp does not match is re-parsed by the engine's dbt, by one of them.
 
-    manifest = analytics_project.manifest_path
-    (manifest.parent / _STAMP_NAME).unlink(missing_ok=True)
+    On a copy of the project (its code first on the path, the engine's environment linked),
+    so that make test runs this beside the suite, whose code servers read target/."""
+    from platform_analytics.project import _STAMP_NAME
+
+    copy = tmp_path / "analytics_dbt"
+    shutil.copytree(PROJECT_DIR, copy, ignore=shutil.ignore_patterns(".venv", "target", "logs", "tests", "__pycache__"))
+    (copy / "engine" / ".venv").symlink_to(PROJECT_DIR / "engine" / ".venv")
+    manifest = copy / "target" / "manifest.json"
+    manifest.parent.mkdir()
+    shutil.copy(PROJECT_DIR / "target" / "manifest.json", manifest)
     before, parses = manifest.stat().st_mtime_ns, _parses(manifest.parent)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DAGSTER_IS_DEV_CLI": "1"}
-    probe = "from platform_analytics.definitions import defs; defs(); print('loaded')"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DAGSTER_IS_DEV_CLI": "1", "PYTHONPATH": str(copy)}
+    probe = (
+        "from platform_analytics import project\n"
+        f"assert str(project.PROJECT_DIR) == {str(copy)!r}, project.PROJECT_DIR\n"
+        "from platform_analytics.definitions import defs; defs(); print('loaded')"
+    )
     loads = [
         subprocess.Popen(
             [sys.executable, "-c", probe],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            cwd=PROJECT_DIR,
+            cwd=copy,
             env=env,
         )
         for _ in range(2)
