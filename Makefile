@@ -139,7 +139,7 @@ TEST_WORKERS ?= 4
 lint: setup  ## ruff (lint, format) and basedpyright (types) on the Python code (part of make test; `ruff format .` fixes the format)
 	ruff check . && ruff format --check . && basedpyright
 
-test: setup envs  ## set up, lint, run the cross-location suite (the graph contract too) and each location's tests (tools/test_all.py lints beside the suite)
+test: setup envs lint  ## set up, lint, run the cross-location suite (the graph contract too) and each location's tests
 	python -m tools.test_all --workers $(TEST_WORKERS) --location-args "$(LOCATION_PYTEST_ARGS)" $(PYTEST_ARGS)
 
 # Each location's tests, in its own environment (as its team's CI would run them).
