@@ -24,10 +24,12 @@ What the subclass changes, and why (dagster-dbt 0.29.27, pinned):
 - ``execute``: row counts, columns and column lineage of each built table, read after dbt
   exits (DuckDB lets no other process read the file while dbt writes it). dagster-dbt's
   own column lineage needs dbt's adapter in this process, which the location never loads:
-  ``column_lineage.py`` follows the SQL dbt compiled for this run instead.
+  ``column_lineage.py`` follows the SQL dbt compiled for this run instead. Then the
+  oldest invocations' target folders go (``kept_invocations``, ``prune_invocations``).
 """
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,6 +54,29 @@ from .translator import AnalyticsTranslator
 # Rows of past days still change (a session updated after midnight, a late refund): a
 # daily model's automation rebuilds this many newest partitions, today's included.
 AUTOMATED_DAYS = 3
+# dagster-dbt's folder of one invocation under target/: <op name>-<run id>-<random>, 7 hex each.
+INVOCATION_FOLDER = re.compile(r".+-[0-9a-f]{7}-[0-9a-f]{7}")
+# An invocation still running keeps its folder: only folders untouched this long may go.
+INVOCATION_MAX_SECONDS = 3600
+
+
+def prune_invocations(target: Path, keep: int) -> list[Path]:
+    """Delete the oldest invocation folders under ``target`` beyond the newest ``keep``
+    (and untouched for ``INVOCATION_MAX_SECONDS``); returns those deleted.
+
+    Written by hand: dagster-dbt gives every dbt command a target folder of its own (its
+    artifacts, about 2.3 MB for this project) and never deletes one, so a deployment whose
+    automation runs dbt every few minutes fills its disk; neither dbt's `clean` nor
+    dagster-dbt knows these folders."""
+    import shutil
+    import time
+
+    folders = [f for f in target.iterdir() if f.is_dir() and INVOCATION_FOLDER.fullmatch(f.name)]
+    folders.sort(key=lambda f: f.stat().st_mtime, reverse=True)
+    old = [f for f in folders[keep:] if time.time() - f.stat().st_mtime > INVOCATION_MAX_SECONDS]
+    for folder in old:
+        shutil.rmtree(folder, ignore_errors=True)
+    return old
 
 
 # dagster_dbt.X, not an import of X: `dg list components` lists what this module names.
@@ -71,6 +96,13 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
     dashboards: Annotated[bool, dg.Resolver.default(description="Add the project's exposures as dashboard assets.")] = (
         True
     )
+    kept_invocations: Annotated[
+        int,
+        dg.Resolver.default(
+            description="How many of dagster-dbt's per-invocation target folders (dbt's artifacts of one "
+            "step) to keep; older ones are deleted after each step."
+        ),
+    ] = 20
 
     @property
     def defs_state_config(self) -> DefsStateConfig:
@@ -190,6 +222,9 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
             lineage = ModelLineage(conn, invocation.manifest, invocation.target_path, self._analytics, warehouse.kind)
             yield from (_with_table_metadata(conn, e, invocation.manifest, lineage) for e in events)
         context.log.info(f"Column lineage of {lineage.models} models in {lineage.seconds:.2f} s")
+        pruned = prune_invocations(Path(invocation.target_path).parent, self.kept_invocations)
+        if pruned:
+            context.log.info(f"Deleted {len(pruned)} old dbt target folders (keeps {self.kept_invocations})")
         if not invocation.is_successful():
             raise dg.Failure(f"dbt build failed: {invocation.get_error()}")
 

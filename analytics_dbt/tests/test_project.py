@@ -41,3 +41,36 @@ def test_another_warehouse_path_needs_no_new_parse(tmp_path):
     assert manifest_inputs(project, {"WAREHOUSE_PATH": "/a/warehouse.duckdb"}) == manifest_inputs(
         project, {"WAREHOUSE_PATH": "/b/warehouse.duckdb", "DBT_PERSONAL_WAREHOUSE": "/c/p.duckdb"}
     )
+
+
+def test_old_invocation_folders_go_and_recent_or_other_files_stay(tmp_path):
+    """dagster-dbt's per-invocation target folders beyond the newest `keep` go once
+    untouched for an hour; a recent one (a step still running), and what is not an
+    invocation's folder (the manifest, a folder of another name), stay."""
+    import os
+    import time
+
+    from platform_analytics.component import INVOCATION_MAX_SECONDS, prune_invocations
+
+    now = time.time()
+    ages = {"analytics_models-aaaaaaa-0000001": 10, "analytics_models-aaaaaaa-0000002": 2 * INVOCATION_MAX_SECONDS}
+    ages |= {f"analytics_daily_models-bbbbbbb-00000{i:02d}": (3 + i) * INVOCATION_MAX_SECONDS for i in range(4)}
+    ages |= {"compiled": 9 * INVOCATION_MAX_SECONDS, "recent-ccccccc-0000003": 20}
+    for name, age in ages.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run_results.json").write_text("{}")
+        os.utime(tmp_path / name, (now - age, now - age))
+    (tmp_path / "manifest.json").write_text("{}")
+
+    # Newest first: aaaaaaa-0000001, recent-...3 (both minutes old), aaaaaaa-0000002, bbbbbbb 00..03.
+    gone = prune_invocations(tmp_path, keep=1)
+    assert sorted(f.name for f in gone) == sorted(
+        ["analytics_models-aaaaaaa-0000002", *(f"analytics_daily_models-bbbbbbb-00000{i:02d}" for i in range(4))]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "analytics_models-aaaaaaa-0000001",
+        "compiled",
+        "manifest.json",
+        "recent-ccccccc-0000003",
+    ]
+    assert prune_invocations(tmp_path, keep=1) == []
