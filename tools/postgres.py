@@ -26,7 +26,8 @@ PASSWORD_FILE = Path(os.getenv("XDG_CACHE_HOME") or Path.home() / ".cache") / "p
 
 def _kept_password() -> str:
     """The test role's password: read from ``PASSWORD_FILE``, or generated and written there
-    once (mode 600; of two processes writing at once, the first file wins)."""
+    once (mode 600; of two processes writing at once, the first file wins). A file left
+    empty (its writer killed between creating and writing it) is written again."""
     PASSWORD_FILE.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -35,7 +36,7 @@ def _kept_password() -> str:
             if password := PASSWORD_FILE.read_text().strip():
                 return password
             time.sleep(0.1)
-        raise
+        fd = os.open(PASSWORD_FILE, os.O_WRONLY | os.O_TRUNC, 0o600)
     password = secrets.token_hex(16)
     with os.fdopen(fd, "w") as out:
         out.write(password)
@@ -84,12 +85,17 @@ def can_make_clusters() -> bool:
 
 
 @contextmanager
-def throwaway_cluster(name: str = THROWAWAY, role: str = ROLE) -> Iterator[tuple[str, str]]:
+def throwaway_cluster(role: str = ROLE) -> Iterator[tuple[str, str]]:
     """A PostgreSQL cluster of its own (Debian's pg_createcluster, the machine's version),
     started, for a test that restarts its server without cutting anyone else's
-    connections; yields its admin URL and name, and drops it afterwards."""
+    connections; yields its admin URL and name, and drops it afterwards. Named after this
+    process: a cluster left by a process that no longer exists (killed) is dropped first."""
     version = _clusters()[0][0]
-    subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True)  # a leftover
+    name = f"{THROWAWAY}_{os.getpid()}"
+    for _, other, *_ in _clusters():
+        pid = other.removeprefix(f"{THROWAWAY}_")
+        if other.startswith(THROWAWAY) and not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+            subprocess.run(["pg_dropcluster", "--stop", version, other], capture_output=True)
     subprocess.run(["pg_createcluster", version, name, "--start"], check=True, capture_output=True)
     try:
         port = next(c[2] for c in _clusters() if c[:2] == [version, name])
