@@ -26,21 +26,20 @@ PASSWORD_FILE = Path(os.getenv("XDG_CACHE_HOME") or Path.home() / ".cache") / "p
 
 def _kept_password() -> str:
     """The test role's password: read from ``PASSWORD_FILE``, or generated and written there
-    once (mode 600; of two processes writing at once, the first file wins). A file left
-    empty (its writer killed between creating and writing it) is written again."""
+    (mode 600) by the first process that finds it missing or empty, under a lock, so that
+    every process gets the same one."""
+    import fcntl
+
     PASSWORD_FILE.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        for _ in range(50):  # the writer may not have written it yet
-            if password := PASSWORD_FILE.read_text().strip():
-                return password
-            time.sleep(0.1)
-        fd = os.open(PASSWORD_FILE, os.O_WRONLY | os.O_TRUNC, 0o600)
-    password = secrets.token_hex(16)
-    with os.fdopen(fd, "w") as out:
-        out.write(password)
-    return password
+    fd = os.open(PASSWORD_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "r+") as kept:
+        fcntl.flock(kept, fcntl.LOCK_EX)
+        if not (password := kept.read().strip()):
+            password = secrets.token_hex(16)
+            kept.seek(0)
+            kept.truncate()
+            kept.write(password)
+        return password
 
 
 def _clusters() -> list[list[str]]:
@@ -92,10 +91,13 @@ def throwaway_cluster(role: str = ROLE) -> Iterator[tuple[str, str]]:
     process: a cluster left by a process that no longer exists (killed) is dropped first."""
     version = _clusters()[0][0]
     name = f"{THROWAWAY}_{os.getpid()}"
-    for _, other, *_ in _clusters():
+    for other_version, other, *_ in _clusters():
+        # Left by this process's number before (a killed process whose pid came back), or by
+        # a process that no longer exists.
         pid = other.removeprefix(f"{THROWAWAY}_")
-        if other.startswith(THROWAWAY) and not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
-            subprocess.run(["pg_dropcluster", "--stop", version, other], capture_output=True)
+        gone = not (pid.isdigit() and Path(f"/proc/{pid}").exists())
+        if other.startswith(THROWAWAY) and (other == name or gone):
+            subprocess.run(["pg_dropcluster", "--stop", other_version, other], capture_output=True)
     subprocess.run(["pg_createcluster", version, name, "--start"], check=True, capture_output=True)
     try:
         port = next(c[2] for c in _clusters() if c[:2] == [version, name])

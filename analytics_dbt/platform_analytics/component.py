@@ -67,13 +67,21 @@ def prune_invocations(target: Path, keep: int) -> list[Path]:
     Written by hand: dagster-dbt gives every dbt command a target folder of its own (its
     artifacts, about 2.3 MB for this project) and never deletes one, so a deployment whose
     automation runs dbt every few minutes fills its disk; neither dbt's `clean` nor
-    dagster-dbt knows these folders."""
+    dagster-dbt knows these folders. "Touched" is the newest change of the folder or of
+    what it holds (dbt appends to its dbt.log while it runs); a folder another step
+    deletes meanwhile is skipped."""
     import shutil
     import time
 
-    folders = [f for f in target.iterdir() if f.is_dir() and INVOCATION_FOLDER.fullmatch(f.name)]
-    folders.sort(key=lambda f: f.stat().st_mtime, reverse=True)
-    old = [f for f in folders[keep:] if time.time() - f.stat().st_mtime > INVOCATION_MAX_SECONDS]
+    def touched(folder: Path) -> float | None:
+        try:
+            return max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
+        except OSError:  # deleted meanwhile
+            return None
+
+    folders = [(t, f) for f in target.iterdir() if INVOCATION_FOLDER.fullmatch(f.name) and (t := touched(f))]
+    folders.sort(reverse=True)
+    old = [f for t, f in folders[keep:] if time.time() - t > INVOCATION_MAX_SECONDS]
     for folder in old:
         shutil.rmtree(folder, ignore_errors=True)
     return old
@@ -222,9 +230,12 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
             lineage = ModelLineage(conn, invocation.manifest, invocation.target_path, self._analytics, warehouse.kind)
             yield from (_with_table_metadata(conn, e, invocation.manifest, lineage) for e in events)
         context.log.info(f"Column lineage of {lineage.models} models in {lineage.seconds:.2f} s")
-        pruned = prune_invocations(Path(invocation.target_path).parent, self.kept_invocations)
-        if pruned:
-            context.log.info(f"Deleted {len(pruned)} old dbt target folders (keeps {self.kept_invocations})")
+        try:  # tidying must never fail a step whose dbt ran
+            pruned = prune_invocations(Path(invocation.target_path).parent, self.kept_invocations)
+            if pruned:
+                context.log.info(f"Deleted {len(pruned)} old dbt target folders (keeps {self.kept_invocations})")
+        except OSError as exc:
+            context.log.warning(f"Old dbt target folders were not deleted: {exc}")
         if not invocation.is_successful():
             raise dg.Failure(f"dbt build failed: {invocation.get_error()}")
 

@@ -59,15 +59,21 @@ def test_old_invocation_folders_go_and_recent_or_other_files_stay(tmp_path):
     for name, age in ages.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "run_results.json").write_text("{}")
+        os.utime(tmp_path / name / "run_results.json", (now - age, now - age))
         os.utime(tmp_path / name, (now - age, now - age))
     (tmp_path / "manifest.json").write_text("{}")
+    # A long step: its folder is old, but dbt appended to its log a minute ago.
+    running = tmp_path / "analytics_daily_models-bbbbbbb-0000003"
+    (running / "dbt.log").write_text("...")
+    os.utime(running, (now - 9 * INVOCATION_MAX_SECONDS, now - 9 * INVOCATION_MAX_SECONDS))
 
-    # Newest first: aaaaaaa-0000001, recent-...3 (both minutes old), aaaaaaa-0000002, bbbbbbb 00..03.
+    # Newest first: aaaaaaa-0000001, bbbbbbb-0000003 (its log), recent-...3, aaaaaaa-0000002, bbbbbbb 00..02.
     gone = prune_invocations(tmp_path, keep=1)
     assert sorted(f.name for f in gone) == sorted(
-        ["analytics_models-aaaaaaa-0000002", *(f"analytics_daily_models-bbbbbbb-00000{i:02d}" for i in range(4))]
+        ["analytics_models-aaaaaaa-0000002", *(f"analytics_daily_models-bbbbbbb-00000{i:02d}" for i in range(3))]
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "analytics_daily_models-bbbbbbb-0000003",
         "analytics_models-aaaaaaa-0000001",
         "compiled",
         "manifest.json",

@@ -69,8 +69,10 @@ def query_reads(
     sql: str, schema: Schema, dialect: str = "duckdb"
 ) -> tuple[dict[str, list[ColumnRef]], list[ColumnRef]]:
     """``query_lineage``, and the warehouse columns that choose the query's rows: those in
-    a filter, a join condition, a group key or a ``having``/``qualify`` at any depth
-    (followed through CTEs and subqueries to the tables), sorted."""
+    a filter, a join condition, a group key, a ``having``/``qualify``, ``distinct on`` or an
+    ``order by`` cut by a ``limit``, and every column of a subquery in a filter, at any
+    depth (followed through CTEs and subqueries to the tables), sorted. Not followed: the
+    recursive step of a recursive CTE."""
     # Imported here: a step that follows SQL pays for sqlglot, a location that loads does not.
     import sqlglot
     from sqlglot import exp
@@ -112,12 +114,33 @@ def query_reads(
                 # (an aggregate's own `filter (where ...)` computes its value: not rows)
                 if isinstance(node, clauses) and not isinstance(node.parent, exp.Filter):
                     return True
+                # `distinct on (...)`; an `order by` that a `limit` or `offset` cuts (not a window's)
+                if isinstance(node, exp.Distinct) or (
+                    isinstance(node, exp.Order)
+                    and not isinstance(node.parent, exp.Window)
+                    and (root.args.get("limit") or root.args.get("offset"))
+                ):
+                    return True
             return False
+
+        chosen: dict[int, bool] = {}
+
+        def chooses(inner) -> bool:
+            """Every column of the scope chooses rows: a subquery in a filter (`where id in
+            (select ...)`), or any scope inside one (a union's branches, a nested subquery)."""
+            if id(inner) not in chosen:
+                parent = inner.parent
+                chosen[id(inner)] = bool(
+                    parent
+                    and (
+                        (inner.is_subquery and in_clause(inner.expression, parent.expression))
+                        or (not inner.is_cte and chooses(parent))
+                    )
+                )
+            return chosen[id(inner)]
 
         rows: set[ColumnRef] = set()
         for inner in traverse_scope(tree):
-            # A subquery in a filter (`where id in (select ...)`) chooses rows with every column.
-            chooses = inner.is_subquery and inner.parent and in_clause(inner.expression, inner.parent.expression)
             select, group = inner.expression, inner.expression.args.get("group")
             # DuckDB's `group by all`: the projections that aggregate nothing are the keys.
             keys = (
@@ -127,7 +150,7 @@ def query_reads(
             )
             for column in inner.columns:
                 key = any(column is c for p in keys for c in p.find_all(exp.Column))
-                if not (chooses or key or in_clause(column, inner.expression)):
+                if not (chooses(inner) or key or in_clause(column, inner.expression)):
                     continue
                 source = inner.sources.get(column.table)
                 if isinstance(source, exp.Table):

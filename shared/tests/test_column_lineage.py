@@ -79,6 +79,27 @@ def test_filters_joins_and_group_keys_choose_the_rows_at_any_depth():
         ("raw", "customers", "country")
     ]
     assert query_reads("select * from raw.orders", SCHEMA)[1] == []
+    # Inside a subquery in a filter, every scope chooses rows (a union's branches, a nested
+    # subquery); a `limit` makes its `order by` choose them, and so does `distinct on`.
+    union = (
+        "select order_id from raw.orders where customer_id in "
+        "(select customer_id from raw.customers union select total_cents from raw.orders)"
+    )
+    assert query_reads(union, SCHEMA)[1] == [
+        ("raw", "customers", "customer_id"),
+        ("raw", "orders", "customer_id"),
+        ("raw", "orders", "total_cents"),
+    ]
+    nested = (
+        "select order_id from raw.orders where customer_id in "
+        "(select (select max(country) from raw.customers) from raw.orders)"
+    )
+    assert query_reads(nested, SCHEMA)[1] == [("raw", "customers", "country"), ("raw", "orders", "customer_id")]
+    top = "select order_id from raw.orders order by total_cents desc limit 10"
+    assert query_reads(top, SCHEMA)[1] == [("raw", "orders", "total_cents")]
+    assert query_reads("select order_id from raw.orders order by total_cents", SCHEMA)[1] == []
+    latest = "select distinct on (customer_id) order_id from raw.orders order by customer_id, total_cents"
+    assert query_reads(latest, SCHEMA)[1] == [("raw", "orders", "customer_id")]
     # An aggregate's own filter computes its value; it chooses no row of the table.
     failed = "select count(*) filter (where status = 'failed') as failed from raw.orders"
     assert query_reads(failed, SCHEMA) == ({"failed": [("raw", "orders", "status")]}, [])
