@@ -48,6 +48,11 @@ def _clusters() -> list[list[str]]:
     return [line.split() for line in out.splitlines() if line.strip()]
 
 
+def _machine_clusters() -> list[list[str]]:
+    """The machine's own clusters: not those ``throwaway_cluster`` makes."""
+    return [c for c in _clusters() if not c[1].startswith(THROWAWAY)]
+
+
 def _set_password(port: str, role: str, password: str) -> bool:
     sql = (
         f"do $$ begin if not exists (select from pg_roles where rolname = '{role}') then "
@@ -68,7 +73,7 @@ def local_cluster_url(role: str = ROLE) -> str | None:
     """An admin (superuser) URL on the machine's cluster, or None when there is none."""
     if not shutil.which("pg_lsclusters") or os.geteuid() != 0:
         return None
-    clusters = [c for c in _clusters() if not c[1].startswith(THROWAWAY)]
+    clusters = _machine_clusters()
     if not clusters:
         return None
     version, name, port = clusters[0][:3]
@@ -80,7 +85,7 @@ def local_cluster_url(role: str = ROLE) -> str | None:
 
 
 def can_make_clusters() -> bool:
-    return bool(shutil.which("pg_createcluster") and _clusters()) and os.geteuid() == 0
+    return bool(shutil.which("pg_createcluster") and _machine_clusters()) and os.geteuid() == 0
 
 
 @contextmanager
@@ -89,7 +94,7 @@ def throwaway_cluster(role: str = ROLE) -> Iterator[tuple[str, str]]:
     started, for a test that restarts its server without cutting anyone else's
     connections; yields its admin URL and name, and drops it afterwards. Named after this
     process: a cluster left by a process that no longer exists (killed) is dropped first."""
-    version = _clusters()[0][0]
+    version = _machine_clusters()[0][0]
     name = f"{THROWAWAY}_{os.getpid()}"
     for other_version, other, *_ in _clusters():
         # Left by this process's number before (a killed process whose pid came back), or by
@@ -109,12 +114,12 @@ def throwaway_cluster(role: str = ROLE) -> Iterator[tuple[str, str]]:
         subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True)
 
 
-def restart_local_cluster(name: str | None = None) -> None:
-    """Restart a cluster of the machine (the first, or ``name``) in fast mode (every
+def restart_local_cluster(name: str) -> None:
+    """Restart the machine's cluster ``name`` (a ``throwaway_cluster``) in fast mode (every
     connection is cut), as a server restart or failover does to its clients; back up when
     this returns."""
-    version, first = next(c for c in _clusters() if not c[1].startswith(THROWAWAY))[:2]
-    subprocess.run(["pg_ctlcluster", version, name or first, "restart", "-m", "fast"], check=True, capture_output=True)
+    version = _machine_clusters()[0][0]
+    subprocess.run(["pg_ctlcluster", version, name, "restart", "-m", "fast"], check=True, capture_output=True)
 
 
 def admin_url() -> str | None:

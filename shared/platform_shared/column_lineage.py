@@ -34,8 +34,6 @@ ColumnRef = tuple[str, str, str]
 COLUMN_LINEAGE = "dagster/column_lineage"
 # Columns without lineage, each with the reason (Dagster's lineage entry has no place for it).
 LINEAGE_GAPS = "column_lineage_gaps"
-# Where a column chooses rows rather than computing a value.
-_ROW_CLAUSES = ("Where", "Join", "Group", "Having", "Qualify")
 
 
 def sql_dialect(conn) -> str:
@@ -107,7 +105,7 @@ def query_reads(
         for column in tree.named_selects:
             node = lineage(column, tree, schema=known, dialect=dialect, scope=scope, trim_selects=False)
             out[column] = sorted(tables(node))
-        clauses = tuple(getattr(exp, c) for c in _ROW_CLAUSES)
+        clauses = (exp.Where, exp.Join, exp.Group, exp.Having, exp.Qualify)  # where a column chooses rows
 
         def in_clause(node, root) -> bool:  # under a row clause of the scope whose root is ``root``
             while (node := node.parent) is not None and node is not root:
