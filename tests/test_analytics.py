@@ -194,8 +194,10 @@ def test_slim_ci_selects_only_what_changed_and_its_children(tmp_path):
     project = tmp_path / "analytics_dbt"
     shutil.copytree(PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "platform_analytics"))
     state = tmp_path / "state"
-    state.mkdir()
-    shutil.copy(PROJECT_DIR / "target" / "manifest.json", state / "manifest.json")
+    # The state is the unchanged project's manifest, parsed here: analytics_dbt/target's may
+    # be re-parsed meanwhile by another test's `dagster dev` with other settings.
+    parsed = subprocess.run([DBT, "parse", "--target-path", str(state)], cwd=project, capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stdout
     model = project / "models" / "marts" / "product" / "products.sql"
     model.write_text(model.read_text().replace("as return_rate,", "as return_rate,  -- changed\n"))
     listed = subprocess.run(
