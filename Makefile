@@ -7,6 +7,10 @@ SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+# uv compiles every environment's bytecode when it installs, as the images do: where
+# PYTHONDONTWRITEBYTECODE is set (this machine, many containers) Python would otherwise
+# compile dagster from source in every process (import dagster 1.6 s against 0.8 s here).
+export UV_COMPILE_BYTECODE := 1
 # Dagster reads DAGSTER_HOME before any project code, so it is set (absolute) here.
 export DAGSTER_HOME := $(abspath $(or $(DAGSTER_HOME),.dagster))
 
