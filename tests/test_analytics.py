@@ -120,6 +120,27 @@ def test_selecting_a_few_models_runs_only_those(warehouse):
     assert {e.asset_key for e in result.get_asset_materialization_events()} == set(picked)
 
 
+def test_a_steps_next_dbt_command_parses_only_what_changed(warehouse, tmp_path):
+    # This test's target folder holds no prepared parse state: the first command parses the
+    # whole project, the next one starts from the state the first left (a deployment whose
+    # warehouse path differs from the prepared state's profile was in the first case on
+    # every run, and so was every daily run, whose days are --vars).
+    from platform_analytics.definitions import defs
+
+    job = defs().resolve_implicit_global_asset_job_def()
+    for _ in range(2):
+        result = job.execute_in_process(
+            asset_selection=[dg.AssetKey(["stg_app__orders"])], instance=dg.DagsterInstance.ephemeral()
+        )
+        assert result.success
+    target = tmp_path / "dbt_target"
+    first, second = (p.read_text() for p in sorted(target.glob("analytics_models-*/dbt.log"), key=os.path.getmtime))
+    assert "Partial parsing enabled" not in first
+    assert "Partial parsing enabled, no changes found, skipping parsing" in second
+    assert "Unable to do partial parsing" not in second
+    assert (target / "analytics_models.partial_parse.msgpack").stat().st_size > 0
+
+
 def test_a_model_builds_alone_on_a_warehouse_where_its_neighbours_were_never_built(platform, tmp_path, monkeypatch):
     # Regression: automation rebuilt stg_app__customers alone on a new warehouse, and dbt's
     # eager test selection added the relationship test from stg_app__orders, which did not

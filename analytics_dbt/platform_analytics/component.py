@@ -26,10 +26,15 @@ What the subclass changes, and why (dagster-dbt 0.29.27, pinned):
   own column lineage needs dbt's adapter in this process, which the location never loads:
   ``column_lineage.py`` follows the SQL dbt compiled for this run instead. Then the
   oldest invocations' target folders go (``kept_invocations``, ``prune_invocations``).
+  Each dbt command starts from the parse state its step's last command left
+  (``invocation_folder``, ``keep_parse_state``), not only from the prepared one.
 """
 
 import json
+import os
 import re
+import shutil
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -85,6 +90,42 @@ def prune_invocations(target: Path, keep: int) -> list[Path]:
     for folder in old:
         shutil.rmtree(folder, ignore_errors=True)
     return old
+
+
+PARSE_STATE = "partial_parse.msgpack"
+
+
+def invocation_folder(project_dir: Path, step: str, run_id: str) -> Path:
+    """A new target folder for one dbt command of ``step``, named as dagster-dbt names its
+    own, holding the parse state the step's last command left, if any.
+
+    Written by hand: dagster-dbt copies only the prepared ``target/partial_parse.msgpack``
+    into each new folder, and dbt re-parses the whole project when that state's profile
+    or ``--vars`` differ from the command's (dbt logs "Unable to do partial parsing"):
+    a deployment whose WAREHOUSE_PATH is not the one the image was prepared with, and
+    every daily run (its days are ``--vars``), paid a full parse each time. dbt checks the
+    state it is given (files, profile, vars, its own version) and parses again what
+    changed, so a state kept from an earlier command is never trusted blindly."""
+    target = project_dir / os.environ.get("DBT_TARGET_PATH", "target")  # dbt's own variable
+    folder = target / f"{step}-{run_id[:7]}-{uuid.uuid4().hex[:7]}"
+    kept = target / f"{step}.{PARSE_STATE}"
+    if kept.exists():  # else dagster-dbt copies the prepared state
+        folder.mkdir(parents=True)
+        shutil.copyfile(kept, folder / PARSE_STATE)
+    return folder
+
+
+def keep_parse_state(folder: Path, step: str) -> bool:
+    """Keep the parse state dbt wrote in ``folder`` for the step's next command (replaced
+    whole: a concurrent command reads the old state or this one, never a torn file)."""
+    written = folder / PARSE_STATE
+    if not written.exists():  # dbt stopped before it parsed
+        return False
+    kept = folder.parent / f"{step}.{PARSE_STATE}"
+    partial = kept.with_name(f"{kept.name}.{os.getpid()}.tmp")
+    shutil.copyfile(written, partial)
+    os.replace(partial, kept)
+    return True
 
 
 # dagster_dbt.X, not an import of X: `dg list components` lists what this module names.
@@ -220,7 +261,9 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
             days = {"min_date": window.start.date().isoformat(), "max_date": window.end.date().isoformat()}
             args += ["--vars", json.dumps(days)]
             context.log.info(f"Daily models rebuild the days from {days['min_date']} to before {days['max_date']}")
-        invocation = dbt.cli(args, context=context, raise_on_error=False)
+        step = context.op_execution_context.op.name
+        folder = invocation_folder(Path(dbt.project_dir), step, context.run.run_id)
+        invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=folder)
         # Held back until dbt exits: DuckDB lets no other process read the file while dbt
         # writes it. (dagster-dbt's fetch_row_counts reopens the profile's database, which
         # is the attached alias here, not a file it can open.)
@@ -230,12 +273,13 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
             lineage = ModelLineage(conn, invocation.manifest, invocation.target_path, self._analytics, warehouse.kind)
             yield from (_with_table_metadata(conn, e, invocation.manifest, lineage) for e in events)
         context.log.info(f"Column lineage of {lineage.models} models in {lineage.seconds:.2f} s")
-        try:  # tidying must never fail a step whose dbt ran
+        try:  # neither keeping the parse state nor tidying may fail a step whose dbt ran
+            keep_parse_state(Path(invocation.target_path), step)
             pruned = prune_invocations(Path(invocation.target_path).parent, self.kept_invocations)
             if pruned:
                 context.log.info(f"Deleted {len(pruned)} old dbt target folders (keeps {self.kept_invocations})")
         except OSError as exc:
-            context.log.warning(f"Old dbt target folders were not deleted: {exc}")
+            context.log.warning(f"dbt's parse state was not kept or old target folders were not deleted: {exc}")
         if not invocation.is_successful():
             raise dg.Failure(f"dbt build failed: {invocation.get_error()}")
 
