@@ -8,9 +8,11 @@ columns) and follows each output column through CTEs, subqueries, unions and win
 What counts as "reads": the columns in the expression that computes the output column
 (``count(*)`` reads no column). Filters, join conditions and group keys choose the rows
 instead: they are listed apart, for the whole table (``query_reads``), since a change to
-one changes which rows every column holds, and dropping one breaks the query. A query
-that cannot be followed (a table the warehouse does not have, SQL the parser cannot read)
-raises ``Underivable`` with the parser's reason.
+one changes which rows every column holds, and dropping one breaks the query. Except
+behind a left join to a side with one row per join key at most: there they choose the
+values read from that side (``attached`` in ``query_reads``). A query that cannot be
+followed (a table the warehouse does not have, SQL the parser cannot read) raises
+``Underivable`` with the parser's reason.
 
 Emitted as Dagster's ``dagster/column_lineage`` metadata (``TableColumnLineage``), and the
 row columns as ``column_lineage_rows`` (Dagster's lineage has no place for them), which
@@ -101,10 +103,11 @@ def query_reads(
         if not isinstance(tree, exp.Query):
             raise Underivable(f"not a query: {type(tree).__name__}")
         scope = build_scope(tree)
-        out: dict[str, list[ColumnRef]] = {}
-        for column in tree.named_selects:
-            node = lineage(column, tree, schema=known, dialect=dialect, scope=scope, trim_selects=False)
-            out[column] = sorted(tables(node))
+        nodes = {
+            column: lineage(column, tree, schema=known, dialect=dialect, scope=scope, trim_selects=False)
+            for column in tree.named_selects
+        }
+        out = {column: tables(node) for column, node in nodes.items()}
         clauses = (exp.Where, exp.Join, exp.Group, exp.Having, exp.Qualify)  # where a column chooses rows
 
         def in_clause(node, root) -> bool:  # under a row clause of the scope whose root is ``root``
@@ -137,7 +140,59 @@ def query_reads(
                 )
             return chosen[id(inner)]
 
+        def attached() -> dict[int, exp.Join]:
+            """The left joins that keep every row of their left side and add at most one
+            row to each: the right side a CTE (read once) or a subquery that groups by
+            columns it returns, each of them equal to a left-side value in the join's
+            condition. Their conditions and the right side's own row clauses then choose
+            no row of the query, only the values of the columns read from that side."""
+            found: dict[int, exp.Join] = {}
+            for outer in traverse_scope(tree):
+                for join in outer.expression.args.get("joins") or []:
+                    right = join.this
+                    source = outer.sources.get(right.alias_or_name)
+                    if join.side != "LEFT" or not isinstance(source, Scope) or not join.args.get("on"):
+                        continue
+                    reads = sum(t.name == right.name for t in tree.find_all(exp.Table))
+                    if isinstance(right, exp.Table) and reads != 1:  # a CTE read elsewhere too
+                        continue
+                    select = source.expression
+                    if not isinstance(select, exp.Select):
+                        continue
+                    group = select.args.get("group")
+                    if not group or group.args.get("all") or not group.expressions:
+                        continue
+                    returned = {p.unalias().sql(): p.alias_or_name for p in select.selects}
+                    keys = {returned.get(g.sql()) for g in group.expressions}
+                    on = join.args["on"]
+                    equal = {
+                        side.name
+                        for eq in (on.flatten() if isinstance(on, exp.And) else [on])
+                        if isinstance(eq, exp.EQ)
+                        for side, other in ((eq.left, eq.right), (eq.right, eq.left))
+                        if isinstance(side, exp.Column)
+                        and side.table == right.alias_or_name
+                        and not any(c.table == right.alias_or_name for c in other.find_all(exp.Column))
+                    }
+                    if None not in keys and keys <= equal:
+                        found[id(source.expression)] = join
+            return found
+
+        joins = attached()
+
+        def contained_by(column, inner) -> int | None:
+            """The right side whose values ``column`` chooses, if it chooses no row."""
+            if id(inner.expression) in joins:  # the right side's own row clauses
+                return id(inner.expression)
+            join = column.find_ancestor(exp.Join)
+            for side, attaching in joins.items():
+                if join is attaching:
+                    return side
+            return None
+
         rows: set[ColumnRef] = set()
+        values: dict[int, set[ColumnRef]] = {side: set() for side in joins}
+        leaked: set[int] = set()
         for inner in traverse_scope(tree):
             select, group = inner.expression, inner.expression.args.get("group")
             # DuckDB's `group by all`: the projections that aggregate nothing are the keys.
@@ -150,12 +205,24 @@ def query_reads(
                 key = any(column is c for p in keys for c in p.find_all(exp.Column))
                 if not (chooses(inner) or key or in_clause(column, inner.expression)):
                     continue
+                side = None if chooses(inner) or key else contained_by(column, inner)
+                into = rows if side is None else values[side]
                 source = inner.sources.get(column.table)
                 if isinstance(source, exp.Table):
-                    rows.add((source.db, source.name, column.name))
+                    into.add((source.db, source.name, column.name))
                 elif isinstance(source, Scope):  # a CTE or a subquery: its column's own reads
-                    rows |= tables(to_node(column.name, source, dialect, known, trim_selects=False))
-        return out, sorted(rows)
+                    node = to_node(column.name, source, dialect, known, trim_selects=False)
+                    into |= tables(node)
+                    if side is None:  # a row clause on an attached side's value: its choices choose rows
+                        leaked |= {s for s in joins if s in {id(n.source) for n in node.walk()}}
+        for side in leaked:
+            rows |= values.pop(side)
+        for column, node in nodes.items():  # an attached side's choices: values of what reads it
+            sources = {id(n.source) for n in node.walk()}
+            for side, read in values.items():
+                if side in sources:
+                    out[column] |= read
+        return {column: sorted(reads) for column, reads in out.items()}, sorted(rows)
     except SqlglotError as exc:
         raise Underivable(str(exc).splitlines()[0]) from exc
 

@@ -105,6 +105,52 @@ def test_filters_joins_and_group_keys_choose_the_rows_at_any_depth():
     assert query_reads(failed, SCHEMA) == ({"failed": [("raw", "orders", "status")]}, [])
 
 
+def test_a_left_joined_side_with_one_row_per_key_chooses_values_not_rows():
+    """A left join keeps every row of its left side; when the right side groups by the
+    columns it is joined on, it adds at most one row to each. Its filter, its group keys
+    and the join's condition then change the values read from that side, not which rows
+    the query holds (marts/products.sql: products left-join their sales)."""
+    sales = (
+        "select customer_id, count(*) as orders, sum(total_cents) as cents from raw.orders "
+        "where status != 'cancelled' group by customer_id"
+    )
+    joined = f"with sales as ({sales}) "
+    joined += "select c.country, s.orders, s.cents from raw.customers as c "
+    joined += "left join sales as s on s.customer_id = c.customer_id"
+    chosen = [("raw", "customers", "customer_id"), ("raw", "orders", "customer_id"), ("raw", "orders", "status")]
+    assert query_reads(joined, SCHEMA) == (
+        {
+            "country": [("raw", "customers", "country")],
+            "orders": chosen,  # count(*): which orders each customer has
+            "cents": sorted([*chosen, ("raw", "orders", "total_cents")]),
+        },
+        [],
+    )
+    # The same side as a derived table, under a CTE that the query selects from.
+    derived = (
+        f"with final as (select c.country, s.cents from raw.customers as c left join ({sales}) as s "
+        "on c.customer_id = s.customer_id) select * from final"
+    )
+    assert query_reads(derived, SCHEMA) == (
+        {"country": [("raw", "customers", "country")], "cents": sorted([*chosen, ("raw", "orders", "total_cents")])},
+        [],
+    )
+    # A filter on a value of that side makes its choices choose rows again.
+    assert query_reads(joined + " where s.orders > 1", SCHEMA)[1] == chosen
+    # Rows again when the side may add several rows to one (grouped by more than the join's
+    # columns, or not grouped), when an inner join may drop rows, or when the CTE is read
+    # elsewhere too.
+    several = joined.replace("group by customer_id", "group by customer_id, status").replace(
+        "select customer_id,", "select customer_id, status,"
+    )
+    assert query_reads(several, SCHEMA)[1] == chosen
+    assert query_reads(joined.replace("left join", "join"), SCHEMA)[1] == chosen
+    twice = joined.replace(
+        "from raw.customers as c", "from raw.customers as c cross join (select max(cents) from sales)"
+    )
+    assert query_reads(twice, SCHEMA)[1] == chosen
+
+
 def test_a_window_function_reads_its_partition_and_order_columns():
     sql = """
         select order_id,
