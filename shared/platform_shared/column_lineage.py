@@ -9,8 +9,9 @@ What counts as "reads": the columns in the expression that computes the output c
 (``count(*)`` reads no column). Filters, join conditions and group keys choose the rows
 instead: they are listed apart, for the whole table (``query_reads``), since a change to
 one changes which rows every column holds, and dropping one breaks the query. Except
-behind a left join to a side with one row per join key at most: there they choose the
-values read from that side (``attached`` in ``query_reads``). A query that cannot be
+behind a left join to a side with one row per join key at most, and in a subquery of a
+select list: there they choose the values read from that side (``attached`` and
+``sides`` in ``query_reads``). A query that cannot be
 followed (a table the warehouse does not have, SQL the parser cannot read) raises
 ``Underivable`` with the parser's reason.
 
@@ -179,19 +180,34 @@ def query_reads(
             return found
 
         joins = attached()
+        # The sides whose row clauses choose values, not rows: those left-joined sides, and
+        # each subquery of a select list (a scalar: its filter chooses what its value reads).
+        sides = set(joins) | {
+            id(inner.expression)
+            for inner in traverse_scope(tree)
+            if inner.is_subquery
+            and inner.parent
+            and not chooses(inner)
+            and not in_clause(inner.expression, inner.parent.expression)
+        }
 
-        def contained_by(column, inner) -> int | None:
-            """The right side whose values ``column`` chooses, if it chooses no row."""
-            if id(inner.expression) in joins:  # the right side's own row clauses
-                return id(inner.expression)
-            join = column.find_ancestor(exp.Join)
-            for side, attaching in joins.items():
-                if join is attaching:
-                    return side
+        attaching = {id(join): side for side, join in joins.items()}
+
+        def contained_by(column) -> int | None:
+            """The side whose values ``column`` chooses, if it chooses no row: the nearest
+            side around it (its row clauses, or those of a scope inside it, or an outer
+            column that a scalar subquery's filter correlates with), or the join that
+            attaches one."""
+            node = column
+            while (node := node.parent) is not None:
+                if id(node) in sides:
+                    return id(node)
+                if id(node) in attaching:
+                    return attaching[id(node)]
             return None
 
         rows: set[ColumnRef] = set()
-        values: dict[int, set[ColumnRef]] = {side: set() for side in joins}
+        values: dict[int, set[ColumnRef]] = {side: set() for side in sides}
         leaked: set[int] = set()
         for inner in traverse_scope(tree):
             select, group = inner.expression, inner.expression.args.get("group")
@@ -205,7 +221,7 @@ def query_reads(
                 key = any(column is c for p in keys for c in p.find_all(exp.Column))
                 if not (chooses(inner) or key or in_clause(column, inner.expression)):
                     continue
-                side = None if chooses(inner) or key else contained_by(column, inner)
+                side = None if chooses(inner) or key else contained_by(column)
                 into = rows if side is None else values[side]
                 source = inner.sources.get(column.table)
                 if isinstance(source, exp.Table):
@@ -213,11 +229,11 @@ def query_reads(
                 elif isinstance(source, Scope):  # a CTE or a subquery: its column's own reads
                     node = to_node(column.name, source, dialect, known, trim_selects=False)
                     into |= tables(node)
-                    if side is None:  # a row clause on an attached side's value: its choices choose rows
-                        leaked |= {s for s in joins if s in {id(n.source) for n in node.walk()}}
+                    if side is None:  # a row clause on a side's value: its choices choose rows
+                        leaked |= sides & {id(n.source) for n in node.walk()}
         for side in leaked:
             rows |= values.pop(side)
-        for column, node in nodes.items():  # an attached side's choices: values of what reads it
+        for column, node in nodes.items():  # a side's choices: values of what reads it
             sources = {id(n.source) for n in node.walk()}
             for side, read in values.items():
                 if side in sources:

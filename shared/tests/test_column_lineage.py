@@ -151,6 +151,29 @@ def test_a_left_joined_side_with_one_row_per_key_chooses_values_not_rows():
     assert query_reads(twice, SCHEMA)[1] == chosen
 
 
+def test_a_scalar_subquery_s_filter_chooses_its_value_not_rows():
+    """A subquery in a select list gives one value per row: its filter (and the outer
+    column it correlates with) choose what that value reads, not which rows there are."""
+    top = (
+        "select c.country, (select max(o.total_cents) from raw.orders as o "
+        "where o.customer_id = c.customer_id and o.status = 'paid') as top from raw.customers as c"
+    )
+    reads = [("raw", "customers", "customer_id"), ("raw", "orders", "customer_id"), ("raw", "orders", "status")]
+    assert query_reads(top, SCHEMA) == (
+        {"country": [("raw", "customers", "country")], "top": sorted([*reads, ("raw", "orders", "total_cents")])},
+        [],
+    )
+    # A derived table inside it: the same. A filter on its value: rows again.
+    inside = (
+        "select c.country, (select max(t) from (select total_cents as t from raw.orders "
+        "where status = 'paid') as d) as top from raw.customers as c"
+    )
+    assert query_reads(inside, SCHEMA)[1] == []
+    assert query_reads(f"with x as ({top}) select * from x where top > 5", SCHEMA)[1] == sorted(
+        [*reads, ("raw", "orders", "total_cents")]
+    )
+
+
 def test_a_window_function_reads_its_partition_and_order_columns():
     sql = """
         select order_id,
