@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -75,8 +76,6 @@ def prune_invocations(target: Path, keep: int) -> list[Path]:
     dagster-dbt knows these folders. "Touched" is the newest change of the folder or of
     what it holds (dbt appends to its dbt.log while it runs); a folder another step
     deletes meanwhile is skipped."""
-    import shutil
-    import time
 
     def touched(folder: Path) -> float | None:
         try:
@@ -115,16 +114,22 @@ def invocation_folder(project_dir: Path, step: str, run_id: str) -> Path:
     return folder
 
 
-def keep_parse_state(folder: Path, step: str) -> bool:
-    """Keep the parse state dbt wrote in ``folder`` for the step's next command (replaced
-    whole: a concurrent command reads the old state or this one, never a torn file)."""
+def keep_parse_state(folder: Path, step: str, since_ns: int) -> bool:
+    """Keep the parse state dbt wrote in ``folder`` after ``since_ns`` (the command's start)
+    for the step's next command. A state dbt did not write (it stopped before parsing, or
+    found nothing changed) is the one the command started from, which a concurrent command
+    may have replaced with a newer one meanwhile: it is left as it is. Replaced whole: a
+    concurrent command reads the old state or this one, never a torn file."""
     written = folder / PARSE_STATE
-    if not written.exists():  # dbt stopped before it parsed
+    if not written.exists() or written.stat().st_mtime_ns < since_ns:
         return False
     kept = folder.parent / f"{step}.{PARSE_STATE}"
     partial = kept.with_name(f"{kept.name}.{os.getpid()}.tmp")
-    shutil.copyfile(written, partial)
-    os.replace(partial, kept)
+    try:
+        shutil.copyfile(written, partial)
+        os.replace(partial, kept)
+    finally:
+        partial.unlink(missing_ok=True)
     return True
 
 
@@ -264,6 +269,8 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
         step = context.op_execution_context.op.name
         folder = invocation_folder(Path(dbt.project_dir), step, context.run.run_id)
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=folder)
+        # dbt has started (its state, if any, is in the folder) and parses a second or more later.
+        started_ns = time.time_ns()
         # Held back until dbt exits: DuckDB lets no other process read the file while dbt
         # writes it. (dagster-dbt's fetch_row_counts reopens the profile's database, which
         # is the attached alias here, not a file it can open.)
@@ -274,7 +281,7 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
             yield from (_with_table_metadata(conn, e, invocation.manifest, lineage) for e in events)
         context.log.info(f"Column lineage of {lineage.models} models in {lineage.seconds:.2f} s")
         try:  # neither keeping the parse state nor tidying may fail a step whose dbt ran
-            keep_parse_state(Path(invocation.target_path), step)
+            keep_parse_state(Path(invocation.target_path), step, started_ns)
             pruned = prune_invocations(Path(invocation.target_path).parent, self.kept_invocations)
             if pruned:
                 context.log.info(f"Deleted {len(pruned)} old dbt target folders (keeps {self.kept_invocations})")

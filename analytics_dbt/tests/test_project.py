@@ -80,3 +80,30 @@ def test_old_invocation_folders_go_and_recent_or_other_files_stay(tmp_path):
         "recent-ccccccc-0000003",
     ]
     assert prune_invocations(tmp_path, keep=1) == []
+
+
+def test_a_step_keeps_only_the_parse_state_its_dbt_wrote(tmp_path, monkeypatch):
+    import time
+
+    from platform_analytics.component import PARSE_STATE, invocation_folder, keep_parse_state, prune_invocations
+
+    monkeypatch.setenv("DBT_TARGET_PATH", "target")  # relative: under the project folder
+    kept = tmp_path / "target" / f"analytics_models.{PARSE_STATE}"
+    kept.parent.mkdir()
+    kept.write_bytes(b"old")
+    folder = invocation_folder(tmp_path, "analytics_models", "0123456789abcdef")
+    assert folder.parent == kept.parent and (folder / PARSE_STATE).read_bytes() == b"old"
+    started = time.time_ns()
+    # A concurrent command kept a newer state meanwhile; this one's dbt stopped before parsing.
+    kept.write_bytes(b"newer")
+    assert not keep_parse_state(folder, "analytics_models", started)
+    assert kept.read_bytes() == b"newer"
+    # dbt parsed and wrote its state (a second or more after it started; file times here
+    # are as coarse as the kernel's clock tick): the step keeps it, and nothing else is left.
+    time.sleep(0.1)
+    (folder / PARSE_STATE).write_bytes(b"parsed")
+    assert keep_parse_state(folder, "analytics_models", started)
+    assert kept.read_bytes() == b"parsed"
+    assert sorted(p.name for p in kept.parent.iterdir()) == [folder.name, kept.name]
+    # The kept state is never taken for an invocation folder to prune.
+    assert prune_invocations(kept.parent, keep=0) == []

@@ -141,6 +141,48 @@ def query_reads(
                 )
             return chosen[id(inner)]
 
+        def row_projections(inner) -> list:
+            """The projections of a scope whose values choose its rows: every one under a
+            plain `distinct`, in a branch of a `union` (not `all`), `intersect` or `except`,
+            or of a union cut by a `limit`; `group by all`'s keys (the projections that
+            aggregate nothing of their own); those that an `order by` cut by a `limit`, or
+            `distinct on`, names by alias or position (qualify leaves those unresolved)."""
+            select, parent = inner.expression, inner.expression.parent
+            if not isinstance(select, exp.Select):
+                return []
+            distinct = select.args.get("distinct")
+            if (
+                (distinct and not distinct.args.get("on"))
+                or isinstance(parent, (exp.Intersect, exp.Except))
+                or (isinstance(parent, exp.Union) and (parent.args.get("distinct") or parent.args.get("limit")))
+            ):
+                return list(select.selects)
+            picked = []
+            group = select.args.get("group")
+            if group and group.args.get("all"):
+                picked += [
+                    p
+                    for p in select.selects
+                    if not any(a.find_ancestor(exp.Select) is select for a in p.find_all(exp.AggFunc))
+                ]
+            refs = list(distinct.args["on"].expressions) if distinct else []  # (`distinct on`: plain returned)
+            order = select.args.get("order")
+            if order is not None and (select.args.get("limit") or select.args.get("offset")):
+                refs += [o.this if isinstance(o, exp.Ordered) else o for o in order.expressions]
+            named = {p.alias_or_name: p for p in select.selects}
+            for ref in refs:
+                if isinstance(ref, exp.Column) and not ref.table and ref.name in named:
+                    picked.append(named[ref.name])
+                elif isinstance(ref, exp.Literal) and ref.is_int and 0 < int(ref.name) <= len(select.selects):
+                    picked.append(select.selects[int(ref.name) - 1])
+            return picked
+
+        def in_select_list(inner) -> bool:  # a subquery among its parent's projections
+            node, root = inner.expression, inner.parent.expression
+            while node.parent is not None and node.parent is not root:
+                node = node.parent
+            return isinstance(root, exp.Select) and node.parent is root and node.arg_key == "expressions"
+
         def attached() -> dict[int, exp.Join]:
             """The left joins that keep every row of their left side and add at most one
             row to each: the right side a CTE (read once) or a subquery that groups by
@@ -152,7 +194,8 @@ def query_reads(
                 for join in outer.expression.args.get("joins") or []:
                     right = join.this
                     source = outer.sources.get(right.alias_or_name)
-                    if join.side != "LEFT" or not isinstance(source, Scope) or not join.args.get("on"):
+                    left = join.side == "LEFT" and join.kind in ("", "OUTER")  # not a semi or anti join
+                    if not left or not isinstance(source, Scope) or not join.args.get("on"):
                         continue
                     reads = sum(t.name == right.name for t in tree.find_all(exp.Table))
                     if isinstance(right, exp.Table) and reads != 1:  # a CTE read elsewhere too
@@ -163,6 +206,11 @@ def query_reads(
                     group = select.args.get("group")
                     if not group or group.args.get("all") or not group.expressions:
                         continue
+                    if any(
+                        p.find(exp.Unnest, exp.Explode, exp.UDTF, exp.GenerateSeries, exp.Anonymous)
+                        for p in select.selects
+                    ):
+                        continue  # a function that may return several rows (a function sqlglot does not know, too)
                     returned = {p.unalias().sql(): p.alias_or_name for p in select.selects}
                     keys = {returned.get(g.sql()) for g in group.expressions}
                     on = join.args["on"]
@@ -185,10 +233,7 @@ def query_reads(
         sides = set(joins) | {
             id(inner.expression)
             for inner in traverse_scope(tree)
-            if inner.is_subquery
-            and inner.parent
-            and not chooses(inner)
-            and not in_clause(inner.expression, inner.parent.expression)
+            if inner.is_subquery and inner.parent and not chooses(inner) and in_select_list(inner)
         }
 
         attaching = {id(join): side for side, join in joins.items()}
@@ -209,28 +254,28 @@ def query_reads(
         rows: set[ColumnRef] = set()
         values: dict[int, set[ColumnRef]] = {side: set() for side in sides}
         leaked: set[int] = set()
+
+        def choose(side: int | None, reads: set[ColumnRef], node=None) -> None:
+            """``reads`` choose the rows of ``side`` (of the query, if None); so do the
+            choices of every other side that ``node`` (their lineage) reads through."""
+            (rows if side is None else values[side]).update(reads)
+            if node is not None:
+                leaked.update((sides & {id(n.source) for n in node.walk()}) - {side})
+
         for inner in traverse_scope(tree):
-            select, group = inner.expression, inner.expression.args.get("group")
-            # DuckDB's `group by all`: the projections that aggregate nothing are the keys.
-            keys = (
-                [p for p in select.selects if not p.find(exp.AggFunc)]
-                if isinstance(select, exp.Select) and group and group.args.get("all")
-                else []
-            )
             for column in inner.columns:
-                key = any(column is c for p in keys for c in p.find_all(exp.Column))
-                if not (chooses(inner) or key or in_clause(column, inner.expression)):
+                if not (chooses(inner) or in_clause(column, inner.expression)):
                     continue
-                side = None if chooses(inner) or key else contained_by(column)
-                into = rows if side is None else values[side]
+                side = None if chooses(inner) else contained_by(column)
                 source = inner.sources.get(column.table)
                 if isinstance(source, exp.Table):
-                    into.add((source.db, source.name, column.name))
+                    choose(side, {(source.db, source.name, column.name)})
                 elif isinstance(source, Scope):  # a CTE or a subquery: its column's own reads
                     node = to_node(column.name, source, dialect, known, trim_selects=False)
-                    into |= tables(node)
-                    if side is None:  # a row clause on a side's value: its choices choose rows
-                        leaked |= sides & {id(n.source) for n in node.walk()}
+                    choose(side, tables(node), node)
+            for projection in row_projections(inner):
+                node = to_node(projection.alias_or_name, inner, dialect, known, trim_selects=False)
+                choose(None if chooses(inner) else contained_by(projection), tables(node), node)
         for side in leaked:
             rows |= values.pop(side)
         for column, node in nodes.items():  # a side's choices: values of what reads it
