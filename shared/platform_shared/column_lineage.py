@@ -80,7 +80,7 @@ def query_reads(
     from sqlglot.errors import SqlglotError
     from sqlglot.lineage import lineage, to_node
     from sqlglot.optimizer.qualify import qualify
-    from sqlglot.optimizer.scope import Scope, build_scope, traverse_scope
+    from sqlglot.optimizer.scope import Scope, build_scope
     from sqlglot.schema import MappingSchema
 
     def tables(node) -> set[ColumnRef]:
@@ -104,11 +104,14 @@ def query_reads(
         if not isinstance(tree, exp.Query):
             raise Underivable(f"not a query: {type(tree).__name__}")
         scope = build_scope(tree)
+        if scope is None:
+            raise Underivable("sqlglot found no scope in the query")
         nodes = {
             column: lineage(column, tree, schema=known, dialect=dialect, scope=scope, trim_selects=False)
             for column in tree.named_selects
         }
         out = {column: tables(node) for column, node in nodes.items()}
+        scopes = list(scope.traverse())  # every scope of the query, inner ones first
         clauses = (exp.Where, exp.Join, exp.Group, exp.Having, exp.Qualify)  # where a column chooses rows
 
         def in_clause(node, root) -> bool:  # under a row clause of the scope whose root is ``root``
@@ -183,23 +186,23 @@ def query_reads(
                 node = node.parent
             return isinstance(root, exp.Select) and node.parent is root and node.arg_key == "expressions"
 
-        def attached() -> dict[int, exp.Join]:
+        def attached() -> dict[int, int]:
             """The left joins that keep every row of their left side and add at most one
-            row to each: the right side a CTE (read once) or a subquery that groups by
-            columns it returns, each of them equal to a left-side value in the join's
-            condition. Their conditions and the right side's own row clauses then choose
-            no row of the query, only the values of the columns read from that side."""
-            found: dict[int, exp.Join] = {}
-            for outer in traverse_scope(tree):
+            row to each (each join's id, with its right side's): the right side a CTE (read
+            once) or a subquery that groups by columns it returns, each of them equal to a
+            left-side value in the join's condition. Their conditions and the right side's
+            own row clauses then choose no row of the query, only the values of the columns
+            read from that side."""
+            found: dict[int, int] = {}
+            for outer in scopes:
                 for join in outer.expression.args.get("joins") or []:
                     right = join.this
                     source = outer.sources.get(right.alias_or_name)
                     left = join.side == "LEFT" and join.kind in ("", "OUTER")  # not a semi or anti join
                     if not left or not isinstance(source, Scope) or not join.args.get("on"):
                         continue
-                    reads = sum(t.name == right.name for t in tree.find_all(exp.Table))
-                    if isinstance(right, exp.Table) and reads != 1:  # a CTE read elsewhere too
-                        continue
+                    if isinstance(right, exp.Table) and sum(t.name == right.name for t in tree.find_all(exp.Table)) > 1:
+                        continue  # a CTE read elsewhere too
                     select = source.expression
                     if not isinstance(select, exp.Select):
                         continue
@@ -224,19 +227,17 @@ def query_reads(
                         and not any(c.table == right.alias_or_name for c in other.find_all(exp.Column))
                     }
                     if None not in keys and keys <= equal:
-                        found[id(source.expression)] = join
+                        found[id(join)] = id(select)
             return found
 
-        joins = attached()
+        attaching = attached()
         # The sides whose row clauses choose values, not rows: those left-joined sides, and
         # each subquery of a select list (a scalar: its filter chooses what its value reads).
-        sides = set(joins) | {
+        sides = set(attaching.values()) | {
             id(inner.expression)
-            for inner in traverse_scope(tree)
+            for inner in scopes
             if inner.is_subquery and inner.parent and not chooses(inner) and in_select_list(inner)
         }
-
-        attaching = {id(join): side for side, join in joins.items()}
 
         def contained_by(column) -> int | None:
             """The side whose values ``column`` chooses, if it chooses no row: the nearest
@@ -262,7 +263,7 @@ def query_reads(
             if node is not None:
                 leaked.update((sides & {id(n.source) for n in node.walk()}) - {side})
 
-        for inner in traverse_scope(tree):
+        for inner in scopes:
             for column in inner.columns:
                 if not (chooses(inner) or in_clause(column, inner.expression)):
                     continue
