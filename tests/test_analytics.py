@@ -22,7 +22,12 @@ from tools import run_all
 DBT = str(Path(sys.executable).parent / "dbt")
 REPO = Path(__file__).resolve().parents[1]
 # The daily models and the day each is partitioned by.
-DAILY = {"sessions": "session_date", "session_funnel": "session_date", "daily_revenue": "order_date"}
+DAILY = {
+    "sessions": "session_date",
+    "session_funnel": "session_date",
+    "daily_revenue": "order_date",
+    "payment_health": "payment_date",
+}
 
 
 @pytest.fixture
@@ -89,6 +94,43 @@ def test_incremental_sessions_equal_a_full_refresh_after_late_updates_and_delete
     assert _query(warehouse, "select count(*) from marts.sessions") == _query(
         warehouse, "select count(*) from raw.web_sessions"
     )
+
+
+def test_a_run_of_the_newest_days_applies_late_changes_and_deletes_of_every_day(warehouse):
+    """`make run` and automation run the daily models' newest partitions only; what changed
+    upstream on older days since the last build still reaches them (the tables then equal
+    a full refresh), or those days would stay behind for ever."""
+    with duckdb.connect(str(warehouse)) as conn:
+        (now,) = conn.execute("select max(updated_at) from raw.web_sessions").fetchall()[0]
+        (early,) = conn.execute("select min(session_date) from marts.sessions").fetchall()[0]
+        # A session of the first day updated now, one deleted, an order of the first day and
+        # the first payment deleted.
+        conn.execute(
+            "update raw.web_sessions set funnel_step = 'checkout', updated_at = ? + interval 1 hour "
+            "where session_id = (select min(session_id) from raw.web_sessions "
+            "where funnel_step = 'cart' and cast(started_at as date) = ?)",
+            [now, early],
+        )
+        conn.execute(
+            "delete from raw.web_sessions where session_id = (select max(session_id) from raw.web_sessions "
+            "where cast(started_at as date) = ?)",
+            [early],
+        )
+        (order,) = conn.execute(
+            "select min(order_id) from marts.orders where order_date = (select min(order_date) from marts.orders)"
+        ).fetchall()[0]
+        for table in ("payments", "order_items", "orders"):
+            conn.execute(f"delete from raw.{table} where order_id = ?", [order])
+        conn.execute("delete from raw.payments where created_at = (select min(created_at) from raw.payments)")
+    before = {t: _query(warehouse, f"select * from marts.{t} order by all") for t in DAILY}
+    result = run_all.run_location("analytics_dbt", dg.DagsterInstance.ephemeral())
+    assert result.success, result.failed_checks
+    after = {t: _query(warehouse, f"select * from marts.{t} order by all") for t in DAILY}
+    full = _dbt("run", "--select", "tag:daily", "--full-refresh")
+    assert full.returncode == 0, full.stdout
+    for table in DAILY:
+        assert after[table] != before[table], table  # the old day changed in each
+        assert after[table] == _query(warehouse, f"select * from marts.{table} order by all"), table
 
 
 def test_dbt_build_works_alone_from_its_folder(warehouse):
@@ -314,10 +356,13 @@ def backfill_three_days(
     )
     assert revenue_after[days[1]] == pytest.approx(revenue_before[days[1]] + 10)
     assert revenue_after[days[0]] == revenue_before[days[0]]
+    runs = set()
     with dg.DagsterInstance.from_config(env[s.DAGSTER_HOME]) as instance:
         for table in DAILY:
             records = instance.fetch_materializations(dg.AssetKey([table]), limit=100).records
             assert sorted(r.partition_key for r in records) == days, table
+            runs.update(r.run_id for r in records)
+    assert len(runs) == 1, runs  # the three days of every daily model: one run
 
 
 def test_a_backfill_of_three_days_rebuilds_exactly_those_days(platform, warehouse, tmp_path):

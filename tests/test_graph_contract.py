@@ -230,7 +230,7 @@ def test_the_ui_shows_the_backtest_folds_as_partitions_of_the_evaluation(webserv
 
 def test_the_ui_shows_the_daily_partitions_of_sessions_and_today_built(webserver):
     today = datetime.now(UTC).date().isoformat()
-    for mart in ("sessions", "session_funnel", "daily_revenue"):
+    for mart in ("sessions", "session_funnel", "daily_revenue", "payment_health"):
         node = _partitions(webserver.url, mart)
         assert node["partitionDefinition"]["type"] == "TIME_WINDOW", mart
         assert node["partitionKeys"][0] == "2024-07-01" and node["partitionKeys"][-1] == today, mart

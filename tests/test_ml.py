@@ -15,12 +15,12 @@ import pytest
 import sqlalchemy as sa
 
 from platform_ml.defs import churn as ml
-from platform_ml.features import FEATURE_COLUMNS, backtest_cutoffs, build_features, last_event_time
+from platform_ml.features import CHURN_WINDOW_DAYS, FEATURE_COLUMNS, backtest_cutoffs, build_features, last_event_time
 from platform_ml.resources import ModelStore, build_resources
 from platform_shared import load_settings
 from platform_shared import settings as s
 from platform_shared.demo_data import simulate_day
-from tools import run_all
+from tools import backtest, run_all
 
 
 def _df(path: Path, sql: str, params=None) -> pd.DataFrame:
@@ -168,6 +168,23 @@ def _fold_metadata(instance: dg.DagsterInstance) -> dict[str, dict]:
     return out
 
 
+def test_make_backtest_prints_every_fold_beside_the_single_split(platform, tmp_path, capsys):
+    store = ModelStore(model_dir=str(platform.root / "models"))
+    version = store.newest(ml.MODEL)
+    stored = store.backtest(ml.MODEL, version)
+    assert backtest.main(["--plot", str(tmp_path / "backtest.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"churn model {version}: walk-forward backtest, 4 folds"
+    rows = {line.split()[0]: line.split() for line in lines[2:6]}
+    assert sorted(rows) == sorted(stored)
+    for fold, row in rows.items():
+        assert row[1:4] == [f"{stored[fold]['training_rows']:,}", f"{int(stored[fold]['test_rows']):,}",
+                            f"{stored[fold]['roc_auc']:.3f}"]  # fmt: skip
+    assert lines[6].startswith(f"mean ROC AUC {np.mean([f['roc_auc'] for f in stored.values()]):.3f} ")
+    assert lines[7].startswith("single held-out split (the evaluation before the backtest): test cut-off 2026-")
+    assert (tmp_path / "backtest.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_the_backtest_evaluates_every_fold_and_the_champion_is_chosen_on_it(platform):
     # The demo's history ends 2026-06-30: the four month starts whose churn window is over.
     folds = ["2026-02-01", "2026-03-01", "2026-04-01", "2026-05-01"]
@@ -183,8 +200,10 @@ def test_the_backtest_evaluates_every_fold_and_the_champion_is_chosen_on_it(plat
         assert evaluation["version"] == champion
         assert 0.6 <= evaluation["roc_auc"] <= 1.0, fold
         assert evaluation["roc_auc"] == stored[fold]["roc_auc"]
-        # Trained on what was known at the cut-off: no label window ends after it.
-        assert max(evaluation["training_cutoffs"]) < fold
+        # Trained on what was known at the cut-off: no label window (60 days after a
+        # training snapshot) ends after it.
+        newest = pd.Timestamp(max(evaluation["training_cutoffs"]))
+        assert newest + timedelta(days=CHURN_WINDOW_DAYS) <= pd.Timestamp(fold), fold
         assert "data:image/png;base64," in evaluation["roc_plot"]
         assert (store.folder(ml.MODEL) / champion / "backtest" / f"{fold}.png").read_bytes()[:4] == b"\x89PNG"
     # Better calibrated than the constant baseline on the mean (at this small scale, one

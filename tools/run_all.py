@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = all(r.success for r in results)
     print(
         f"\n{'OK' if ok else 'FAILED'}: {sum(len(r.rows) for r in results)} assets in "
-        f"{len(results)} locations, {time.perf_counter() - started:.1f}s"
+        f"{len(results)} location{'s' if len(results) != 1 else ''}, {time.perf_counter() - started:.1f}s"
     )
     return 0 if ok else 1
 

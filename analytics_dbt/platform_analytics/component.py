@@ -263,9 +263,21 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
         args = [str(a) for a in self.cli_args]
         if self.daily_from:
             window = context.partition_time_window  # a partition, or a backfill's range
-            days = {"min_date": window.start.date().isoformat(), "max_date": window.end.date().isoformat()}
+            days: dict = {"min_date": window.start.date().isoformat(), "max_date": window.end.date().isoformat()}
+            # A window that reaches the newest partition keeps the models current: it also
+            # applies what changed upstream on other days since the last build (a session
+            # updated a week later, a deleted order). Without it, automation and `make run`
+            # (which run the newest days) would leave older days behind for ever. A window
+            # in the past (a backfill) rebuilds exactly its days.
+            partitions = context.assets_def.partitions_def
+            assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
+            newest = partitions.get_last_partition_window()
+            days["catch_up"] = newest is not None and window.end >= newest.end
             args += ["--vars", json.dumps(days)]
-            context.log.info(f"Daily models rebuild the days from {days['min_date']} to before {days['max_date']}")
+            context.log.info(
+                f"Daily models rebuild the days from {days['min_date']} to before {days['max_date']}"
+                + (", and apply upstream changes and deletes of every other day" if days["catch_up"] else "")
+            )
         step = context.op_execution_context.op.name
         folder = invocation_folder(Path(dbt.project_dir), step, context.run.run_id)
         invocation = dbt.cli(args, context=context, raise_on_error=False, target_path=folder)

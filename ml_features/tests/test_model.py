@@ -18,12 +18,14 @@ from platform_ml.model import (
     PSI_ALERT,
     Backtest,
     decide_champion,
+    evaluate,
     fold_split,
     labels_look_past,
     precision_at,
     psi,
     reference_profile,
     time_split,
+    train,
 )
 
 # Snapshots (as_of, label); the newest labelled one, 2026-03-01, is the test cut-off.
@@ -220,6 +222,39 @@ def test_a_fold_trains_on_its_snapshots_and_tests_on_its_cutoff_only():
         ("2025-12-01", 2),
     ]
     assert list(test_rows.customer_id) == [1, 2] and set(test_rows.as_of) == {pd.Timestamp("2026-03-01")}
+
+
+def test_a_backtest_on_a_tiny_dataset_by_hand():
+    """Two folds evaluated end to end (split, train, score) on eight customers a month:
+    churners are those with recency_days over 30, except in the snapshot 2026-02-01, whose
+    label window ends 2026-04-02, after both folds' cut-offs. There the labels are
+    reversed and the customers six times over: a split that trained on it would learn the
+    reverse and rank every churner last."""
+    leaky = pd.Timestamp("2026-02-01")
+    recency = [5, 10, 15, 20, 40, 50, 60, 70]
+    frame = pd.DataFrame(
+        [
+            {"customer_id": c, "as_of": m, "recency_days": r, "churned": (r > 30) != (m == leaky)}
+            for m in pd.date_range("2025-06-01", "2026-04-01", freq="MS")
+            for _ in range(6 if m == leaky else 1)
+            for c, r in enumerate(recency)
+        ]
+    )
+    params = {"max_iter": 5, "min_samples_leaf": 1}
+    for test, trained_on in [
+        (datetime(2026, 3, 1), "2025-07-01 2025-08-01 2025-09-01 2025-10-01 2025-11-01 2025-12-01"),
+        (datetime(2026, 4, 1), "2025-08-01 2025-09-01 2025-10-01 2025-11-01 2025-12-01 2026-01-01"),
+    ]:
+        train_rows, test_rows = fold_split(frame, test, fold_training_cutoffs(test))
+        assert " ".join(sorted(train_rows.as_of.dt.date.astype(str).unique())) == trained_on
+        assert len(train_rows) == 48 and len(test_rows) == 8
+        metrics = evaluate(train(train_rows, ["recency_days"], params), test_rows)
+        assert (metrics["roc_auc"], metrics["precision_at_10pct"], metrics["recency_roc_auc"]) == (1.0, 1.0, 1.0)
+        assert (metrics["test_rows"], metrics["test_churn_rate"], metrics["prior_brier"]) == (8.0, 0.5, 0.25)
+    # The split it must not be: the six month starts before the cut-off (2025-09-01 to
+    # 2026-02-01) learn the reversed labels.
+    naive = frame[(frame.as_of >= "2025-09-01") & (frame.as_of <= "2026-02-01")]
+    assert evaluate(train(naive, ["recency_days"], params), test_rows)["roc_auc"] == 0.0
 
 
 def _fold(auc: float, brier: float = 0.15, champion: float | None = None) -> dict:

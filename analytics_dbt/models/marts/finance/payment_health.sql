@@ -1,7 +1,19 @@
+{#- Daily: see macros/daily_partition.sql. -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        tags=['daily'],
+        pre_hook="{{ delete_daily_window('payment_date') }}"
+    )
+}}
+
 with
 
 payments as (
     select * from {{ ref('stg_app__payments') }}
+    where {{ daily_window('cast(created_at as date)') }}
 ),
 
 daily as (
@@ -11,8 +23,10 @@ daily as (
         count(*) as attempts,
         count(*) filter (where payment_status = 'failed') as failed,
         count(*) filter (where payment_status = 'refunded') as refunded,
-        sum(case when payment_status = 'succeeded' then amount else 0 end) as amount_captured,
-        sum(case when payment_status = 'refunded' then amount else 0 end) as amount_refunded
+        -- The contract's type, explicitly: an incremental run on PostgreSQL compares the
+        -- new rows' types (a bare numeric) with the table's and would refuse them.
+        cast(sum(case when payment_status = 'succeeded' then amount else 0 end) as decimal(38, 2)) as amount_captured,
+        cast(sum(case when payment_status = 'refunded' then amount else 0 end) as decimal(38, 2)) as amount_refunded
     from payments
     group by 1, 2
 ),
