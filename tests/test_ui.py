@@ -99,34 +99,57 @@ def _closure(start: set, step: dict) -> set:
 
 def test_the_column_lineage_page_traces_raw_customers_country_to_dashboards_and_ml(webserver, chromium, tmp_path):
     """`make lineage-page` on the session platform, opened in chromium at raw/customers'
-    country: one card per asset that reads it (or that it reads), one edge per column read."""
+    country: one card per asset that reads it (or that it reads), one edge per column read.
+    Then at raw/orders' status, which chooses the rows of customer_cohorts (a filter): every
+    column of that mart is hit, by dashed edges."""
     from playwright.sync_api import sync_playwright
 
     from tools import lineage_page
 
     columns = lineage.fetch_columns(webserver.url)
     reads = {(a, c): [tuple(d) for d in deps] for a, by in columns.lineage.items() for c, deps in by.items()}
+    # A column that chooses an asset's rows is read by every column of it (dashed).
+    by_rows = set()
+    for asset, choosers in columns.rows.items():
+        for chooser in choosers:
+            for column in {*columns.schema.get(asset, []), *columns.lineage.get(asset, {})}:
+                if tuple(chooser) not in reads.setdefault((asset, column), []):
+                    reads[(asset, column)].append(tuple(chooser))
+                    by_rows.add((tuple(chooser), (asset, column)))
     read_by: dict = {}
     for column, deps in reads.items():
         for dep in deps:
             read_by.setdefault(dep, []).append(column)
-    start = {("raw/customers", "country")}
-    shown = _closure(start, reads) | _closure(start, read_by)
-    edges = {(d, s) for s in shown for d in reads.get(s, []) if d in shown}
-    assert {"dashboard/customer_value_dashboard", "ml/customer_churn_scores"} <= {a for a, _ in shown}
+
+    def expected(asset: str, column: str) -> tuple[set, set]:
+        shown = _closure({(asset, column)}, reads) | _closure({(asset, column)}, read_by)
+        return shown, {(d, s) for s in shown for d in reads.get(s, []) if d in shown}
+
+    def edge(d, s) -> str:
+        return f"{d[0]}::{d[1]}>{s[0]}::{s[1]}"
 
     page_file = tmp_path / "lineage.html"
     page_file.write_text(lineage_page.page(webserver.url, "raw/customers#country"))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1800, "height": 400})
-        page.goto(f"{page_file.as_uri()}#raw/customers#country")
-        cards = page.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.asset)")
-        drawn = page.locator("path").evaluate_all("ps => ps.map(p => p.dataset.edge)")
-        focus = page.locator(".col.focus").all_text_contents()
-        COLUMN_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(COLUMN_SCREENSHOT), full_page=True)
+        for n, (asset, column) in enumerate([("raw/customers", "country"), ("raw/orders", "status")]):
+            shown, edges = expected(asset, column)
+            page.goto(f"{page_file.as_uri()}#{asset}#{column}")
+            page.wait_for_function(f"document.querySelector('.col.focus')?.dataset.id === '{asset}::{column}'")
+            cards = page.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.asset)")
+            drawn = page.locator("path").evaluate_all("ps => ps.map(p => p.dataset.edge)")
+            dashed = page.locator("path.rows").evaluate_all("ps => ps.map(p => p.dataset.edge)")
+            focus = page.locator(".col.focus").all_text_contents()
+            if n == 0:
+                assert {"dashboard/customer_value_dashboard", "ml/customer_churn_scores"} <= {a for a, _ in shown}
+                COLUMN_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(COLUMN_SCREENSHOT), full_page=True)
+            else:
+                assert "customer_cohorts" in {a for a, _ in shown}
+                assert any(s[0] == "customer_cohorts" for _, s in edges & by_rows)
+            assert sorted(cards) == sorted({a for a, _ in shown}), column
+            assert sorted(drawn) == sorted(edge(d, s) for d, s in edges), column
+            assert sorted(dashed) == sorted(edge(d, s) for d, s in edges & by_rows), column
+            assert focus == [column]
         browser.close()
-    assert sorted(cards) == sorted({a for a, _ in shown})
-    assert sorted(drawn) == sorted(f"{d[0]}::{d[1]}>{s[0]}::{s[1]}" for d, s in edges)
-    assert focus == ["country"]

@@ -5,7 +5,9 @@ Open-source Dagster stores ``dagster/column_lineage`` but draws it only in Dagst
 page draws what the assets recorded in the instance (read from the webserver's GraphQL,
 as `make impact` does): pick an asset, or one of its columns, and it shows every column
 upstream and downstream of it, one card per asset, one column of cards per depth, colour
-per location. The page's address carries the choice (``lineage.html#raw/customers#country``).
+per location. A column that chooses a table's rows (a filter, a join or group key) hits
+every column of that table, as in `make impact`: those edges are dashed. The page's
+address carries the choice (``lineage.html#raw/customers#country``).
 Written by hand: no graph library is installed, and the page must open offline.
 """
 
@@ -33,6 +35,7 @@ def page(url: str, start: str) -> str:
             "role": n.role,
             "columns": columns.schema.get(n.key, []),
             "lineage": columns.lineage.get(n.key, {}),
+            "rows": columns.rows.get(n.key, []),  # the (asset, column) pairs that choose its rows
         }
         for n in graph.nodes
         if not n.stub

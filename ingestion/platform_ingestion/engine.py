@@ -317,7 +317,8 @@ def ingest_table(
             wap.check_drift(table, drift, full_refresh=request.full_refresh)
         except wap.SchemaDrift as exc:
             # Name what the changed columns break downstream, in every location (and what they do not).
-            changed = [names.get(c, c) for c in [*drift.dropped, *drift.retyped]]
+            # Source names (a dropped column is not in ``names``): their warehouse names.
+            changed = list(warehouse_column_names([*drift.dropped, *drift.retyped]).values())
             key = raw_asset_key(table.warehouse_name).to_user_string()
             impact = column_impact_text(load_settings().webserver_url, key, changed)
             raise wap.SchemaDrift(f"{exc} {impact}") from None

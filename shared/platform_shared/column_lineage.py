@@ -66,6 +66,28 @@ def query_lineage(sql: str, schema: Schema, dialect: str = "duckdb") -> dict[str
     return query_reads(sql, schema, dialect)[0]
 
 
+def _inline_named_windows(tree) -> None:
+    """``sum(x) over w ... window w as (partition by ...)`` becomes ``sum(x) over
+    (partition by ...)``: sqlglot's lineage follows a window written inline only."""
+    from sqlglot import exp
+
+    for select in list(tree.find_all(exp.Select)):
+        named = {w.name: w for w in select.args.get("windows") or []}
+        if not named:
+            continue
+        for window in select.find_all(exp.Window):
+            spec = named.get(window.alias) if isinstance(window.args.get("alias"), exp.Identifier) else None
+            if spec is None or window.args.get("partition_by") or window.args.get("order"):
+                continue
+            if spec.args.get("partition_by"):
+                window.set("partition_by", [e.copy() for e in spec.args["partition_by"]])
+            for arg in ("order", "spec"):
+                if spec.args.get(arg):
+                    window.set(arg, spec.args[arg].copy())
+            window.set("alias", None)
+        select.set("windows", None)
+
+
 def query_reads(
     sql: str, schema: Schema, dialect: str = "duckdb"
 ) -> tuple[dict[str, list[ColumnRef]], list[ColumnRef]]:
@@ -99,6 +121,7 @@ def query_reads(
             if table.name and table.name not in ctes and table.name not in schema.get(table.db, {}):
                 # (qualify would leave a `select *` from it unexpanded, and no error)
                 raise Underivable(f"reads {table.db}.{table.name}, which the warehouse does not have")
+        _inline_named_windows(tree)
         known = MappingSchema(dict[str, object](schema), dialect=dialect)
         tree = qualify(tree, schema=known, dialect=dialect)
         if not isinstance(tree, exp.Query):
@@ -295,15 +318,24 @@ def lineage_metadata(
     rows: list[ColumnRef] = (),  # pyright: ignore[reportArgumentType]
 ) -> dict:
     """``dagster/column_lineage`` for ``columns``, and ``column_lineage_rows`` for ``rows``;
-    ``asset_key(schema, table)`` names the asset of a warehouse table (None: not an
-    asset, left out)."""
+    ``asset_key(schema, table)`` names the asset of a warehouse table. A table that is no
+    asset (None) cannot be a dependency: what reads it is listed in
+    ``column_lineage_gaps`` instead of looking like a column that reads nothing."""
     deps: dict[str, list[dg.TableColumnDep]] = {}
+    gaps: dict[str, str] = {}
+
+    def keyed(refs, column: str) -> list[tuple[dg.AssetKey, str]]:
+        found = [(asset_key(db, table), f"{db}.{table}", name) for db, table, name in refs]
+        unknown = sorted({f"{table}.{name}" for key, table, name in found if key is None})
+        if unknown:
+            gaps[column] = f"reads {', '.join(unknown)}, which is no asset of the platform"
+        return [(key, name) for key, _, name in found if key is not None]
+
     for column, refs in columns.items():
-        keyed = [(asset_key(db, table), name) for db, table, name in refs]
-        deps[column] = [dg.TableColumnDep(asset_key=key, column_name=name) for key, name in keyed if key]
-    chosen = [(asset_key(db, table), name) for db, table, name in rows]
-    by_rows = sorted({(key.to_user_string(), name) for key, name in chosen if key})
+        deps[column] = [dg.TableColumnDep(asset_key=key, column_name=name) for key, name in keyed(refs, column)]
+    by_rows = sorted({(key.to_user_string(), name) for key, name in keyed(rows, "(rows)")})
     return {
         COLUMN_LINEAGE: dg.TableColumnLineage(deps_by_column=deps),
         ROW_COLUMNS: dg.MetadataValue.json([{"asset": key, "column": name} for key, name in by_rows]),
+        **({LINEAGE_GAPS: dg.MetadataValue.json(gaps)} if gaps else {}),
     }

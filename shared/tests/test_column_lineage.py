@@ -248,6 +248,23 @@ def test_a_window_function_reads_its_partition_and_order_columns():
     }
 
 
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+def test_a_named_window_reads_its_partition_and_order_columns(dialect):
+    sql = """
+        select order_id,
+            sum(total_cents) over w as running,
+            max(total_cents) over (w rows between 1 preceding and current row) as recent
+        from raw.orders
+        window w as (partition by customer_id order by order_id)
+    """
+    both = [("raw", "orders", "customer_id"), ("raw", "orders", "order_id"), ("raw", "orders", "total_cents")]
+    assert query_lineage(sql, SCHEMA, dialect) == {
+        "order_id": [("raw", "orders", "order_id")],
+        "running": both,
+        "recent": both,
+    }
+
+
 def test_a_union_reads_both_branches_and_the_database_name_is_ignored():
     sql = """
         select customer_id as id from "wh_1"."raw"."customers"
@@ -276,3 +293,26 @@ def test_the_lineage_names_exactly_the_columns_duckdb_builds():
         conn.execute(f"create table raw.joined as {sql}")
         built = [r[0] for r in conn.execute("describe raw.joined").fetchall()]
     assert list(query_lineage(sql, SCHEMA)) == built
+
+
+def test_a_column_that_reads_a_table_which_is_no_asset_is_a_gap_not_a_constant():
+    import dagster as dg
+
+    from platform_shared.column_lineage import COLUMN_LINEAGE, LINEAGE_GAPS, ROW_COLUMNS, lineage_metadata
+
+    def asset_key(schema: str, table: str) -> dg.AssetKey | None:
+        return dg.AssetKey(["raw", table]) if schema == "raw" else None
+
+    meta = lineage_metadata(
+        {"a": [("raw", "orders", "id"), ("scratch", "rates", "rate")], "b": [("raw", "orders", "total")]},
+        asset_key,
+        [("scratch", "rates", "valid_to"), ("raw", "orders", "status")],
+    )
+    deps = meta[COLUMN_LINEAGE].deps_by_column
+    assert [(d.asset_key, d.column_name) for d in deps["a"]] == [(dg.AssetKey(["raw", "orders"]), "id")]
+    assert meta[LINEAGE_GAPS].value == {
+        "a": "reads scratch.rates.rate, which is no asset of the platform",
+        "(rows)": "reads scratch.rates.valid_to, which is no asset of the platform",
+    }
+    assert meta[ROW_COLUMNS].value == [{"asset": "raw/orders", "column": "status"}]
+    assert LINEAGE_GAPS not in lineage_metadata({"b": [("raw", "orders", "total")]}, asset_key)
