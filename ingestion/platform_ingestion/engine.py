@@ -51,6 +51,7 @@ from .loading import (
     configure_duckdb,
     invalid_utf8,
     load_to_stage,
+    naming_unreadable_values,
     reflect_source,
     source_columns,
     warehouse_column_names,
@@ -337,18 +338,19 @@ def ingest_table(
             key_columns=key_columns,
             hash_key=hash_key,
         )
-        result = extract(conn, table, plan, warehouse=warehouse, pipelines_dir=pipelines_dir, **common)
-        converged = converge(
-            conn,
-            table,
-            source_url=source_url,
-            key_columns=key_columns,
-            generation=plan.generation,
-            rows_extracted=result.rows_loaded,
-            load_missing=lambda missing: direct.load_keys(
-                conn, table, keys=missing, generation=plan.generation, **common
-            ),
-        )
+        with naming_unreadable_values(table, reflected, source_url):
+            result = extract(conn, table, plan, warehouse=warehouse, pipelines_dir=pipelines_dir, **common)
+            converged = converge(
+                conn,
+                table,
+                source_url=source_url,
+                key_columns=key_columns,
+                generation=plan.generation,
+                rows_extracted=result.rows_loaded,
+                load_missing=lambda missing: direct.load_keys(
+                    conn, table, keys=missing, generation=plan.generation, **common
+                ),
+            )
         since = (
             recorded.published
             if (recorded.published is not None and not request.full_refresh and wap.has_generation(conn, table))

@@ -17,6 +17,7 @@ import hmac
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -409,8 +410,14 @@ def _cast_all(columns, cast: dict[str, sa.types.TypeEngine]) -> list:
     return [sa.cast(c, cast[c.name]).label(c.name) if c.name in cast else c for c in columns]
 
 
+# The largest integer a REAL (a double) holds exactly: 2**53.
+_EXACT_IN_REAL = 2**53
+
+
 def check_source_values(table: CatalogTable, reflected: sa.Table, source_url: str) -> None:
-    """Refuse text or blobs in a SQLite DECIMAL/NUMERIC column, naming the rows.
+    """Refuse what a SQLite DECIMAL/NUMERIC column would lose when read as REAL
+    (``read_as``): text or blobs (a cast would make them 0) and integers beyond 2**53 (a
+    double rounds them), naming the rows.
 
     Raises:
         UnreadableValues: naming the table, the column and up to five rows.
@@ -424,21 +431,155 @@ def check_source_values(table: CatalogTable, reflected: sa.Table, source_url: st
     try:
         with engine.connect() as conn:
             for column in numeric:
+                c = reflected.c[column]
+                kind = sa.func.typeof(c)
                 # type_coerce: SQLAlchemy's DECIMAL would parse the text it is asked to show.
                 bad = conn.execute(
-                    sa.select(
-                        *[reflected.c[k] for k in table.primary_key], sa.type_coerce(reflected.c[column], sa.String)
-                    )
-                    .where(sa.func.typeof(reflected.c[column]).in_(["text", "blob"]))
+                    sa.select(*[reflected.c[k] for k in table.primary_key], sa.type_coerce(c, sa.String), kind)
+                    .where(kind.in_(["text", "blob"]) | ((kind == "integer") & (sa.func.abs(c) > _EXACT_IN_REAL)))
                     .limit(5)
                 ).all()
                 if bad:
+                    kinds = {r[-1] for r in bad}
+                    what = [
+                        *(["text that is not a number"] if kinds - {"integer"} else []),
+                        *(["integers beyond 2**53 (read as REAL, they would round)"] if "integer" in kinds else []),
+                    ]
                     raise UnreadableValues(
-                        f"Table {table.source!r}, column {column!r} (declared {reflected.c[column].type}) holds "
-                        f"text that is not a number, for example in the rows {[tuple(r) for r in bad]} "
+                        f"Table {table.source!r}, column {column!r} (declared {c.type}) holds {' and '.join(what)}, "
+                        f"for example in the rows {[tuple(r[:-1]) for r in bad]} "
                         f"({', '.join([*table.primary_key, column])}). Nothing was loaded: fix those rows in the "
                         "source, or exclude the column in the catalog."
                     )
+    finally:
+        engine.dispose()
+
+
+def _storage_classes(type_: sa.types.TypeEngine) -> set[str] | None:
+    """The SQLite storage classes a column of this declared type is read as (``read_as``);
+    None for a column without a declared type, read as whatever its values are."""
+    if isinstance(type_, (sa.Boolean, sa.Integer)):
+        return {"integer"}
+    if isinstance(type_, sa.Float):
+        return {"real"}
+    if isinstance(type_, sa.Numeric):
+        return {"integer", "real"}  # read as REAL
+    if isinstance(type_, (sa.String, sa.DateTime, sa.Date, sa.Time)):
+        return {"text"}  # SQLAlchemy keeps datetimes as text
+    if isinstance(type_, sa.LargeBinary):
+        return {"blob"}
+    return None
+
+
+# connectorx's errors on a SQLite value it cannot read as its column's type: another
+# storage class than the first value's, or text that is not a date/time it parses.
+_UNREADABLE = ("Invalid column type", "InvalidColumnType", "Conversion error from type", "FromSqlConversionFailure")
+_DIGITS = {"Y": "[0-9][0-9][0-9][0-9]", "M": "[0-9][0-9]"}
+_DAY = "{Y}-{M}-{M}".format(**_DIGITS)
+_CLOCK = "{M}:{M}:{M}".format(**_DIGITS)
+
+
+def unreadable_storage_class(exc: BaseException, source_url: str) -> bool:
+    """Whether connectorx failed on a SQLite value it cannot read as its column's type
+    (``_UNREADABLE``), possibly wrapped by dlt or the direct load."""
+    if make_url(source_url).get_backend_name() != "sqlite":
+        return False
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(error in str(seen) for error in _UNREADABLE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _unparsed(c: sa.Column):
+    """The text values of a date/time column that connectorx does not parse, and the form
+    it reads (None for another type). It reads ``YYYY-MM-DD HH:MM:SS`` (or with a ``T``) and a fraction of
+    digits, a date alone in a DATE column, ``HH:MM[:SS[.f]]`` in a TIME column: not a date
+    alone in a DATETIME column, nor a time zone (``Z``, ``+02:00``), which SQLite's own
+    date functions also write."""
+    fraction = (
+        (sa.func.substr(c, 20, 1) == ".") & (sa.func.length(c) > 20) & ~sa.func.substr(c, 21).op("GLOB")("*[^0-9]*")
+    )
+    if isinstance(c.type, sa.DateTime):
+        ok = c.op("GLOB")(f"{_DAY}[ T]{_CLOCK}*") & ((sa.func.length(c) == 19) | fraction)
+        form = "YYYY-MM-DD HH:MM:SS[.ffffff], no time zone"
+    elif isinstance(c.type, sa.Date):
+        ok, form = c.op("GLOB")(_DAY) & (sa.func.length(c) == 10), "YYYY-MM-DD"
+    elif isinstance(c.type, sa.Time):
+        ok = c.op("GLOB")("{M}:{M}*".format(**_DIGITS)) & ~sa.func.substr(c, 6).op("GLOB")("*[^0-9:.]*")
+        form = "HH:MM[:SS[.ffffff]]"
+    else:
+        return None
+    return (sa.func.typeof(c) == "text") & ~ok, form
+
+
+@contextmanager
+def naming_unreadable_values(table: CatalogTable, reflected: sa.Table, source_url: str):
+    """Reads inside name the column and rows of a value connectorx could not read
+    (``name_unreadable_values``) instead of failing with connectorx's own error."""
+    try:
+        yield
+    except BaseException as exc:
+        if unreadable_storage_class(exc, source_url):
+            name_unreadable_values(table, reflected, source_url, exc)
+        raise
+
+
+def name_unreadable_values(table: CatalogTable, reflected: sa.Table, source_url: str, exc: BaseException) -> None:
+    """After ``unreadable_storage_class``: raise UnreadableValues naming the first column
+    whose values are not all of the storage classes its declared type is read as (or, for
+    a column without a declared type, not all of one class), or whose text is not a
+    date/time connectorx parses (``_unparsed``), and up to five of those rows. Read only
+    on that failure: a scan of every column would cost every run.
+
+    SQLite keeps each value's own storage class whatever the column's declared type (an
+    INTEGER column takes 1.5 or 'abc'; a DATETIME column an integer epoch), and such a
+    value would not load exactly into the declared type.
+    """
+    engine = sa.create_engine(source_url)
+    try:
+        with engine.connect() as conn:
+            for column in source_columns(reflected, table):
+                c = reflected.c[column]
+                kind = sa.func.typeof(c)
+                allowed = _storage_classes(c.type)
+                if allowed is None:  # the most common class is the column's
+                    counts = conn.execute(
+                        sa.select(kind, sa.func.count())
+                        .where(c.is_not(None))
+                        .group_by(kind)
+                        .order_by(sa.func.count().desc())
+                    ).all()
+                    allowed = {counts[0][0]} if counts else set()
+                keys = [reflected.c[k] for k in table.primary_key]
+                bad = conn.execute(
+                    sa.select(*keys, sa.cast(c, sa.Text), kind).where(kind.not_in([*allowed, "null"])).limit(5)
+                ).all()
+                unparsed, form = _unparsed(c) or (None, "")
+                # type_coerce: SQLAlchemy's date types would parse the text they are asked to show.
+                shown = sa.type_coerce(c, sa.Text)
+                text = (
+                    conn.execute(sa.select(*keys, shown).where(unparsed).limit(5)).all() if unparsed is not None else []
+                )
+                if text:
+                    raise UnreadableValues(
+                        f"Table {table.source!r}, column {column!r} (declared {c.type}) holds text that the reader "
+                        f"does not take as a {str(c.type).lower()} ({form}), for example in the rows "
+                        f"{[tuple(r) for r in text]} "
+                        f"({', '.join([*table.primary_key, column])}). Nothing was loaded: write those values in "
+                        "that form in the source (SQLite: datetime(value) for a date, a minute or a UTC offset), "
+                        "or exclude the column in the catalog."
+                    ) from exc
+                if bad:
+                    declared = f"declared {c.type}" if not isinstance(c.type, sa.types.NullType) else "no declared type"
+                    raise UnreadableValues(
+                        f"Table {table.source!r}, column {column!r} ({declared}, read as "
+                        f"{' or '.join(sorted(allowed))}) holds values of another storage class, which would not "
+                        f"load exactly, for example in the rows {[tuple(r) for r in bad]} "
+                        f"({', '.join([*table.primary_key, column])}, storage class). Nothing was loaded: fix those "
+                        "rows in the source (each value as the column's type), or exclude the column in the catalog."
+                    ) from exc
     finally:
         engine.dispose()
 

@@ -77,6 +77,7 @@ from .loading import (
     check_source_values,
     configure_duckdb,
     invalid_utf8,
+    naming_unreadable_values,
     pii_hasher,
     read_columns,
     reflect_source,
@@ -338,18 +339,19 @@ def reconcile_table(
             )
         generation = (published or 0) + 1 if table.load == "incremental" else None
         started = time.perf_counter()
-        found, rows, expected, null_keys = _compare_and_repair(
-            conn,
-            table,
-            reflected=reflected,
-            columns=list(columns),
-            names=names,
-            key_columns=key_columns,
-            generation=generation,
-            source_url=source_url,
-            hash_key=hash_key,
-            warehouse=warehouse,
-        )
+        with naming_unreadable_values(table, reflected, source_url):
+            found, rows, expected, null_keys = _compare_and_repair(
+                conn,
+                table,
+                reflected=reflected,
+                columns=list(columns),
+                names=names,
+                key_columns=key_columns,
+                generation=generation,
+                source_url=source_url,
+                hash_key=hash_key,
+                warehouse=warehouse,
+            )
         seconds = time.perf_counter() - started
         since = published if published is not None and wap.has_generation(conn, table) else None
         wap.audit(conn, table, source_rows=expected, key_columns=key_columns, since=since, source_null_keys=null_keys)

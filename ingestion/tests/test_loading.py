@@ -456,6 +456,65 @@ def test_a_sqlite_decimal_column_with_integers_and_reals_loads_exactly(ingestion
     )
 
 
+@pytest.mark.parametrize(
+    ("declared", "values", "message"),
+    [
+        # SQLite keeps each value's own storage class; connectorx typed the column by the
+        # first one and failed on the next with its own error, naming no table.
+        ("integer", "5, 1.5", "(declared INTEGER, read as integer) holds values of another storage class, "
+         "which would not load exactly, for example in the rows [(2, '1.5', 'real')]"),
+        ("integer", "5, 'abc'", "(declared INTEGER, read as integer) holds values of another storage class, "
+         "which would not load exactly, for example in the rows [(2, 'abc', 'text')]"),
+        ("real", "2.5, 'n/a'", "(declared REAL, read as real) holds values of another storage class, "
+         "which would not load exactly, for example in the rows [(2, 'n/a', 'text')]"),
+        ("datetime", "'2026-01-01 10:00:00', 1767261600", "(declared DATETIME, read as text) holds values of "
+         "another storage class, which would not load exactly, for example in the rows [(2, '1767261600', 'integer')]"),
+        ("", "'a', 7, 'b'", "(no declared type, read as text) holds values of another storage class, "
+         "which would not load exactly, for example in the rows [(2, '7', 'integer')]"),
+        # Text that SQLite's date functions write but connectorx does not parse.
+        ("timestamp", "'2026-01-01 10:00:00', '2026-01-01', '2026-01-01T10:00:00.5', '2026-01-01T10:00:00Z'",
+         "(declared TIMESTAMP) holds text that the reader does not take as a timestamp (YYYY-MM-DD HH:MM:SS[.ffffff], "
+         "no time zone), for example in the rows [(2, '2026-01-01'), (4, '2026-01-01T10:00:00Z')]"),
+        ("date", "'2026-01-01', '2026-01-01 00:00:00'", "(declared DATE) holds text that the reader does not take "
+         "as a date (YYYY-MM-DD), for example in the rows [(2, '2026-01-01 00:00:00')]"),
+        # A double holds integers exactly up to 2**53 only: a DECIMAL read as REAL would round it.
+        ("decimal(20,0)", "7, 9007199254740993", "(declared DECIMAL(20, 0)) holds integers beyond 2**53 (read as "
+         "REAL, they would round), for example in the rows [(2, 9007199254740993)]"),
+    ],
+)  # fmt: skip
+def test_a_sqlite_column_of_mixed_storage_classes_fails_naming_the_table_column_and_rows(
+    ingestion, declared, values, message
+):
+    rows = ", ".join(f"({i}, {v}, '2026-01-01 00:00:00')" for i, v in enumerate(values.split(", "), start=1))
+    ingestion.sql(
+        f"create table part (p_partkey integer primary key, v {declared}, updated_at timestamp);"
+        f"insert into part values {rows}"
+    )
+    ingestion.catalog_path.write_text(PART)
+    result = ingestion.run("part")
+    assert not result.success
+    assert f"Table 'part', column 'v' {message} (p_partkey, v" in ingestion.failure_message(result)
+    if ingestion.warehouse.exists():  # nothing was loaded
+        assert ingestion.query("select * from information_schema.tables where table_name = 'part'") == []
+
+
+def test_a_value_of_another_storage_class_in_an_hourly_load_fails_naming_it_and_keeps_raw(ingestion):
+    ingestion.sql(
+        "create table part (p_partkey integer primary key, v integer, updated_at timestamp);"
+        "insert into part values (1, 5, '2026-01-01 00:00:00'), (2, 6, '2026-01-01 00:00:00')"
+    )
+    ingestion.catalog_path.write_text(PART)
+    assert ingestion.run("part").success
+    ingestion.sql("update part set v = 6.5, updated_at = '2026-07-01 00:00:00' where p_partkey = 2")
+    result = ingestion.run("part")  # the direct merge of the changed row
+    assert not result.success
+    assert (
+        "Table 'part', column 'v' (declared INTEGER, read as integer) holds values of another storage class, "
+        "which would not load exactly, for example in the rows [(2, '6.5', 'real')]"
+    ) in ingestion.failure_message(result)
+    assert ingestion.query("select p_partkey, v from raw.part order by 1") == [(1, 5), (2, 6)]
+
+
 def test_text_in_a_sqlite_decimal_column_fails_naming_the_table_column_and_rows(ingestion):
     ingestion.sql(
         "create table part (p_partkey integer primary key, p_retailprice decimal(15,2), "
