@@ -22,7 +22,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -330,7 +330,7 @@ def ingest_table(
             recorded=recorded,
             beginning=_beginning(reflected.c.get(table.cursor or "")),
         )
-        common = dict(
+        common: dict[str, Any] = dict(
             source_url=source_url,
             reflected=reflected,
             columns=list(columns),
