@@ -228,6 +228,7 @@ def merge_rows(
     mark: datetime | None = None,
     before_merge=None,
     replace_invalid_utf8: bool = False,
+    replace_versions: bool = False,
 ) -> LoadResult | None:
     """Read the rows of ``queries`` and merge them into ``raw_stage.<table>`` on its key;
     None (nothing done) when the source or the stage needs a dlt load instead.
@@ -240,6 +241,8 @@ def merge_rows(
         before_merge: ``f(conn, changes)``, called in the merge's transaction before it,
             with the temporary table of the rows read (``reconcile.py`` compares there).
         replace_invalid_utf8: as ``read_rows``.
+        replace_versions: with history, a new version of every key read even where the
+            active one has the same row hash (``_merge_scd2``).
 
     Raises:
         DirectLoadFailed: naming the table; the stage is unchanged.
@@ -274,7 +277,7 @@ def merge_rows(
             try:
                 if before_merge is not None:
                     before_merge(conn, changes)
-                _merge(conn, table, stage, changes, select, key_columns)
+                _merge(conn, table, stage, changes, select, key_columns, replace_versions)
                 conn.execute("commit")
             except BaseException:
                 rollback(conn)
@@ -351,28 +354,34 @@ def can_merge(
     )
 
 
-def _merge(conn, table: CatalogTable, stage: str, changes: str, select: str, key_columns: list[str]) -> None:
+def _merge(
+    conn, table: CatalogTable, stage: str, changes: str, select: str, key_columns: list[str], replace: bool = False
+) -> None:
     match = " and ".join(f"s.{quote(c)} = c.{quote(c)}" for c in key_columns)
     if table.history == "scd2":
-        return _merge_scd2(conn, stage, changes, select, match)
+        return _merge_scd2(conn, stage, changes, select, match, replace)
     conn.execute(f"delete from {stage} as s where exists (select 1 from {changes} as c where {match})").fetchall()
     conn.execute(f"insert into {stage} ({select}) select {select} from {changes}").fetchall()
 
 
-def _merge_scd2(conn, stage: str, changes: str, select: str, match: str) -> None:
+def _merge_scd2(conn, stage: str, changes: str, select: str, match: str, replace: bool = False) -> None:
     """dlt's scd2 with the primary key as merge key (``gen_scd2_sql``): the active version
     of each key read is retired unless its row hash was read again; each row read whose
-    hash is not an active version's becomes the active version. One boundary: now, UTC."""
+    hash is not an active version's becomes the active version. One boundary: now, UTC.
+
+    ``replace``: every active version of a key read is retired and every row read becomes
+    the active version: a reconciliation's repair, where a staged row may differ from the
+    source with the row hash of the source's values (the stage edited by hand)."""
     boundary = datetime.now(UTC)
+    same = "" if replace else f"and not exists (select 1 from {changes} as c where c._dlt_id = s._dlt_id)"
     conn.execute(
         f"update {stage} as s set _dlt_valid_to = ? where _dlt_valid_to is null "
-        f"and exists (select 1 from {changes} as c where {match}) "
-        f"and not exists (select 1 from {changes} as c where c._dlt_id = s._dlt_id)",
+        f"and exists (select 1 from {changes} as c where {match}) {same}",
         [boundary],
     ).fetchall()
+    active = "false" if replace else "s._dlt_id = c._dlt_id and s._dlt_valid_to is null"
     conn.execute(
         f"insert into {stage} ({select}, _dlt_valid_from, _dlt_valid_to) "
-        f"select {select}, ?, null from {changes} as c "
-        f"where not exists (select 1 from {stage} as s where s._dlt_id = c._dlt_id and s._dlt_valid_to is null)",
+        f"select {select}, ?, null from {changes} as c where not exists (select 1 from {stage} as s where {active})",
         [boundary],
     ).fetchall()

@@ -30,6 +30,26 @@ def test_an_update_the_cursor_missed_is_repaired(ingestion):
     assert _reconcile(ingestion, "orders") == (0, 0, 0)
 
 
+def test_rows_changed_in_raw_itself_are_found_and_published_again(ingestion):
+    """raw edited in the warehouse (by hand, or a bug): the stage and the source agree, so
+    only comparing raw with the stage as it was published finds it; raw is then published
+    whole again from the stage."""
+    assert ingestion.run("orders").success
+    with duckdb.connect(str(ingestion.warehouse)) as conn:
+        conn.execute("update raw.orders set status = 'tampered' where order_id = 3")
+        conn.execute("delete from raw.orders where order_id = 4")
+    found, metadata = reconcile_table(
+        load_catalog(ingestion.catalog_path).table("orders"),
+        warehouse=Warehouse(path=str(ingestion.warehouse)),
+        source_url=ingestion.source_url,
+        hash_key="test-only-key",
+    )
+    assert (found.missing, found.extra, found.different, found.altered) == (0, 0, 0, 2)
+    assert not found.matched and metadata["raw_rows_unlike_stage"] == 2
+    ingestion.assert_raw_equals_source("orders")
+    assert _reconcile(ingestion, "orders") == (0, 0, 0)
+
+
 def test_missing_extra_and_different_rows_are_repaired_history_included(ingestion, monkeypatch):
     monkeypatch.setenv(s.PII_HASH_KEY, "test-only-key")  # the key reconcile_table is given below
     assert ingestion.run("customers", "products").success
