@@ -306,3 +306,12 @@ def test_dg_validates_the_components_yaml_and_a_mistake_is_named(tmp_path):
         CatalogError, match=rf"{component}: table 'orders': unknown key 'primry_key'; allowed: .*primary_key"
     ):
         load_catalog(component)
+    # The location itself, as a code server loads it, fails with that message.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(REPO / "shared")])}
+    env.pop("INGESTION_CATALOG", None)
+    done = subprocess.run(
+        [sys.executable, "-c", "from platform_ingestion.definitions import defs; defs()"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"CatalogError: {component}: table 'orders': unknown key 'primry_key'; allowed: " in done.stderr, done.stderr

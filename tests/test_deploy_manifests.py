@@ -83,7 +83,8 @@ def _option(argv: list[str], *names: str) -> str:
 
 def test_every_list_of_locations_is_dg_toml_s():
     """dg.toml is the one list of code locations: the workspace files of `make dev` and of the
-    deployment, compose, Helm (below) and CODEOWNERS name the same ones, in its order."""
+    deployment, compose, Helm (below), CODEOWNERS, the Dockerfiles and the root pyproject
+    name the same ones (the workspace files in its order)."""
     order = [loc.name for loc in LOCATIONS]
     assert all(loc.name == loc.path for loc in LOCATIONS)  # a location is its folder
     dev = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
@@ -96,10 +97,31 @@ def test_every_list_of_locations_is_dg_toml_s():
         for line in (REPO / "CODEOWNERS").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert set(order) <= set(owned)
+    # CODEOWNERS also owns folders that are no location (shared/, deploy/, tools/).
+    assert sorted(p for p in owned if p != "*" and _is_dg_project(REPO / p)) == sorted(order)
     assert sorted(p.name.removesuffix(".Dockerfile") for p in DOCKER.glob("*.Dockerfile")) == sorted(
         [*order, "dagster"]
     )
+    # The root pyproject: the uv workspace, the dev environment, the tests, the types, the imports.
+    root = tomllib.loads((REPO / "pyproject.toml").read_text())
+    members = root["tool"]["uv"]["workspace"]["members"]
+    assert sorted(m for m in members if _is_dg_project(REPO / m)) == sorted(order)
+    assert {loc.project for loc in LOCATIONS} <= set(root["project"]["dependencies"])
+    tests = root["tool"]["pytest"]["ini_options"]["testpaths"]
+    assert sorted(t.removesuffix("/tests") for t in tests if _is_dg_project(REPO / t.removesuffix("/tests"))) == sorted(
+        order
+    )
+    typed = root["tool"]["basedpyright"]["include"]
+    assert sorted(p.split("/")[0] for p in typed if _is_dg_project(REPO / p.split("/")[0])) == sorted(order)
+    first_party = root["tool"]["ruff"]["lint"]["isort"]["known-first-party"]
+    assert {loc.package for loc in LOCATIONS} <= set(first_party)
+
+
+def _is_dg_project(folder: Path) -> bool:
+    pyproject = folder / "pyproject.toml"
+    if not pyproject.is_file():
+        return False
+    return tomllib.loads(pyproject.read_text()).get("tool", {}).get("dg", {}).get("directory_type") == "project"
 
 
 def test_the_locations_are_the_workspace_locations():

@@ -11,6 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from platform_shared.demo_data import generate
+from platform_shared.settings import SOURCE_DATABASE_URL
+
 REPO = Path(__file__).resolve().parents[1]
 SKIP = shutil.ignore_patterns(".venv", "data", ".dagster", "__pycache__", ".git", ".test-logs", ".pytest_cache")
 
@@ -36,9 +39,20 @@ def test_a_new_location_joins_the_global_graph(tmp_path):
         "UV_PYTHON_DOWNLOADS": "never",
     }
     env.pop("INGESTION_CATALOG", None)
+    # A source of its own (the copy has no data/): `make check` compares the column
+    # contract with it, and warns without one.
+    source = f"sqlite:///{tmp_path}/app.db"
+    generate(source, scale=0.05)
+    env[SOURCE_DATABASE_URL] = source
 
     out = _run([python, "-m", "tools.new_location", "finance", "--team", "finance"], copy, env)
     assert "next: uv lock && make locks envs check" in out
+    # What it wrote passes `make lint`'s ruff, and the root pyproject lists it beside the others.
+    _run([python, "-m", "ruff", "check", "finance"], copy, env)
+    _run([python, "-m", "ruff", "format", "--check", "finance"], copy, env)
+    root = (copy / "pyproject.toml").read_text()
+    for entry in ('"finance/tests"]', '"finance/platform_finance",', '"platform_finance", "tools"', '"finance"]'):
+        assert entry in root, entry
     # What `make location` runs next: the lock, and the location's own lock file.
     # The Makefile exports how it runs uv (on PATH, or as a module of the machine's python3).
     uv = shlex.split(os.environ["UV"]) if os.environ.get("UV") else [shutil.which("uv") or "uv"]

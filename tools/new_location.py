@@ -61,6 +61,7 @@ DEFINITIONS = '''"""The {name} code location: its defs/ folder."""
 from pathlib import Path
 
 import dagster as dg
+
 from platform_shared import build_warehouse, load_settings
 from platform_shared.location import location_definitions
 
@@ -68,29 +69,37 @@ from platform_shared.location import location_definitions
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = load_settings()
-    return location_definitions("{name}", Path(__file__).parent,
-                                resources={{"warehouse": build_warehouse(settings)}}, automated=True)
+    return location_definitions(
+        "{name}", Path(__file__).parent, resources={{"warehouse": build_warehouse(settings)}}, automated=True
+    )
 '''
 
 EXAMPLE = '''"""A first asset of the {team} team: orders per day, from the ingested raw/orders.
 Replace it with the team's own; keys of other locations come from platform_shared.keys."""
 
 import dagster as dg
+
 from platform_shared import Warehouse, load_settings, raw_asset_key, table_metadata, warehouse_pool
 from platform_shared.automation import on_upstream_update
 
 
 @dg.asset(
-    key=["{name}", "orders_per_day"], deps=[raw_asset_key("orders")], group_name="{name}",
-    owners=["team:{team}"], kinds={{"table"}}, pool=warehouse_pool(load_settings()),
+    key=["{name}", "orders_per_day"],
+    deps=[raw_asset_key("orders")],
+    group_name="{name}",
+    owners=["team:{team}"],
+    kinds={{"table"}},
+    pool=warehouse_pool(load_settings()),
     automation_condition=on_upstream_update(),
 )
 def orders_per_day(warehouse: Warehouse) -> dg.MaterializeResult:
     with warehouse.connect() as conn:
         conn.execute("create schema if not exists {name}").fetchall()
         conn.execute("drop table if exists {name}.orders_per_day").fetchall()
-        conn.execute("create table {name}.orders_per_day as select cast(created_at as date) as day, "
-                     "count(*) as orders from raw.orders group by 1").fetchall()
+        conn.execute(
+            "create table {name}.orders_per_day as select cast(created_at as date) as day, "
+            "count(*) as orders from raw.orders group by 1"
+        ).fetchall()
         return dg.MaterializeResult(metadata=table_metadata(conn, "{name}", "orders_per_day"))
 '''
 
@@ -98,6 +107,7 @@ def orders_per_day(warehouse: Warehouse) -> dg.MaterializeResult:
 TEST = '''"""The {name} location loads, and its assets read what they should."""
 
 import dagster as dg
+
 from {package}.definitions import defs
 
 
@@ -207,6 +217,12 @@ def add_location(root: Path, name: str, team: str) -> list[Path]:
 
     def pyproject(text: str) -> str:
         text = text.replace('    "platform-ml",\n', f'    "platform-ml",\n    "{project}",\n', 1)
+        # Its tests, its types and its imports, as the other locations'.
+        text = re.sub(r"(testpaths = \[[^\]]*)\]", rf'\1, "{name}/tests"]', text, count=1)
+        text = text.replace(
+            '    "ml_features/platform_ml",\n', f'    "ml_features/platform_ml",\n    "{name}/{package}",\n', 1
+        )
+        text = text.replace('"platform_ml", "tools"', f'"platform_ml", "{package}", "tools"', 1)
         return re.sub(r"(members = \[[^\]]*)\]", rf'\1, "{name}"]', text, count=1)
 
     edit("pyproject.toml", pyproject)

@@ -175,11 +175,18 @@ def _altered_in_raw(conn, table: CatalogTable, key_columns: list[str], published
         return 0
     keys = ", ".join(quote(c) for c in key_columns)
     digest = hash_values(conn, [quote(c) for c in column_types(conn, RAW_SCHEMA, table.warehouse_name)])
-    current = " where _dlt_valid_to is null" if table.history == "scd2" else ""
+    raw = f"(select {keys}, {digest} as {_HASH} from {relation(RAW_SCHEMA, table.warehouse_name)})"
+    staged = f"(select {keys}, {digest} as {_HASH} from {stage}" + (
+        " where _dlt_valid_to is null)" if table.history == "scd2" else ")"
+    )
+    # The count and the sum of the hashes of each side first: one scan each, no join (the
+    # join costs more than the scans), and only when they differ, the rows that do.
+    sides = [conn.execute(f"select count(*), sum({_HASH}) from {side} as t").fetchall()[0] for side in (raw, staged)]
+    if sides[0] == sides[1]:
+        return 0
     (altered,) = conn.execute(
-        f"select count(*) from (select {keys}, {digest} as {_HASH} from {relation(RAW_SCHEMA, table.warehouse_name)}) "
-        f"as r full join (select {keys}, {digest} as {_HASH} from {stage}{current}) as s "
-        f"on {_match('r', 's', key_columns)} where r.{_HASH} is null or s.{_HASH} is null or r.{_HASH} <> s.{_HASH}"
+        f"select count(*) from {raw} as r full join {staged} as s on {_match('r', 's', key_columns)} "
+        f"where r.{_HASH} is null or s.{_HASH} is null or r.{_HASH} <> s.{_HASH}"
     ).fetchall()[0]
     return int(altered)
 

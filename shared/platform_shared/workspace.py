@@ -1,7 +1,7 @@
 """The list of code locations, read from its one source: the dg workspace (``dg.toml``)
 and each project's ``[tool.dg.project]``. Tools, benchmarks and tests read it here; the
 files that cannot (workspace.yaml, deploy files, CODEOWNERS) are compared with it by
-``tests/test_locations_list.py``."""
+``tests/test_deploy_manifests.py``."""
 
 from __future__ import annotations
 
