@@ -32,8 +32,8 @@ def test_an_update_the_cursor_missed_is_repaired(ingestion):
 
 def test_rows_changed_in_raw_itself_are_found_and_published_again(ingestion):
     """raw edited in the warehouse (by hand, or a bug): the stage and the source agree, so
-    only comparing raw with the stage as it was published finds it; raw is then published
-    whole again from the stage."""
+    only comparing raw itself with the source finds it; raw is then published whole again
+    from the stage."""
     assert ingestion.run("orders").success
     with duckdb.connect(str(ingestion.warehouse)) as conn:
         conn.execute("update raw.orders set status = 'tampered' where order_id = 3")
@@ -44,8 +44,8 @@ def test_rows_changed_in_raw_itself_are_found_and_published_again(ingestion):
         source_url=ingestion.source_url,
         hash_key="test-only-key",
     )
-    assert (found.missing, found.extra, found.different, found.altered) == (0, 0, 0, 2)
-    assert not found.matched and metadata["raw_rows_unlike_stage"] == 2
+    assert (found.missing, found.extra, found.different, found.raw_unlike_source) == (0, 0, 0, 2)
+    assert not found.matched and metadata["raw_rows_unlike_source"] == 2
     ingestion.assert_raw_equals_source("orders")
     assert _reconcile(ingestion, "orders") == (0, 0, 0)
 
