@@ -30,7 +30,7 @@ column or history mode than the table was published with does dlt's state decide
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -61,16 +61,18 @@ BACKEND = "connectorx (direct merge, no dlt pipeline)"
 _CHANGES = "_platform_changes"
 
 
-def high_water_mark(conn, table: CatalogTable, cursor: str) -> datetime | None:
-    """The largest cursor among the staged rows, if the cursor is a timestamp (dlt's lag
-    is in seconds for those; any other cursor type is left to dlt)."""
+def high_water_mark(conn, table: CatalogTable, cursor: str) -> date | None:
+    """The largest cursor among the staged rows, if the cursor is a timestamp or a date
+    (a datetime is a date too); any other cursor type is left to dlt."""
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
     (mark,) = conn.execute(f"select max({quote(cursor)}) from {stage}").fetchall()[0]
-    return mark if isinstance(mark, datetime) else None
+    return mark if isinstance(mark, date) else None
 
 
-def end_of_time(mark: datetime) -> datetime:
+def end_of_time(mark: date) -> date:
     """An end for dlt's cursor window that no row reaches (aware if ``mark`` is)."""
+    if not isinstance(mark, datetime):
+        return date(9999, 12, 31)
     return datetime(9999, 12, 31, tzinfo=mark.tzinfo)
 
 

@@ -67,7 +67,7 @@ class Recorded:
 
     published: int | None = None  # the generation published up to (incremental tables)
     resumable: bool = False  # published with today's cursor column and history mode
-    staged_max: datetime | None = None  # the largest staged cursor value (timestamps only)
+    staged_max: date | None = None  # the largest staged cursor value (timestamps and dates)
     last_started: datetime | None = None  # when the last publishing run started (UTC)
 
 
@@ -78,8 +78,8 @@ class Plan:
     path: Path_  # "direct": merge the changes without dlt; "dlt": a dlt load of ``window``
     window: LoadRequest
     generation: int | None  # marks the staged rows of an incremental table
-    mark: datetime | None = None  # the cursor value changes are read from, before the overlap
-    cursor_ahead: datetime | None = None  # the staged cursor, when it passed the last run's start
+    mark: date | None = None  # the cursor value changes are read from, before the overlap
+    cursor_ahead: date | None = None  # the staged cursor, when it passed the last run's start
     whole_table: bool = False  # columns were added: every row is read again to fill them
 
 
@@ -100,7 +100,9 @@ def plan_load(
     - Columns added since (schema evolution): every row is read again, from ``beginning``
       (the cursor type's first value), so that the new columns are filled whatever a
       row's cursor; otherwise rows that did not change would keep them empty for ever.
-    - Otherwise, without drift: the changed rows are merged directly (``direct.py``).
+    - Otherwise, without drift: the changed rows are merged directly (``direct.py``); a
+      date cursor keeps dlt's own state (its overlap is in days), unless its mark passed
+      the last run's start: dlt then reads from that day, less the overlap.
 
     Example:
         >>> t = CatalogTable("orders", "orders", ("order_id",), load="incremental", cursor="updated_at")
@@ -117,24 +119,32 @@ def plan_load(
     mark = ahead = None
     if plain and recorded.published is not None and recorded.resumable and recorded.staged_max is not None:
         mark = recorded.staged_max
-        cap = recorded.last_started
-        if cap is not None and mark.tzinfo is not None:
+        cap: date | None = recorded.last_started
+        if cap is not None and not isinstance(mark, datetime):
+            cap = cap.date()
+        elif cap is not None and isinstance(mark, datetime) and mark.tzinfo is not None:
             cap = cap.replace(tzinfo=UTC)
         if cap is not None and mark > cap:
             mark, ahead = cap, mark
     if plain and recorded.published is not None and drift.added:
         end = direct.end_of_time(mark) if mark is not None else None
         return Plan("dlt", LoadRequest(backfill_from=beginning, backfill_to=end), generation, mark, ahead, True)
-    if mark is None:
+    if mark is None or (not isinstance(mark, datetime) and ahead is None):
         return Plan("dlt", request, generation)
-    if not drift.changed:
+    if not drift.changed and isinstance(mark, datetime):
         return Plan("direct", request, generation, mark, ahead)
-    # dlt reads the same window when it loads instead (after drift): its own cursor state,
-    # which the direct merges leave behind, is then neither read nor moved.
-    window = LoadRequest(
-        backfill_from=mark - timedelta(minutes=table.overlap_minutes), backfill_to=direct.end_of_time(mark)
-    )
+    # dlt reads the same window when it loads instead (after drift, or a date cursor
+    # ahead): its own cursor state is then neither read nor moved.
+    window = LoadRequest(backfill_from=mark - overlap(table, mark), backfill_to=direct.end_of_time(mark))
     return Plan("dlt", window, generation, mark, ahead)
+
+
+def overlap(table: CatalogTable, mark: date) -> timedelta:
+    """The window re-read below a mark: the catalog's minutes, a whole day at least for a
+    date cursor (a date has no finer step)."""
+    if not isinstance(mark, datetime):
+        return timedelta(days=-(-table.overlap_minutes // 1440))
+    return timedelta(minutes=table.overlap_minutes)
 
 
 @dataclass
@@ -200,11 +210,13 @@ def extract(
 ) -> LoadResult:
     """Step 3: the plan's read, landed in ``raw_stage``."""
     if plan.path == "direct":
+        mark = plan.mark
+        assert isinstance(mark, datetime)  # plan_load: a direct merge resumes from a timestamp
         try:
             result = direct.load_changes(
                 conn,
                 table,
-                mark=plan.mark,
+                mark=mark,
                 source_url=source_url,
                 reflected=reflected,
                 columns=columns,
@@ -222,10 +234,7 @@ def extract(
         # connectorx does not read).
         plan = replace(
             plan,
-            window=LoadRequest(
-                backfill_from=plan.mark - timedelta(minutes=table.overlap_minutes),
-                backfill_to=direct.end_of_time(plan.mark),
-            ),
+            window=LoadRequest(backfill_from=mark - overlap(table, mark), backfill_to=direct.end_of_time(mark)),
         )
     result = load_to_stage(
         table,

@@ -19,7 +19,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,8 +55,8 @@ GENERATION_COLUMN = "_platform_generation"
 class LoadRequest:
     """What one run asks of a table: a normal load, a date-range backfill or a full refresh."""
 
-    backfill_from: datetime | None = None
-    backfill_to: datetime | None = None
+    backfill_from: date | None = None  # a datetime, or a date for a date cursor
+    backfill_to: date | None = None
     full_refresh: bool = False
 
 

@@ -227,6 +227,29 @@ def test_a_date_cursor_overlaps_by_a_day(ingestion):
     ingestion.assert_raw_equals_source("visits")
 
 
+def test_a_date_cursor_in_the_future_never_stalls_the_table(ingestion):
+    """A date cursor keeps dlt's own state, which a row dated ahead of the clock would move
+    to that day: later rows, dated today, were never read again."""
+    ingestion.sql(
+        "create table visits (visit_id integer primary key, day date, n integer);"
+        "insert into visits values (1, date('now', '-10 days'), 1), (2, date('now', '-9 days'), 1);"
+    )
+    ingestion.catalog_path.write_text(
+        "tables:\n  - source: visits\n    primary_key: visit_id\n    load: incremental\n    cursor: day\n"
+    )
+    assert ingestion.run("visits").success
+    ingestion.sql("insert into visits values (3, '2099-01-01', 1)")  # a clock ahead
+    assert ingestion.run("visits").success
+    ingestion.sql(
+        "insert into visits values (4, date('now'), 1); update visits set n = 2, day = date('now') where visit_id = 1"
+    )
+    result = ingestion.run("visits")
+    assert result.success, ingestion.failure_message(result)
+    ingestion.assert_raw_equals_source("visits")
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert "2099-01-01" in metadata["cursor_ahead_of_clock"].value
+
+
 def test_a_date_range_backfill_reloads_only_that_window(ingestion):
     assert ingestion.run("orders").success
     old, new = ingestion.query(
