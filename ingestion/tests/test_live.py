@@ -3,16 +3,29 @@ to every table during the runs (SQLite in WAL mode)."""
 
 from platform_shared import settings as s
 
+from .conftest import committed_catalog
+
 TABLES = ["customers", "products", "orders", "order_items", "payments", "web_sessions"]
 
 
 def test_runs_while_the_application_writes_succeed_and_converge(ingestion, writer):
-    # The first load, then hourly runs, all during commits; then a quiet run.
+    # The first load, then hourly runs, all during commits; then a quiet run. The full
+    # table (products) with history here; without it into PostgreSQL (below).
+    catalog = committed_catalog().replace(
+        "  - source: products\n    primary_key: product_id\n",
+        "  - source: products\n    primary_key: product_id\n    history: scd2\n",
+    )
+    assert "history: scd2\n    description: The product catalog." in catalog
+    ingestion.catalog_path.write_text(catalog)
     compared = ingestion.runs_during_writes(writer(), runs=3)
     # The writer's commits reached the comparison with the source (deletes at least).
     assert any(compared)
     for table in TABLES:
         ingestion.assert_raw_equals_source(table)
+    # The full table's history: one current version of each product.
+    assert ingestion.query("select count(*) from raw.products_history where valid_to is null") == ingestion.query(
+        "select count(*) from raw.products"
+    )
 
 
 def _metadata(result, table: str) -> dict:

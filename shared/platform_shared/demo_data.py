@@ -485,6 +485,8 @@ def write_live(url: str, *, seconds: float, seed: int = 11, pause: float = 0.005
 
 
 def _live_change(conn, rng, kind: str, now: datetime, prods: list[dict]) -> int:
+    if rng.random() < 0.1:  # the full table (products) changes too: a new, a repriced, a dropped product
+        return _live_product_change(conn, rng, kind, now)
     if kind == "inserted":
         if rng.random() < 0.3:
             (c,) = _customer_rows(rng, 1)
@@ -532,6 +534,28 @@ def _live_change(conn, rng, kind: str, now: datetime, prods: list[dict]) -> int:
             .values(country=rng.choice(COUNTRIES), updated_at=now)
         ).rowcount
     return _day_deletes(conn, rng, orders_at_most=1, sessions_at_most=1)["deleted"]
+
+
+def _live_product_change(conn, rng, kind: str, now: datetime) -> int:
+    if kind == "inserted":
+        (p,) = _product_rows(rng, 1)
+        p["product_id"] = _max_id(conn, products.c.product_id) + 1
+        p["sku"] = f"SKU-{p['product_id']:06d}"
+        p["created_at"] = p["updated_at"] = now
+        _insert(conn, products, [p])
+        return 1
+    if kind == "updated":
+        pid = rng.randint(1, _max_id(conn, products.c.product_id))
+        price = rng.randrange(100, 50000, 10) + 9
+        return conn.execute(
+            products.update().where(products.c.product_id == pid).values(price_cents=price, updated_at=now)
+        ).rowcount
+    # Only a product no order line names goes (the application keeps the others).
+    unsold = sa.select(products.c.product_id).where(
+        ~sa.exists().where(order_items.c.product_id == products.c.product_id)
+    )
+    pid = conn.execute(unsold.order_by(products.c.product_id.desc()).limit(1)).scalar()
+    return conn.execute(products.delete().where(products.c.product_id == pid)).rowcount if pid else 0
 
 
 def main(argv: list[str] | None = None) -> None:
