@@ -39,6 +39,7 @@ def assert_raw_equals_source(source_url: str, warehouse, table: str, read=None, 
     engine = sa.create_engine(source_url)
     with engine.connect() as conn:
         source = pd.read_sql_table(entry.source, conn)
+    declared = {c.name: c.type for c in sa.Table(entry.source, sa.MetaData(), autoload_with=engine).columns}
     engine.dispose()
     key = (
         hash_key or os.getenv(PII_HASH_KEY) or load_settings().pii_hash_key_file.read_text().strip()
@@ -53,7 +54,39 @@ def assert_raw_equals_source(source_url: str, warehouse, table: str, read=None, 
     else:
         raw = read(f'select * from raw."{table}"')
     assert len(raw) == len(source) > 0
+    # The declared types too: frames compared with check_dtype=False would take an integer
+    # loaded as text, or a timestamp as a string, for the source's.
+    types = (
+        "select column_name, data_type from information_schema.columns "
+        f"where table_schema = 'raw' and table_name = '{table}'"
+    )
+    if read is None:
+        with duckdb.connect(str(warehouse), read_only=True) as conn:
+            loaded = dict(conn.execute(types).fetchall())
+    else:
+        loaded = dict(read(types).itertuples(index=False, name=None))
+    assert sorted(loaded) == sorted(declared), table
+    for column, warehouse_type in loaded.items():
+        kind = sa.String() if column in entry.columns.hash else declared[column]
+        assert warehouse_type.lower().startswith(_warehouse_types(kind)), (table, column, warehouse_type)
     pd.testing.assert_frame_equal(_frame(raw, entry.primary_key), _frame(source, entry.primary_key), check_dtype=False)
+
+
+def _warehouse_types(declared: sa.types.TypeEngine) -> tuple[str, ...]:
+    """How a declared source type is named in the warehouse (the start of the name, DuckDB's
+    or PostgreSQL's)."""
+    for kind, names in [
+        (sa.Boolean, ("boolean",)),
+        (sa.Integer, ("bigint", "integer")),
+        (sa.DateTime, ("timestamp",)),
+        (sa.Date, ("date",)),
+        (sa.Float, ("double",)),
+        (sa.Numeric, ("decimal", "numeric")),
+        (sa.String, ("varchar", "character varying", "text")),
+    ]:
+        if isinstance(declared, kind):
+            return names
+    raise AssertionError(f"no warehouse type known for {declared!r}")
 
 
 @pytest.mark.parametrize("table", [t.warehouse_name for t in load_catalog(load_settings().catalog_path).tables])
@@ -80,3 +113,67 @@ def test_the_churn_model_beats_chance_and_its_baseline_is_recorded(platform):
     baseline = evaluation.metadata["recency_roc_auc"].value
     assert 0.6 <= auc <= 1.0
     assert 0.0 <= baseline <= 1.0
+
+
+def test_make_reconcile_repairs_what_the_cursor_missed_and_an_edit_of_raw(platform, tmp_path):
+    """`make reconcile TABLES=orders,payments` on a copy of the platform: an order updated
+    with an old updated_at (no cursor reads it again) and a payment edited in raw itself."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from platform_shared import settings as s
+
+    for name in ("app.db", "warehouse.duckdb"):
+        shutil.copy(platform.root / name, tmp_path / name)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", home / "dagster.yaml")
+    source = f"sqlite:///{tmp_path}/app.db"
+    env = {
+        **os.environ,
+        **platform.env,
+        s.SOURCE_DATABASE_URL: source,
+        s.WAREHOUSE_PATH: str(tmp_path / "warehouse.duckdb"),
+        s.DAGSTER_HOME: str(home),
+    }
+    with sa.create_engine(source).begin() as conn:
+        conn.execute(
+            sa.text("update orders set status = 'returned', updated_at = '2020-01-01 00:00:00' where order_id = 3")
+        )
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as conn:
+        conn.execute("update raw.payments set amount_cents = amount_cents + 1 where payment_id = 5")
+
+    def reconcile(tables: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["make", "--no-print-directory", "reconcile", f"TABLES={tables}"],
+            cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    first = reconcile("orders,payments")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in first.stdout.splitlines()
+        if line.startswith(("orders", "payments"))
+    }
+    orders, payments = (platform_rows(platform, t) for t in ("orders", "payments"))
+    assert rows == {
+        "orders": [f"{orders:,}", "0", "0", "1", "1", "repaired"],
+        "payments": [f"{payments:,}", "0", "0", "0", "1", "repaired"],
+    }
+    assert "OK: 2 table(s)" in first.stdout
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:
+        assert conn.execute("select status from raw.orders where order_id = 3").fetchall() == [("returned",)]
+    again = reconcile("orders,payments")
+    assert [line.split()[-1] for line in again.stdout.splitlines() if line.startswith(("orders", "payments"))] == [
+        "matched",
+        "matched",
+    ]
+    unknown = reconcile("nope")
+    assert unknown.returncode != 0 and "no reconcilable raw table ['nope']" in unknown.stderr
+
+
+def platform_rows(platform, table: str) -> int:
+    with sa.create_engine(platform.env["SOURCE_DATABASE_URL"]).connect() as conn:
+        return conn.execute(sa.text(f"select count(*) from {table}")).scalar_one()

@@ -193,12 +193,13 @@ def reconcile(tables: list[str], instance: dg.DagsterInstance) -> int:
     ).resolve_job_def("reconcile_raw_tables")
     started = time.perf_counter()
     result = job.execute_in_process(instance=instance, raise_on_error=False)
-    print(f"{'table':<16} {'compared':>9} {'missing':>8} {'extra':>6} {'different':>10}  before the repair")
+    # The stage's rows against the source, and raw's (what readers see) against it.
+    print(f"{'table':<16} {'compared':>9} {'missing':>8} {'extra':>6} {'different':>10} {'raw':>6}  before the repair")
     for e in sorted(result.get_asset_check_evaluations(), key=lambda e: e.asset_key.path[-1]):
         m = {k: v.value for k, v in e.metadata.items()}
         print(
             f"{e.asset_key.path[-1]:<16} {m['rows_compared']:>9,} {m['rows_missing']:>8,} {m['rows_extra']:>6,} "
-            f"{m['rows_different']:>10,}  {'matched' if e.passed else 'repaired'}"
+            f"{m['rows_different']:>10,} {m['raw_rows_unlike_source']:>6,}  {'matched' if e.passed else 'repaired'}"
         )
     for event in result.all_events:
         if event.is_step_failure and (error := event.step_failure_data.error):
