@@ -12,7 +12,8 @@ runs in its own subprocess with a fresh warehouse under data/bench/run/, on the 
 source file, and is timed two ways, each compared only with the same way:
 
 - whole command: wall time from the process's start to its exit (interpreter, imports,
-  and for make ingest the Dagster instance and run), for every variant;
+  and for make ingest the Dagster instance and run), for every variant; for the library,
+  to the end of its full load (the scenarios after it run in the same process);
 - in process: the work alone, timed inside the process (not for make ingest).
 
 The variants:
@@ -65,6 +66,8 @@ VARIANTS = {
     "pg_floor_adbc": "PostgreSQL: raw copy (baseline): ADBC -> COPY",
 }
 PG_VARIANTS = [v for v in VARIANTS if v.startswith("pg_")]
+# When the parent launched a variant's process (its whole command, measured from there).
+LAUNCHED = "BENCH_LAUNCHED"
 # The demo tables' value column that the 1% change edits, beside updated_at.
 CHANGES = {
     "customers": "country = 'ZZ'",
@@ -121,6 +124,9 @@ def _child_library(source: Path, workdir: Path) -> dict:
         return time.perf_counter() - started
 
     seconds = ingest_all(f"sqlite:///{source}")
+    # The whole command up to here, comparable with make ingest's (the scenarios below run
+    # in the same process): from the parent's launch of this process.
+    whole = time.time() - float(os.environ[LAUNCHED])
     # An hourly run as in production, with nothing changed: the incremental tables are
     # merged without a dlt pipeline from now on (platform_ingestion/direct.py).
     unchanged = ingest_all(f"sqlite:///{source}")
@@ -165,6 +171,7 @@ def _child_library(source: Path, workdir: Path) -> dict:
     quiet = ingest_all(f"sqlite:///{changed}")
     return {
         "seconds": seconds,
+        "whole_seconds": whole,
         "unchanged_seconds": unchanged,
         "reingest_seconds": reingest,
         "changed_rows": n,
@@ -331,6 +338,7 @@ def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None =
             "--workdir",
             str(workdir),
         ]
+    env[LAUNCHED] = str(time.time())
     wall, peak_mb, status = measure(args, env, log)
     if status != 0:
         raise SystemExit(f"{VARIANTS[variant]} failed at scale {scale:g} (exit {status}): see {log}")
@@ -339,7 +347,7 @@ def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None =
     result = {"seconds": wall, "peak_mb": peak_mb, "inprocess": None}
     if variant not in ("make_ingest", "pg_make_ingest"):
         measured = json.loads(log.read_text().strip().splitlines()[-1])
-        result |= measured | {"inprocess": measured["seconds"], "seconds": wall}
+        result |= measured | {"inprocess": measured["seconds"], "seconds": measured.get("whole_seconds", wall)}
     return result
 
 
