@@ -27,7 +27,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest reconcile discover run backfill backtest dev location lint dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact test test-locations envs locks db-migrate deploy-check bench clean
+.PHONY: help setup seed seed-if-missing ingest reconcile discover run backfill backtest dev location lint dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact lineage-page test test-locations envs locks db-migrate deploy-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'

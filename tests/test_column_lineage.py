@@ -163,10 +163,9 @@ def test_a_column_that_chooses_rows_hits_every_column_of_the_table(platform, web
     assert "(every row: chosen by orders.order_status)" in text.stdout
 
 
-def test_a_dropped_source_column_fails_naming_what_reads_it_downstream(platform, webserver, tmp_path, monkeypatch):
-    """The ingestion of a copy of the platform whose source dropped customers.country: the
-    asset fails before any data moves, and its message names every downstream reader of
-    that column, in both other locations (from the session platform's webserver)."""
+def _ingest_customers_after(platform, webserver, tmp_path, monkeypatch, change: str):
+    """The ingestion of customers in a copy of the platform whose source took ``change``
+    (SQL): the SchemaDrift it raises, and the copy's warehouse."""
     from platform_ingestion.audit import SchemaDrift
     from platform_ingestion.engine import ingest_table
     from platform_ingestion.loading import LoadRequest
@@ -176,7 +175,7 @@ def test_a_dropped_source_column_fails_naming_what_reads_it_downstream(platform,
     for name in ("app.db", "warehouse.duckdb"):
         shutil.copy(platform.root / name, tmp_path / name)
     with sqlite3.connect(tmp_path / "app.db") as conn:
-        conn.execute("alter table customers drop column country")
+        conn.executescript(change)
     env = platform.env | {
         "SOURCE_DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
         "WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
@@ -196,7 +195,15 @@ def test_a_dropped_source_column_fails_naming_what_reads_it_downstream(platform,
             pipelines_dir=dlt_state_dir(settings),
             hash_key="test-only-key",
         )
-    message = str(raised.value)
+    return str(raised.value), warehouse
+
+
+def test_a_dropped_source_column_fails_naming_what_reads_it_downstream(platform, webserver, tmp_path, monkeypatch):
+    """The ingestion of a copy of the platform whose source dropped customers.country: the
+    asset fails before any data moves, and its message names every downstream reader of
+    that column, in both other locations (from the session platform's webserver)."""
+    change = "alter table customers drop column country"
+    message, warehouse = _ingest_customers_after(platform, webserver, tmp_path, monkeypatch, change)
     assert message.startswith("Source table 'customers': column(s) ['country'] were dropped or renamed in the source.")
     assert (
         "Downstream of raw/customers.country: analytics_dbt: customers (country_code), "
@@ -205,3 +212,33 @@ def test_a_dropped_source_column_fails_naming_what_reads_it_downstream(platform,
     ) in message
     with warehouse.connect(read_only=True) as conn:  # the last good copy stays
         assert conn.execute("select count(country) > 0 from raw.customers").fetchall() == [(True,)]
+
+
+def test_a_retyped_source_column_names_its_readers_and_the_readers_of_other_columns(
+    platform, webserver, tmp_path, monkeypatch
+):
+    """customers.first_name declared INTEGER (the table rebuilt): the load fails before
+    any data moves, naming the change, every reader of that column, and the assets
+    downstream that read other columns only, as `make impact` lists them."""
+    change = (
+        "create table customers_new as select * from customers; drop table customers; "
+        "create table customers (customer_id INTEGER NOT NULL PRIMARY KEY, email VARCHAR(200) NOT NULL, "
+        "first_name INTEGER, last_name VARCHAR(100), country VARCHAR(2) NOT NULL, "
+        "signup_channel VARCHAR(20) NOT NULL, created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL); "
+        "insert into customers select * from customers_new; drop table customers_new;"
+    )
+    message, _ = _ingest_customers_after(platform, webserver, tmp_path, monkeypatch, change)
+    assert message.startswith(
+        "Source table 'customers': column(s) changed type: first_name VARCHAR(100) -> INTEGER."
+    ), message
+    report = json.loads(
+        _impact(platform, webserver, "raw/customers", "--column", "first_name", "--format", "json").stdout
+    )
+    readers = "; ".join(
+        f"{location}: " + ", ".join(a["key"] for a in assets) for location, assets in report["downstream"].items()
+    )
+    assert readers and report["unaffected"]
+    assert "Downstream of raw/customers.first_name: analytics_dbt: stg_app__customers (first_name)." in message
+    for location, assets in report["downstream"].items():
+        assert f"{location}: {assets[0]['key']} (" in message
+    assert f"Unaffected (read other columns only): {', '.join(sorted(report['unaffected']))}." in message

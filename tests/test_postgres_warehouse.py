@@ -24,7 +24,9 @@ from sqlalchemy.engine import make_url
 from platform_ingestion import direct
 from platform_shared import load_catalog, load_settings
 from platform_shared import settings as platform_settings
+from platform_shared.column_lineage import COLUMN_LINEAGE, LINEAGE_GAPS, ROW_COLUMNS
 from tests.test_analytics import backfill_three_days
+from tests.test_column_lineage import TABLES as LINEAGE_TABLES
 from tests.test_end_to_end import assert_raw_equals_source
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,24 +167,47 @@ def test_marts_and_features_equal_the_duckdb_build(pg_platform, platform):
 
 
 def test_column_lineage_is_the_same_with_either_warehouse(pg_platform, platform):
-    """The dbt models' lineage from SQL compiled for PostgreSQL (its dialect) and the
-    features' equal those of the DuckDB build, with no gap."""
+    """Every table's lineage (each column's reads, and the columns that choose its rows):
+    the dbt models' from SQL compiled for PostgreSQL (its dialect), the features' and the
+    ML tables', equal those of the DuckDB build, with no gap."""
     _, env, _ = pg_platform
 
     def lineage(instance: dg.DagsterInstance) -> dict:
         out = {}
-        for key in [*MARTS, "stg_app__customers", "features/customer_features"]:
+        for key in LINEAGE_TABLES:
             event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
             meta = event.asset_materialization.metadata
-            assert "column_lineage_gaps" not in meta, (key, meta["column_lineage_gaps"])
+            assert LINEAGE_GAPS not in meta, (key, meta[LINEAGE_GAPS])
             out[key] = {
                 column: sorted((d.asset_key.to_user_string(), d.column_name) for d in deps)
-                for column, deps in meta["dagster/column_lineage"].value.deps_by_column.items()
+                for column, deps in meta[COLUMN_LINEAGE].value.deps_by_column.items()
             }
+            out[key]["(rows)"] = meta[ROW_COLUMNS].value if ROW_COLUMNS in meta else None  # (ML tables name none)
         return out
 
     with dg.DagsterInstance.from_config(env[platform_settings.DAGSTER_HOME]) as instance:
         assert lineage(instance) == lineage(platform.instance)
+
+
+def test_make_impact_of_a_column_is_the_same_with_either_warehouse(pg_platform, platform, webserver):
+    """`make impact ASSET=raw/orders COLUMN=status` on the server warehouse's instance
+    lists what the DuckDB build's does (its own webserver, on that instance)."""
+    _, env, _ = pg_platform
+    from tools.webserver import webserver as start
+
+    def impact(url: str, environment: dict) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "tools.impact", "raw/orders", "--column", "status", "--format", "json"],
+            cwd=REPO, env={**environment, platform_settings.DAGSTER_WEBSERVER_URL: url},
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+
+    with start(REPO / "workspace.yaml", env=env) as pg_url:
+        pg = impact(pg_url, env)
+    duck = impact(webserver.url, _env(platform))
+    assert pg == duck and "customer_cohorts" in json.dumps(pg)
 
 
 def test_the_global_graph_is_the_same_with_either_warehouse(pg_platform, platform):
