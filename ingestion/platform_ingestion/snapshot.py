@@ -51,21 +51,29 @@ def _table(table: CatalogTable, *columns: str) -> sa.TableClause:
     return sa.table(table.source, *(sa.column(c) for c in columns), schema=table.schema)
 
 
-def key_summary(conn: sa.Connection, table: CatalogTable) -> tuple[int, Any, Any]:
-    """The row count and the smallest and largest value of the first key column: three
-    subqueries, each of which the database answers from an index (one query with all
-    three aggregates would scan the table)."""
+# Integer keys are summed modulo this prime: no overflow, on any database, however large.
+KEY_SUM_MODULUS = 1_000_003
+
+
+def key_summary(conn: sa.Connection, table: CatalogTable) -> tuple[int, Any, Any, int | None]:
+    """The row count, the smallest and largest value of the first key column and, when it
+    is an integer, the sum of its values (modulo ``KEY_SUM_MODULUS``): subqueries that
+    the database answers from an index (one query with all the aggregates would scan the
+    table). The sum tells a key missed by the cursor from one deleted in the source, which
+    the count and the bounds miss when the two offset each other."""
     source = _table(table, table.primary_key[0])
     key = source.c[table.primary_key[0]]
-    return tuple(
-        conn.execute(
-            sa.select(
-                sa.select(sa.func.count()).select_from(source).scalar_subquery(),
-                sa.select(sa.func.min(key)).scalar_subquery(),
-                sa.select(sa.func.max(key)).scalar_subquery(),
-            )
-        ).one()
-    )
+    count, low, high = conn.execute(
+        sa.select(
+            sa.select(sa.func.count()).select_from(source).scalar_subquery(),
+            sa.select(sa.func.min(key)).scalar_subquery(),
+            sa.select(sa.func.max(key)).scalar_subquery(),
+        )
+    ).one()
+    total = None
+    if isinstance(low, int) and not isinstance(low, bool):
+        total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(key % KEY_SUM_MODULUS), 0))).scalar_one()
+    return count, low, high, total
 
 
 def keys(conn: sa.Connection, table: CatalogTable, names: list[str]) -> pa.RecordBatchReader:
