@@ -101,8 +101,8 @@ def plan_load(
       (the cursor type's first value), so that the new columns are filled whatever a
       row's cursor; otherwise rows that did not change would keep them empty for ever.
     - Otherwise, without drift: the changed rows are merged directly (``direct.py``); a
-      date cursor keeps dlt's own state (its overlap is in days), unless its mark passed
-      the last run's start: dlt then reads from that day, less the overlap.
+      date cursor is read by dlt from its mark, less the overlap (whole days), never from
+      dlt's own state.
 
     Example:
         >>> t = CatalogTable("orders", "orders", ("order_id",), load="incremental", cursor="updated_at")
@@ -129,12 +129,13 @@ def plan_load(
     if plain and recorded.published is not None and drift.added:
         end = direct.end_of_time(mark) if mark is not None else None
         return Plan("dlt", LoadRequest(backfill_from=beginning, backfill_to=end), generation, mark, ahead, True)
-    if mark is None or (not isinstance(mark, datetime) and ahead is None):
+    if mark is None:
         return Plan("dlt", request, generation)
     if not drift.changed and isinstance(mark, datetime):
         return Plan("direct", request, generation, mark, ahead)
-    # dlt reads the same window when it loads instead (after drift, or a date cursor
-    # ahead): its own cursor state is then neither read nor moved.
+    # dlt reads the same window when it loads instead (after drift, or a date cursor):
+    # its own cursor state is then neither read nor moved. (A date cursor never resumes
+    # from dlt's state: one row dated ahead of the clock once would have left it there.)
     window = LoadRequest(backfill_from=mark - overlap(table, mark), backfill_to=direct.end_of_time(mark))
     return Plan("dlt", window, generation, mark, ahead)
 
@@ -143,7 +144,7 @@ def overlap(table: CatalogTable, mark: date) -> timedelta:
     """The window re-read below a mark: the catalog's minutes, a whole day at least for a
     date cursor (a date has no finer step)."""
     if not isinstance(mark, datetime):
-        return timedelta(days=-(-table.overlap_minutes // 1440))
+        return timedelta(days=max(1, -(-table.overlap_minutes // 1440)))
     return timedelta(minutes=table.overlap_minutes)
 
 

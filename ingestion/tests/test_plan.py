@@ -2,7 +2,7 @@
 pure function, checked without a database."""
 
 import doctest
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from platform_ingestion import audit as wap
 from platform_ingestion import engine
@@ -63,3 +63,17 @@ def test_added_columns_read_every_row_again_and_other_drift_reads_the_overlap_wi
     retyped = _plan(drift=wap.Drift(retyped={"total": ("INTEGER", "REAL")}))
     assert (retyped.path, retyped.whole_table) == ("dlt", False)
     assert retyped.window.backfill_from == datetime(2026, 12, 1, 8) - timedelta(minutes=10)
+
+
+def test_a_date_cursor_is_read_from_its_mark_less_a_day_never_from_dlt_s_state():
+    visits = CatalogTable("visits", "visits", ("visit_id",), load="incremental", cursor="day", overlap_minutes=10)
+    recorded = Recorded(
+        published=2, resumable=True, staged_max=date(2026, 11, 30), last_started=datetime(2026, 12, 1, 9)
+    )
+    assert _plan(visits, recorded=recorded) == engine.Plan(
+        "dlt", LoadRequest(date(2026, 11, 29), date(9999, 12, 31)), 3, date(2026, 11, 30)
+    )
+    ahead = Recorded(published=2, resumable=True, staged_max=date(2099, 1, 1), last_started=datetime(2026, 12, 1, 9))
+    assert _plan(visits, recorded=ahead) == engine.Plan(
+        "dlt", LoadRequest(date(2026, 11, 30), date(9999, 12, 31)), 3, date(2026, 12, 1), cursor_ahead=date(2099, 1, 1)
+    )
