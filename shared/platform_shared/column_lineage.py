@@ -68,22 +68,24 @@ def query_lineage(sql: str, schema: Schema, dialect: str = "duckdb") -> dict[str
 
 def _inline_named_windows(tree) -> None:
     """``sum(x) over w ... window w as (partition by ...)`` becomes ``sum(x) over
-    (partition by ...)``: sqlglot's lineage follows a window written inline only."""
+    (partition by ...)``, and ``over (w order by d)`` takes w's partition and its own
+    order: sqlglot's lineage follows a window written inline only. Each select's names
+    apply to its own windows (a subquery's are its own)."""
     from sqlglot import exp
 
     for select in list(tree.find_all(exp.Select)):
         named = {w.name: w for w in select.args.get("windows") or []}
         if not named:
             continue
-        for window in select.find_all(exp.Window):
-            spec = named.get(window.alias) if isinstance(window.args.get("alias"), exp.Identifier) else None
-            if spec is None or window.args.get("partition_by") or window.args.get("order"):
+        for window in list(select.find_all(exp.Window)):
+            alias = window.args.get("alias")
+            spec = named.get(alias.name) if isinstance(alias, exp.Identifier) else None
+            if spec is None or window.find_ancestor(exp.Select) is not select:
                 continue
-            if spec.args.get("partition_by"):
-                window.set("partition_by", [e.copy() for e in spec.args["partition_by"]])
-            for arg in ("order", "spec"):
-                if spec.args.get(arg):
-                    window.set(arg, spec.args[arg].copy())
+            for arg in ("partition_by", "order", "spec"):
+                if spec.args.get(arg) and not window.args.get(arg):
+                    value = spec.args[arg]
+                    window.set(arg, [e.copy() for e in value] if isinstance(value, list) else value.copy())
             window.set("alias", None)
         select.set("windows", None)
 

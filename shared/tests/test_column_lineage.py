@@ -265,6 +265,21 @@ def test_a_named_window_reads_its_partition_and_order_columns(dialect):
     }
 
 
+def test_a_named_window_is_its_own_select_s_and_an_extended_one_keeps_its_partition():
+    sql = """
+        select order_id,
+            (select max(c.created_at) over w from raw.customers as c window w as (partition by c.country)) as top,
+            sum(total_cents) over (w order by order_id) as running
+        from raw.orders
+        window w as (partition by customer_id)
+    """
+    assert query_lineage(sql, SCHEMA) == {
+        "order_id": [("raw", "orders", "order_id")],
+        "top": [("raw", "customers", "country"), ("raw", "customers", "created_at")],
+        "running": [("raw", "orders", "customer_id"), ("raw", "orders", "order_id"), ("raw", "orders", "total_cents")],
+    }
+
+
 def test_a_union_reads_both_branches_and_the_database_name_is_ignored():
     sql = """
         select customer_id as id from "wh_1"."raw"."customers"
