@@ -38,9 +38,11 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import dagster_dbt
@@ -269,10 +271,18 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
             # updated a week later, a deleted order). Without it, automation and `make run`
             # (which run the newest days) would leave older days behind for ever. A window
             # in the past (a backfill) rebuilds exactly its days.
+            # The newest partition when the run was created (today's: end_offset=1), not
+            # when it runs: a run of today's partition that starts after midnight still
+            # catches up.
             partitions = context.assets_def.partitions_def
             assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
-            newest = partitions.get_last_partition_window()
-            days["catch_up"] = newest is not None and window.end >= newest.end
+            record = context.instance.get_run_record_by_id(context.run_id)
+            created = record.create_timestamp if record else datetime.now(UTC)
+            created = created if created.tzinfo else created.replace(tzinfo=UTC)
+            newest = partitions.time_window_for_partition_key(
+                created.astimezone(ZoneInfo(partitions.timezone)).strftime(partitions.fmt)
+            )
+            days["catch_up"] = window.end >= newest.end
             args += ["--vars", json.dumps(days)]
             context.log.info(
                 f"Daily models rebuild the days from {days['min_date']} to before {days['max_date']}"

@@ -53,7 +53,7 @@ until the next load's key comparison deletes it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -102,6 +102,8 @@ class Differences:
     extra: int = 0  # staged rows whose key the source lacks
     different: int = 0  # rows whose key is in both, with another value in some column
     raw_unlike_source: int = 0  # rows of raw (what readers see) missing, extra or different
+    stage_keys: set[tuple] = field(default_factory=set, repr=False)  # the keys of the stage's differences
+    raw_keys: set[tuple] = field(default_factory=set, repr=False)  # the keys of raw's
 
     @property
     def matched(self) -> bool:
@@ -109,9 +111,9 @@ class Differences:
 
     @property
     def raw_altered(self) -> bool:
-        """raw differs from the source otherwise than the stage does: edited in the
-        warehouse (a repair of the stage alone would not reach those rows)."""
-        return self.raw_unlike_source != self.missing + self.extra + self.different
+        """raw differs from the source at other keys than the stage does: edited in the
+        warehouse (a repair of the stage's keys alone would not reach those rows)."""
+        return self.raw_keys != self.stage_keys
 
 
 def _match(a: str, b: str, key_columns: list[str]) -> str:
@@ -167,11 +169,13 @@ def _land_hashes(
     return rows
 
 
-def _raw_unlike_source(conn, table: CatalogTable, hashes: str, key_columns: list[str], compared: list[str]) -> int:
-    """The rows of ``raw`` missing, extra or different against the source's key-and-hash
-    table (``hashes``): raw's columns are the staged ones, hashed alike. The count and the
-    sum of the hashes of each side first (one scan of ``raw``, no join); the rows, by a
-    join, only when they differ."""
+def _raw_unlike_source(
+    conn, table: CatalogTable, hashes: str, key_columns: list[str], compared: list[str]
+) -> set[tuple]:
+    """The keys of the rows of ``raw`` missing, extra or different against the source's
+    key-and-hash table (``hashes``): raw's columns are the staged ones, hashed alike. The
+    count and the sum of the hashes of each side first (one scan of ``raw``, no join);
+    the rows, by a join, only when they differ."""
     keys = ", ".join(quote(c) for c in key_columns)
     known = " and ".join(f"{quote(c)} is not null" for c in key_columns)  # a null key never reaches raw
     source = f"(select {keys}, {_HASH} from {hashes} where {known})"
@@ -179,12 +183,13 @@ def _raw_unlike_source(conn, table: CatalogTable, hashes: str, key_columns: list
     raw = f"(select {keys}, {digest} as {_HASH} from {relation(RAW_SCHEMA, table.warehouse_name)})"
     sides = [conn.execute(f"select count(*), sum({_HASH}) from {side} as t").fetchall()[0] for side in (source, raw)]
     if sides[0] == sides[1]:
-        return 0
-    (unlike,) = conn.execute(
-        f"select count(*) from {raw} as r full join {source} as s on {_match('r', 's', key_columns)} "
+        return set()
+    unlike = conn.execute(
+        f"select {', '.join(f'coalesce(r.{quote(c)}, s.{quote(c)})' for c in key_columns)} "
+        f"from {raw} as r full join {source} as s on {_match('r', 's', key_columns)} "
         f"where r.{_HASH} is null or s.{_HASH} is null or r.{_HASH} <> s.{_HASH}"
-    ).fetchall()[0]
-    return int(unlike)
+    ).fetchall()
+    return {tuple(key) for key in unlike}
 
 
 def _read_as_text(table: CatalogTable, query, *, source_url: str, warehouse: Warehouse) -> set[str]:
@@ -219,10 +224,12 @@ def _compare(
         + (" where _dlt_valid_to is null" if table.history == "scd2" else "")
     )
     rows = conn.execute(
-        f"select {', '.join(f'c.{quote(c)}' for c in key_columns)}, s.{_HASH} is null, c.{_HASH} is null "
+        f"select {', '.join(f'coalesce(c.{quote(c)}, s.{quote(c)})' for c in key_columns)}, "
+        f"s.{_HASH} is null, c.{_HASH} is null "
         f"from {hashes} as c full join ({staged}) as s on {_match('s', 'c', key_columns)} "
         f"where s.{_HASH} is null or c.{_HASH} is null or c.{_HASH} <> s.{_HASH}"
     ).fetchall()
+    found.stage_keys = {tuple(key) for *key, _, _ in rows if None not in key}
     found.missing = sum(1 for *_, missing, _ in rows if missing)
     found.extra = sum(1 for *_, extra in rows if extra)
     found.different = len(rows) - found.missing - found.extra
@@ -306,7 +313,8 @@ def _compare_and_repair(
         keys, missing, null_keys = _compare(
             conn, table, hashes, key_columns=key_columns, compared=compared, found=found
         )
-        found.raw_unlike_source = _raw_unlike_source(conn, table, hashes, key_columns, compared)
+        found.raw_keys = _raw_unlike_source(conn, table, hashes, key_columns, compared)
+        found.raw_unlike_source = len(found.raw_keys)
         direct.load_keys(
             conn,
             table,

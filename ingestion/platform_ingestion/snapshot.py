@@ -57,10 +57,12 @@ KEY_SUM_MODULUS = 1_000_003
 
 def key_summary(conn: sa.Connection, table: CatalogTable) -> tuple[int, Any, Any, int | None]:
     """The row count, the smallest and largest value of the first key column and, when it
-    is an integer, the sum of its values (modulo ``KEY_SUM_MODULUS``): subqueries that
-    the database answers from an index (one query with all the aggregates would scan the
-    table). The sum tells a key missed by the cursor from one deleted in the source, which
-    the count and the bounds miss when the two offset each other."""
+    is an integer, the sum of its values (modulo ``KEY_SUM_MODULUS``). The bounds come
+    from the key's index; the count and the sum each scan one index (SQLite takes the
+    narrowest that holds the rowid: 0.06 s and 0.22 s for 4 million rows here). The sum
+    tells a key missed by the cursor from one deleted in the source when the two offset
+    each other's count and bounds; with a composite key only the first column is summed,
+    so two rows that share it still offset (the daily reconciliation finds them)."""
     source = _table(table, table.primary_key[0])
     key = source.c[table.primary_key[0]]
     count, low, high = conn.execute(

@@ -50,6 +50,18 @@ def test_rows_changed_in_raw_itself_are_found_and_published_again(ingestion):
     assert _reconcile(ingestion, "orders") == (0, 0, 0)
 
 
+def test_raw_edited_at_one_key_and_the_stage_missing_another_are_both_repaired(ingestion):
+    """As many rows of raw unlike the source as the stage has, at other keys: raw is
+    published whole again, not only the stage's keys."""
+    assert ingestion.run("orders").success
+    with duckdb.connect(str(ingestion.warehouse)) as conn:
+        conn.execute("delete from raw_stage.orders where order_id = 5")  # raw still has it, right
+        conn.execute("update raw.orders set status = 'tampered' where order_id = 6")
+    assert _reconcile(ingestion, "orders") == (1, 0, 0)
+    ingestion.assert_raw_equals_source("orders")
+    assert _reconcile(ingestion, "orders") == (0, 0, 0)
+
+
 def test_missing_extra_and_different_rows_are_repaired_history_included(ingestion, monkeypatch):
     monkeypatch.setenv(s.PII_HASH_KEY, "test-only-key")  # the key reconcile_table is given below
     assert ingestion.run("customers", "products").success
