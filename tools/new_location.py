@@ -77,6 +77,8 @@ def defs() -> dg.Definitions:
 EXAMPLE = '''"""A first asset of the {team} team: orders per day, from the ingested raw/orders.
 Replace it with the team's own; keys of other locations come from platform_shared.keys."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 from platform_shared import Warehouse, load_settings, raw_asset_key, table_metadata, warehouse_pool
@@ -91,6 +93,8 @@ from platform_shared.automation import on_upstream_update
     kinds={{"table"}},
     pool=warehouse_pool(load_settings()),
     automation_condition=on_upstream_update(),
+    # Stale (and alerted on) when not updated for a day: raw/orders loads hourly.
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=24)),
 )
 def orders_per_day(warehouse: Warehouse) -> dg.MaterializeResult:
     with warehouse.connect() as conn:
