@@ -253,3 +253,41 @@ def test_uuid_bytea_arrays_interval_time_and_unbounded_numeric_round_trip_from_p
         "select id, u, raw, ints::varchar, tags::varchar, span, at_time::varchar, exact from raw.more_typed order by id"
     )
     assert rows == [(1, *expected), (2, *[None] * 7), (3, *expected)]
+
+
+def test_reconcile_from_postgres_repairs_what_the_cursor_missed_every_type_included(pg_ingestion):
+    """A PostgreSQL source (the production case), the demo tables and the types above: an
+    update stamped with an old updated_at and a hard delete, repaired by reconciling; then
+    nothing differs (every type hashes as the load staged it)."""
+    from platform_ingestion.reconcile import reconcile_table
+    from platform_shared import Warehouse, load_catalog
+
+    engine = sa.create_engine(pg_ingestion.admin_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(MORE_TYPES))
+    catalog = pg_ingestion.catalog_path.read_text()
+    pg_ingestion.catalog_path.write_text(
+        catalog + "  - source: more_typed\n    primary_key: id\n    load: incremental\n    cursor: updated_at\n"
+    )
+    assert pg_ingestion.run("orders", "more_typed").success
+    with engine.begin() as conn:
+        conn.execute(sa.text("update orders set status = 'returned', updated_at = '2020-01-01' where order_id = 3"))
+        conn.execute(
+            sa.text("update more_typed set span = '5 days', tags = '{x}', updated_at = '2020-01-01' where id = 1")
+        )
+    engine.dispose()
+
+    def reconcile(table: str) -> tuple[int, int, int, int]:
+        found, _ = reconcile_table(
+            load_catalog(pg_ingestion.catalog_path).table(table),
+            warehouse=Warehouse(path=str(pg_ingestion.warehouse)),
+            source_url=pg_ingestion.source_url,
+            hash_key="test-only-key",
+        )
+        return found.missing, found.extra, found.different, found.raw_unlike_source
+
+    assert reconcile("orders") == (0, 0, 1, 1)
+    assert reconcile("more_typed") == (0, 0, 1, 1)
+    assert reconcile("orders") == (0, 0, 0, 0) and reconcile("more_typed") == (0, 0, 0, 0)
+    pg_ingestion.assert_raw_equals_source("orders")
+    assert pg_ingestion.query("select span, tags::varchar from raw.more_typed where id = 1") == [("5 days", '["x"]')]
