@@ -2,8 +2,10 @@
 
 A run is the README's load steps, one function each, in this order:
 
-1. ``inspect``: reflect the source table; read what the warehouse recorded of the last
-   publish (its columns, generation, cursor column, start time) and compare columns (drift).
+1. ``read_source`` and ``inspect``: reflect the source table; in the table's session
+   (``table_session``: one connection, the table's lock), read what the warehouse recorded
+   of the last publish (its columns, generation, cursor column, start time) and compare
+   columns (drift). A reconciliation (``reconcile.py``) starts the same way.
 2. ``plan_load``: decide what to read (a pure function: tests call it without a database).
 3. ``extract``: the changed rows merged directly (``direct.py``), or a dlt load
    (``loading.py``) of the window the plan names.
@@ -20,9 +22,10 @@ second run (its pool lets several steps run at once); DuckDB has one writer anyw
 from __future__ import annotations
 
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -155,6 +158,37 @@ class Convergence:
     loaded: int  # rows of source keys the stage lacked, loaded now
     keys_compared: bool  # whether every key was compared (the summaries differed)
     source_null_keys: int = 0  # source rows with a null primary key (not in source_rows)
+
+
+class Source(NamedTuple):
+    """The source table as a run reads it: reflected now, its loaded columns (source name
+    -> SQL type), their warehouse names, and the primary key's warehouse names."""
+
+    reflected: sa.Table
+    columns: dict[str, str]
+    names: dict[str, str]
+    key_columns: list[str]
+
+
+def read_source(table: CatalogTable, source_url: str) -> Source:
+    """Reflect the source table and refuse values a load would lose (``check_source_values``):
+    the first step of a load and of a reconciliation."""
+    reflected = reflect_source(source_url, table)
+    columns = source_columns(reflected, table)
+    check_source_values(table, reflected, source_url)
+    names = warehouse_column_names([*columns, *table.primary_key])
+    return Source(reflected, columns, names, [names[c] for c in table.primary_key])
+
+
+@contextmanager
+def table_session(warehouse: Warehouse, table: CatalogTable):
+    """One warehouse connection for a table's whole run, holding the table's lock (one run
+    of a table at a time). On DuckDB, dlt's own connections then share the open database
+    instead of opening (and checkpointing) it each time."""
+    with warehouse.connect() as conn, one_load_per_table(conn, table):
+        if warehouse.is_duckdb:
+            configure_duckdb(conn)
+        yield conn
 
 
 def table_lock_id(table: CatalogTable) -> int:
@@ -313,16 +347,8 @@ def ingest_table(
             "leave it unset to use the local key file. Nothing was loaded."
         )
     started = datetime.now(UTC).replace(tzinfo=None)
-    reflected = reflect_source(source_url, table)
-    columns = source_columns(reflected, table)
-    check_source_values(table, reflected, source_url)
-    names = warehouse_column_names([*columns, *table.primary_key])
-    key_columns = [names[c] for c in table.primary_key]
-    # One connection for the whole table: dlt's own connections to the DuckDB file then
-    # share the open database instead of opening (and checkpointing) it each time.
-    with warehouse.connect() as conn, one_load_per_table(conn, table):
-        if warehouse.is_duckdb:
-            configure_duckdb(conn)
+    reflected, columns, names, key_columns = read_source(table, source_url)
+    with table_session(warehouse, table) as conn:
         drift, recorded = inspect(conn, table, columns, names)
         try:
             wap.check_drift(table, drift, full_refresh=request.full_refresh)

@@ -73,19 +73,14 @@ from platform_shared.warehouse import (
 
 from . import audit as wap
 from . import direct
-from .engine import one_load_per_table
+from .engine import read_source, table_session
 from .loading import (
     GENERATION_COLUMN,
     STAGE_SCHEMA,
-    check_source_values,
-    configure_duckdb,
     invalid_utf8,
     naming_unreadable_values,
     pii_hasher,
     read_columns,
-    reflect_source,
-    source_columns,
-    warehouse_column_names,
 )
 
 _HASHES = "_platform_source_hashes"
@@ -356,19 +351,13 @@ def reconcile_table(
             f"Table {table.source!r} hashes {list(table.columns.hash)} but the hash key is empty: "
             "every hashed value would differ. Set PII_HASH_KEY, or leave it unset for the local key."
         )
-    reflected = reflect_source(source_url, table)
-    columns = source_columns(reflected, table)
-    check_source_values(table, reflected, source_url)
-    names = warehouse_column_names([*columns, *table.primary_key])
-    key_columns = [names[c] for c in table.primary_key]
+    reflected, columns, names, key_columns = read_source(table, source_url)
     if not key_columns:
         raise NotReconcilable(
             f"Table {table.source!r} has no primary_key in the catalog: its rows cannot be "
             "matched with the source's. It is replaced whole by every load anyway."
         )
-    with warehouse.connect() as conn, one_load_per_table(conn, table):
-        if warehouse.is_duckdb:
-            configure_duckdb(conn)
+    with table_session(warehouse, table) as conn:
         drift = wap.detect_drift(conn, table, columns)
         published = wap.published_generation(conn, table) if table.load == "incremental" else None
         staged = wap.published_cursor(conn, table) is not None or table.load != "incremental"
