@@ -1,6 +1,9 @@
 """The three locations, materialized for real at a tiny scale in a temporary folder."""
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -10,7 +13,10 @@ import sqlalchemy as sa
 
 from platform_ingestion.loading import pii_hasher
 from platform_shared import load_catalog, load_settings
+from platform_shared import settings as s
 from platform_shared.settings import PII_HASH_KEY
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_materializable_asset_of_every_location_materializes(platform):
@@ -118,17 +124,11 @@ def test_the_churn_model_beats_chance_and_its_baseline_is_recorded(platform):
 def test_make_reconcile_repairs_what_the_cursor_missed_and_an_edit_of_raw(platform, tmp_path):
     """`make reconcile TABLES=orders,payments` on a copy of the platform: an order updated
     with an old updated_at (no cursor reads it again) and a payment edited in raw itself."""
-    import shutil
-    import subprocess
-    from pathlib import Path
-
-    from platform_shared import settings as s
-
     for name in ("app.db", "warehouse.duckdb"):
         shutil.copy(platform.root / name, tmp_path / name)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     source = f"sqlite:///{tmp_path}/app.db"
     env = {
         **os.environ,
@@ -147,7 +147,7 @@ def test_make_reconcile_repairs_what_the_cursor_missed_and_an_edit_of_raw(platfo
     def reconcile(tables: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["make", "--no-print-directory", "reconcile", f"TABLES={tables}"],
-            cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True, timeout=600,
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
 
     first = reconcile("orders,payments")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
@@ -55,6 +55,7 @@ from .loading import (
     invalid_utf8,
     load_to_stage,
     naming_unreadable_values,
+    overlap,
     reflect_source,
     source_columns,
     warehouse_column_names,
@@ -139,16 +140,13 @@ def plan_load(
     # dlt reads the same window when it loads instead (after drift, or a date cursor):
     # its own cursor state is then neither read nor moved. (A date cursor never resumes
     # from dlt's state: one row dated ahead of the clock once would have left it there.)
-    window = LoadRequest(backfill_from=mark - overlap(table, mark), backfill_to=direct.end_of_time(mark))
-    return Plan("dlt", window, generation, mark, ahead)
+    return Plan("dlt", from_mark(table, mark), generation, mark, ahead)
 
 
-def overlap(table: CatalogTable, mark: date) -> timedelta:
-    """The window re-read below a mark: the catalog's minutes, a whole day at least for a
-    date cursor (a date has no finer step)."""
-    if not isinstance(mark, datetime):
-        return timedelta(days=max(1, -(-table.overlap_minutes // 1440)))
-    return timedelta(minutes=table.overlap_minutes)
+def from_mark(table: CatalogTable, mark: date) -> LoadRequest:
+    """dlt's window from a cursor's mark, less the overlap, to the end of time."""
+    dates = not isinstance(mark, datetime)
+    return LoadRequest(backfill_from=mark - overlap(table, dates=dates), backfill_to=direct.end_of_time(mark))
 
 
 @dataclass
@@ -267,10 +265,7 @@ def extract(
                 raise
         # dlt reads the same window instead (to replace invalid UTF-8, or for a source
         # connectorx does not read).
-        plan = replace(
-            plan,
-            window=LoadRequest(backfill_from=mark - overlap(table, mark), backfill_to=direct.end_of_time(mark)),
-        )
+        plan = replace(plan, window=from_mark(table, mark))
     result = load_to_stage(
         table,
         source_url=source_url,

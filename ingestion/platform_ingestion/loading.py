@@ -19,7 +19,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,13 +170,20 @@ def _write_disposition(table: CatalogTable):
     return "replace"
 
 
+def overlap(table: CatalogTable, *, dates: bool) -> timedelta:
+    """The window re-read below a cursor's mark: the catalog's minutes, a whole day at
+    least for a date cursor (a date has no finer step)."""
+    if dates:
+        return timedelta(days=max(1, -(-table.overlap_minutes // 1440)))
+    return timedelta(minutes=table.overlap_minutes)
+
+
 def _lag(table: CatalogTable, reflected: sa.Table | None) -> float:
-    """The overlap window in dlt's unit: days for a date cursor (at least one: a date has
-    no finer step), seconds for any other."""
+    """``overlap`` in dlt's unit: days for a date cursor, seconds for any other."""
     column = reflected.c.get(table.cursor) if reflected is not None else None
-    if column is not None and isinstance(column.type, sa.Date):
-        return -(-table.overlap_minutes // 1440)
-    return table.overlap_minutes * 60
+    dates = column is not None and isinstance(column.type, sa.Date)
+    window = overlap(table, dates=dates)
+    return window.days if dates else window.total_seconds()
 
 
 def replacing_sqlite_engine(source_url: str) -> sa.Engine:

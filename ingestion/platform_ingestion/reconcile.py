@@ -96,9 +96,13 @@ class Differences:
     missing: int = 0  # source rows whose key the stage lacks
     extra: int = 0  # staged rows whose key the source lacks
     different: int = 0  # rows whose key is in both, with another value in some column
-    raw_unlike_source: int = 0  # rows of raw (what readers see) missing, extra or different
     stage_keys: set[tuple] = field(default_factory=set, repr=False)  # the keys of the stage's differences
-    raw_keys: set[tuple] = field(default_factory=set, repr=False)  # the keys of raw's
+    raw_keys: set[tuple] = field(default_factory=set, repr=False)  # those of raw's (what readers see)
+
+    @property
+    def raw_unlike_source(self) -> int:
+        """Rows of raw missing, extra or different against the source."""
+        return len(self.raw_keys)
 
     @property
     def matched(self) -> bool:
@@ -309,7 +313,6 @@ def _compare_and_repair(
             conn, table, hashes, key_columns=key_columns, compared=compared, found=found
         )
         found.raw_keys = _raw_unlike_source(conn, table, hashes, key_columns, compared)
-        found.raw_unlike_source = len(found.raw_keys)
         direct.load_keys(
             conn,
             table,
