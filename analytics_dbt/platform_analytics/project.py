@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from functools import cached_property
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def _installed_dbt_core(executable: Path) -> str | None:
 
 # Beside the manifest: the inputs it was parsed from, when `dagster dev` last parsed it.
 _STAMP_NAME = "platform_manifest_inputs.txt"
+_PARTIAL_PARSE = "partial_parse.msgpack"
 _ENV_VAR = re.compile(r"""env_var\(\s*['"]([A-Za-z0-9_]+)['"]""")
 _PROJECT_FOLDERS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml")
@@ -125,10 +127,30 @@ def prepare_if_changed() -> None:
     with FileLock(manifest.with_suffix(".concurrent-update-lock"), timeout=300):
         if fresh():
             return
-        # What dagster-dbt's prepare_if_dev runs (the project has no dbt packages: hub
-        # packages cannot be installed here), with the engine's dbt: its preparer takes
-        # `dbt` from PATH, which the location's own environment lacks.
-        EngineDbtCliResource(project_dir=analytics_project, dbt_executable=dbt_executable()).cli(
-            ["parse", "--quiet"], target_path=analytics_project.target_path
-        ).wait()
+        _parse_into(manifest.parent)
         stamp.write_text(_stamp(manifest))
+
+
+def _parse_into(target: Path) -> None:
+    """What dagster-dbt's prepare_if_dev runs (the project has no dbt packages: hub
+    packages cannot be installed here), with the engine's dbt: its preparer takes `dbt`
+    from PATH, which the location's own environment lacks.
+
+    dbt rewrites manifest.json in place, and other processes read it without the lock
+    (a run worker, `make check`, a copy of the folder): one of them read it half-written
+    (`orjson.JSONDecodeError: unexpected end of data`). So dbt parses into a folder beside
+    it, seeded with the partial-parse state, and the new files replace the old whole."""
+    staging = Path(tempfile.mkdtemp(prefix=".parse-", dir=target))
+    try:
+        if (target / _PARTIAL_PARSE).exists():
+            shutil.copy2(target / _PARTIAL_PARSE, staging / _PARTIAL_PARSE)
+        EngineDbtCliResource(project_dir=analytics_project, dbt_executable=dbt_executable()).cli(
+            ["parse", "--quiet"], target_path=staging
+        ).wait()
+        with open(target / "dbt.log", "ab") as log:  # dbt logs beside its target
+            log.write((staging / "dbt.log").read_bytes())
+        for name in (_PARTIAL_PARSE, "semantic_manifest.json", "manifest.json"):
+            if (staging / name).exists():
+                os.replace(staging / name, target / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,6 +1,7 @@
 """The location's own environment (analytics_dbt/.venv) holds no dbt-core: it loads from
 the prepared manifest without importing dbt, and runs dbt from its engine environment."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_under_dagster_dev_a_changed_project_is_parsed_once_with_the_engine(tmp_
     manifest = copy / "target" / "manifest.json"
     manifest.parent.mkdir()
     shutil.copy(PROJECT_DIR / "target" / "manifest.json", manifest)
-    before, parses = manifest.stat().st_mtime_ns, _parses(manifest.parent)
+    before, parses = manifest.stat(), _parses(manifest.parent)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DAGSTER_IS_DEV_CLI": "1", "PYTHONPATH": str(copy)}
     probe = (
         "from platform_analytics import project\n"
@@ -79,6 +80,10 @@ def test_under_dagster_dev_a_changed_project_is_parsed_once_with_the_engine(tmp_
     ]
     outputs = [load.communicate(timeout=300) for load in loads]
     assert [load.returncode for load in loads] == [0, 0], [err[-2000:] for _, err in outputs]
-    assert manifest.stat().st_mtime_ns > before
+    assert manifest.stat().st_mtime_ns > before.st_mtime_ns
+    # Replaced whole, never rewritten in place: a reader never sees it half-written.
+    assert manifest.stat().st_ino != before.st_ino
+    assert json.loads(manifest.read_text())["metadata"]["dbt_schema_version"]
+    assert not list(manifest.parent.glob(".parse-*"))
     assert (manifest.parent / _STAMP_NAME).exists()
     assert _parses(manifest.parent) == parses + 1, "both processes parsed"
