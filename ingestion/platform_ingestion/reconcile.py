@@ -168,21 +168,36 @@ def _land_hashes(
     return rows
 
 
+def _current_stage(table: CatalogTable, columns: str, where: str = "") -> str:
+    """A select of ``columns`` over the staged rows that ``raw`` publishes (with history,
+    the current versions), those matching ``where`` if given."""
+    conditions = [*(["_dlt_valid_to is null"] if table.history == "scd2" else []), *([where] if where else [])]
+    return f"select {columns} from {relation(STAGE_SCHEMA, table.warehouse_name)}" + (
+        f" where {' and '.join(conditions)}" if conditions else ""
+    )
+
+
 def _raw_unlike_source(
-    conn, table: CatalogTable, hashes: str, key_columns: list[str], compared: list[str]
+    conn, table: CatalogTable, hashes: str, key_columns: list[str], compared: list[str], stage_keys: set[tuple]
 ) -> set[tuple]:
     """The keys of the rows of ``raw`` missing, extra or different against the source's
-    key-and-hash table (``hashes``): raw's columns are the staged ones, hashed alike. The
-    count and the sum of the hashes of each side first (one scan of ``raw``, no join);
-    the rows, by a join, only when they differ."""
+    key-and-hash table (``hashes``): raw's columns are the staged ones, hashed alike.
+
+    Without a join when it can: raw is normally the stage's current rows as published,
+    and then differs from the source exactly where the stage does (``stage_keys``). So
+    the count and the sum of the row hashes of raw and of the staged rows first (one scan
+    of each); the join with the source's hashes only when they differ (raw changed in
+    the warehouse; a join of every row cost 3.1 s of a 26 s reconcile of web_sessions at
+    scale 100 on PostgreSQL)."""
     keys = ", ".join(quote(c) for c in key_columns)
     known = " and ".join(f"{quote(c)} is not null" for c in key_columns)  # a null key never reaches raw
-    source = f"(select {keys}, {_HASH} from {hashes} where {known})"
     digest = hash_values(conn, [quote(c) for c in compared])
     raw = f"(select {keys}, {digest} as {_HASH} from {relation(RAW_SCHEMA, table.warehouse_name)})"
-    sides = [conn.execute(f"select count(*), sum({_HASH}) from {side} as t").fetchall()[0] for side in (source, raw)]
+    staged = f"({_current_stage(table, f'{keys}, {digest} as {_HASH}', known)})"
+    sides = [conn.execute(f"select count(*), sum({_HASH}) from {side} as t").fetchall()[0] for side in (staged, raw)]
     if sides[0] == sides[1]:
-        return set()
+        return set(stage_keys)
+    source = f"(select {keys}, {_HASH} from {hashes} where {known})"
     unlike = conn.execute(
         f"select {', '.join(f'coalesce(r.{quote(c)}, s.{quote(c)})' for c in key_columns)} "
         f"from {raw} as r full join {source} as s on {_match('r', 's', key_columns)} "
@@ -217,11 +232,7 @@ def _compare(
     key reads)."""
     keys = ", ".join(quote(c) for c in key_columns)
     # Hashed before the join: the join carries a key and a hash, not the staged rows.
-    staged = (
-        f"select {keys}, {hash_values(conn, [quote(c) for c in compared])} as {_HASH} "
-        f"from {relation(STAGE_SCHEMA, table.warehouse_name)}"
-        + (" where _dlt_valid_to is null" if table.history == "scd2" else "")
-    )
+    staged = _current_stage(table, f"{keys}, {hash_values(conn, [quote(c) for c in compared])} as {_HASH}")
     rows = conn.execute(
         f"select {', '.join(f'coalesce(c.{quote(c)}, s.{quote(c)})' for c in key_columns)}, "
         f"s.{_HASH} is null, c.{_HASH} is null "
@@ -312,7 +323,7 @@ def _compare_and_repair(
         keys, missing, null_keys = _compare(
             conn, table, hashes, key_columns=key_columns, compared=compared, found=found
         )
-        found.raw_keys = _raw_unlike_source(conn, table, hashes, key_columns, compared)
+        found.raw_keys = _raw_unlike_source(conn, table, hashes, key_columns, compared, found.stage_keys)
         direct.load_keys(
             conn,
             table,
