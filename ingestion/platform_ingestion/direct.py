@@ -93,9 +93,14 @@ def read_rows(
     maps: list,
     names: dict[str, str],
     replace_invalid_utf8: bool = False,
+    at_once: bool = False,
 ):
     """The rows of each query, as Arrow tables of at most ``chunk_rows`` rows, mapped by
     ``maps`` (``load_maps``: as dlt would stage them) and named as dlt names them.
+
+    ``at_once``: the queries are read together, each on its own connection and thread
+    (connectorx), their batches interleaved; so each is its own snapshot of the source
+    (not with ``replace_invalid_utf8``).
 
     ``replace_invalid_utf8``: a query whose rows hold invalid UTF-8 (connectorx panics on
     it) is read again by Python's sqlite3, each invalid byte replaced by U+FFFD as dlt's
@@ -104,12 +109,13 @@ def read_rows(
     import connectorx as cx
 
     engine = sa.create_engine(source_url)
-    for query in queries:
-        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    compiled = [str(query.compile(engine, compile_kwargs={"literal_binds": True})) for query in queries]
+    for together in [compiled] if at_once else [[sql] for sql in compiled]:
+        sql = together[0]
         try:
             reader = cx.read_sql(
                 connectorx_url(source_url),
-                sql,
+                together if len(together) > 1 else sql,
                 return_type="arrow_stream",
                 batch_size=table.chunk_rows,
                 protocol="binary",

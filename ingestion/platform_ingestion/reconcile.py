@@ -5,7 +5,8 @@ transaction, a clock behind, a manual fix) changes no key and is missed for ever
 write the overlap window did not reach leaves the warehouse behind. Reconciliation
 closes the gap in three steps:
 
-1. Compare: every source row is read (one query, so one snapshot of the source) with the
+1. Compare: every source row is read (in ranges of keys read at once, ``_key_ranges``;
+   each key as it was at one moment of the read) with the
    maps a load applies to its values (hashed personal data), and lands in a temporary
    table of the warehouse as its key and one hash of its values, each value cast to its
    staged column's type first. Compared with the staged rows' own hashes by primary
@@ -52,6 +53,7 @@ until the next load's key comparison deletes it.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,6 +86,8 @@ from .loading import (
 )
 
 _HASHES = "_platform_source_hashes"
+# The ranges of keys a reconcile reads at once (_key_ranges): one per core, at most four.
+_CORES = min(os.cpu_count() or 1, 4)
 _HASH = "_platform_row_hash"
 
 
@@ -131,10 +135,11 @@ def _land_hashes(
     key_columns: list[str],
     compared: list[str],
     text: set[str],
+    reflected: sa.Table,
 ) -> int:
-    """Read every source row (one query) into ``hashes`` as its key and the hash of its
-    compared values; returns the rows read. The source columns in ``text`` are read as
-    text (``_read_as_text``)."""
+    """Read every source row (in key ranges read at once, ``_key_ranges``) into
+    ``hashes`` as its key and the hash of its compared values; returns the rows read.
+    The source columns in ``text`` are read as text (``_read_as_text``)."""
     stage = relation(STAGE_SCHEMA, table.warehouse_name)
     keys = ", ".join(quote(c) for c in key_columns)
     empty_temp_table(conn, _HASHES, f"{keys}, {hash_values(conn, [quote(c) for c in compared])} as {_HASH}", stage)
@@ -149,7 +154,10 @@ def _land_hashes(
     maps = [pii_hasher(table.columns.hash, hash_key)] if table.columns.hash else []
     rows = 0
     try:
-        for chunk in direct.read_rows(table, source_url=source_url, queries=[query], maps=maps, names=names):
+        ranges = _key_ranges(query, table, reflected, source_url)
+        for chunk in direct.read_rows(
+            table, source_url=source_url, queries=ranges, maps=maps, names=names, at_once=True
+        ):
             rows += append_arrow(conn, hashes, chunk, select=select, like=stage)
     except BaseException as exc:
         if invalid_utf8(exc, source_url):
@@ -204,6 +212,53 @@ def _raw_unlike_source(
         f"where r.{_HASH} is null or s.{_HASH} is null or r.{_HASH} <> s.{_HASH}"
     ).fetchall()
     return {tuple(key) for key in unlike}
+
+
+def _partition_column(table: CatalogTable, reflected: sa.Table) -> str | None:
+    """The source column a read of every row may be split by: a single integer key,
+    declared NOT NULL (a range of keys misses a null key, which the comparison counts)."""
+    if len(table.primary_key) != 1:
+        return None
+    column = reflected.c[table.primary_key[0]]
+    return column.name if isinstance(column.type, sa.Integer) and not column.nullable else None
+
+
+def _key_ranges(query, table: CatalogTable, reflected: sa.Table, source_url: str) -> list:
+    """``query`` split into one range of keys per core (at most four), of as many rows
+    each (the boundaries read through the key's index), to read at once.
+
+    Why: reading every source row was most of a reconcile, and two ranges at once read
+    web_sessions at scale 100 in 2.0 s against 3.3 s on these 2 cores (connectorx from
+    SQLite; a reconcile of every table 0.46 of a full load against 0.52). connectorx's
+    own partitioning splits the range between the smallest and the largest key evenly,
+    which a key with gaps defeats (keys 1 to 4 million and a few near 8 million: one
+    range held every row), and finds them by a scan.
+
+    Each range is its own snapshot of the source. The comparison and the repair go key
+    by key, so each key is still compared as it was at one moment of the read, as in one
+    snapshot, and the ranges cover every key (the first and the last are open)."""
+    name = _partition_column(table, reflected)
+    if name is None or _CORES < 2:
+        return [query]
+    key = reflected.c[name]
+    engine = sa.create_engine(source_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(sa.func.count()).select_from(reflected)).scalar_one()
+            bounds = [
+                conn.execute(sa.select(key).order_by(key).offset(rows * i // _CORES).limit(1)).scalar()
+                for i in range(1, _CORES)
+            ]
+    finally:
+        engine.dispose()
+    bounds = sorted({b for b in bounds if b is not None})
+    if not bounds:
+        return [query]
+    edges = [None, *bounds, None]
+    return [
+        query.where(*([key >= low] if low is not None else []), *([key < high] if high is not None else []))
+        for low, high in zip(edges, edges[1:], strict=False)
+    ]
 
 
 def _read_as_text(table: CatalogTable, query, *, source_url: str, warehouse: Warehouse) -> set[str]:
@@ -314,6 +369,7 @@ def _compare_and_repair(
             hashes,
             query=query,
             text=_read_as_text(table, query, source_url=source_url, warehouse=warehouse),
+            reflected=reflected,
             source_url=source_url,
             hash_key=hash_key,
             names=names,

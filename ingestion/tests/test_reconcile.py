@@ -194,3 +194,52 @@ def test_the_check_says_whether_the_table_matched_before_repairing_it(ingestion)
 def test_plain_loads_leave_the_reconciliation_out(ingestion):
     result = ingestion.run()
     assert result.success and result.get_asset_check_evaluations() == []
+
+
+def test_every_row_is_read_in_key_ranges_only_by_a_single_integer_key_never_null():
+    """A range of an integer key misses the rows whose key is null, which the comparison
+    counts: only a NOT NULL single integer key splits the read."""
+    import sqlalchemy as sa
+
+    from platform_shared.catalog import CatalogTable
+
+    md = sa.MetaData()
+    tables = {
+        "by_id": sa.Table("by_id", md, sa.Column("id", sa.Integer, primary_key=True, nullable=False)),
+        "nullable": sa.Table("nullable", md, sa.Column("id", sa.Integer, nullable=True)),
+        "by_code": sa.Table("by_code", md, sa.Column("code", sa.Text, nullable=False)),
+        "pair": sa.Table(
+            "pair", md, sa.Column("a", sa.Integer, nullable=False), sa.Column("b", sa.Integer, nullable=False)
+        ),
+    }
+    keys = {"by_id": ["id"], "nullable": ["id"], "by_code": ["code"], "pair": ["a", "b"]}
+    chosen = {
+        name: reconcile._partition_column(CatalogTable(source=name, warehouse_name=name, primary_key=keys[name]), t)
+        for name, t in tables.items()
+    }
+    assert chosen == {"by_id": "id", "nullable": None, "by_code": None, "pair": None}
+
+
+@pytest.mark.parametrize("cores", [2, 3])
+def test_key_ranges_hold_as_many_rows_each_and_every_row_once(tmp_path, monkeypatch, cores):
+    """Keys with a gap (1 to 1,000, then 10 keys near a million): splitting the span of
+    the keys evenly would put every row in one range."""
+    import sqlalchemy as sa
+
+    from platform_shared.catalog import CatalogTable
+
+    monkeypatch.setattr(reconcile, "_CORES", cores)
+    url = f"sqlite:///{tmp_path / 'gaps.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("create table events (id integer not null primary key, kind text)")
+        keys = [*range(1, 1001), *range(1_000_000, 1_000_010)]
+        conn.exec_driver_sql("insert into events values " + ", ".join(f"({k}, 'k{k}')" for k in keys))
+    reflected = sa.Table("events", sa.MetaData(), autoload_with=engine)
+    table = CatalogTable(source="events", warehouse_name="events", primary_key=("id",))
+    ranges = reconcile._key_ranges(sa.select(reflected), table, reflected, url)
+    with engine.connect() as conn:
+        read = [[row.id for row in conn.execute(query)] for query in ranges]
+    engine.dispose()
+    assert sorted(k for part in read for k in part) == keys
+    assert len(read) == cores and all(abs(len(part) - len(keys) / cores) <= 1 for part in read)
