@@ -27,7 +27,7 @@ DBT_SOURCES := $(shell find analytics_dbt/models analytics_dbt/macros -type f 2>
 	analytics_dbt/dbt_project.yml analytics_dbt/profiles.yml
 PYPROJECTS := pyproject.toml uv.lock $(wildcard */pyproject.toml)
 
-.PHONY: help setup seed seed-if-missing ingest reconcile discover run backfill backtest dev location lint dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact lineage-page test test-locations envs locks db-migrate deploy-check bench clean
+.PHONY: help setup seed seed-if-missing ingest reconcile discover run backfill backtest dev location lint dbt-build dbt-docs dbt-state dbt-slim-ci lint-sql check impact lineage-page test test-locations envs locks db-migrate deploy-check bench bench-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -167,6 +167,9 @@ bench: setup envs  ## ingestion against a raw copy (the baseline) and a naive on
 	python -m bench.ingest_bench --scales $(SCALES)
 	python -m bench.dev_bench
 	python -m bench.run_bench
+
+bench-test:  ## time make test on a clean clone of HEAD with CI's variables (about 9 minutes; figures only)
+	$(PYTHON3) -m bench.clean_clone
 
 clean:  ## remove local data, the instance and dbt output (keeps the environment)
 	rm -rf data .dagster analytics_dbt/target analytics_dbt/logs

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ingest_bench import provenance
+from bench.figures import provenance, record
 from bench.location_load_time import TRIVIAL  # the same floor for both benches
 from platform_shared.workspace import locations
 from tools import webserver
@@ -88,6 +88,9 @@ def main() -> None:
         "the two sides of each ratio run alternately. See bench/dev_bench.py.\n\n```\n" + table + "\n```\n"
     )
     print(f"wrote {out.relative_to(REPO)}")
+    real, trivial = (statistics.median(side) for side in times[next(iter(pairs))])
+    reads = f"{real / trivial:.2f} ({real:.1f} s against {trivial:.1f} s, medians of {args.runs} starts)"
+    record({"make_dev": (real / trivial, reads)})
 
 
 if __name__ == "__main__":

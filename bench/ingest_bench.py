@@ -51,6 +51,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.figures import provenance, record
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "data" / "bench"
 VARIANTS = {
@@ -406,7 +408,26 @@ def bench_scale(scale: float, variants: list[str]) -> list[tuple]:
                 (f"{scale:g}", f"{label}{what} (library; {ratio:.2f} of full)", rows, "-", f"{lib[key]:.1f}")
                 + ("",) * 3
             )
+    if scale == 100:
+        record(headline_figures(results))
     return lines
+
+
+def headline_figures(results: dict) -> dict[str, tuple[float, str]]:
+    """The figures of scale 100 that docs/performance.md opens with (``bench.figures``)."""
+    figures = {}
+    floors = [r["seconds"] for v, r in results.items() if v.startswith("floor_")]
+    if "make_ingest" in results and floors:
+        made, floor = results["make_ingest"]["seconds"], min(floors)
+        figures["make_ingest"] = (floor / made, f"{floor / made:.2f} ({made:.1f} s against {floor:.1f} s)")
+    for prefix, warehouse in (("", "duckdb"), ("pg_", "postgres")):
+        if (lib := results.get(f"{prefix}library")) is None:
+            continue
+        for key, name in (("reconcile_seconds", "reconcile"), ("reingest_seconds", "reingest")):
+            ratio = lib[key] / lib["inprocess"]
+            reads = f"{ratio:.2f} ({lib[key]:.1f} s against {lib['inprocess']:.1f} s, both in the process)"
+            figures[f"{name}_{warehouse}"] = (ratio, reads)
+    return figures
 
 
 def format_table(lines: list[tuple]) -> str:
@@ -447,22 +468,6 @@ def main() -> None:
     if args.variants == ",".join(VARIANTS):
         path = write_results(args.scales, lines)
         print(f"wrote {path.relative_to(ROOT)}")
-
-
-def provenance() -> str:
-    """When, at which commit (and whether with uncommitted changes), on how many cores: the
-    line every file of docs/bench/ opens with."""
-    commit = (
-        subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        or "unknown"
-    )
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return (
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}"
-        f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} cores"
-    )
 
 
 def write_results(scales: str, lines: list[tuple]) -> Path:
