@@ -100,7 +100,7 @@ def _child_library(source: Path, workdir: Path) -> dict:
     catalog = load_catalog(settings.catalog_path)
     warehouse = (
         Warehouse(kind="postgres", url=settings.warehouse_url)
-        if settings.warehouse == "postgres"
+        if settings.warehouse == "postgres" and settings.warehouse_url
         else Warehouse(path=str(settings.warehouse_path))
     )
 
@@ -195,7 +195,7 @@ def _child_floor(source: Path, workdir: Path, driver: str) -> dict:
     started = time.perf_counter()
     src = adbc.connect(str(source)) if driver == "adbc" else None
     for table in tables:
-        if driver == "adbc":
+        if src is not None:  # ADBC
             cur = src.cursor()
             cur.execute(f'select * from "{table}"')
             reader = cur.fetch_record_batch()  # noqa: F841 (DuckDB scans it by name)
@@ -321,6 +321,8 @@ def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None =
     env = {k: v for k, v in os.environ.items() if k != "PII_HASH_KEY"}
     env |= {"SOURCE_DATABASE_URL": f"sqlite:///{source}", "WAREHOUSE_PATH": str(workdir / "warehouse.duckdb")}
     if variant in PG_VARIANTS:
+        if pg_admin is None:
+            raise SystemExit(f"{VARIANTS[variant]}: no PostgreSQL server (BENCH_POSTGRES_URL or the machine's cluster)")
         env |= {"WAREHOUSE": "postgres", "WAREHOUSE_URL": fresh_postgres_database(pg_admin, f"bench_{variant}")}
     log = workdir / "output.log"
     if variant in ("make_ingest", "pg_make_ingest"):

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -66,7 +67,10 @@ def say(message: str) -> None:
     print(f"[{time.monotonic() - _started:6.1f}s] {message}", flush=True)
 
 
-def wait(what: str, probe: Callable[[], object], timeout: float, every: float = 2) -> object:
+T = TypeVar("T")
+
+
+def wait(what: str, probe: Callable[[], T | None], timeout: float, every: float = 2) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(GraphUnavailable):
@@ -82,7 +86,7 @@ def instance_env(admin_url: str, database: str) -> dict[str, str]:
     return {
         "DAGSTER_PG_HOST": url.host or "127.0.0.1",
         "DAGSTER_PG_PORT": str(url.port or 5432),
-        "DAGSTER_PG_USER": url.username,
+        "DAGSTER_PG_USER": url.username or "",
         "DAGSTER_PG_PASSWORD": url.password or "",
         "DAGSTER_PG_DB": database,
     }
@@ -332,6 +336,7 @@ def _warehouse_counts(env: dict, tables: list[str]) -> dict[str, int]:
             if attempt == 59:
                 raise
             time.sleep(2)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 if __name__ == "__main__":

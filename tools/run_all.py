@@ -51,7 +51,7 @@ class LocationResult:
 def load_location(location: str) -> dg.Definitions:
     module = importlib.import_module(LOCATIONS[location])
     defs = module.defs
-    return defs() if callable(defs) else defs
+    return defs() if callable(defs) else defs  # pyright: ignore[reportReturnType]  (a module's attribute)
 
 
 def _seconds(meta: Mapping) -> float | None:

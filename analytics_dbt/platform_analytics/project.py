@@ -60,6 +60,12 @@ class EngineDbtCliResource(DbtCliResource):
         return version.parse(found) if found else super()._cli_version
 
 
+def engine_dbt() -> EngineDbtCliResource:
+    """The dbt resource of this project, running the engine's dbt (``dbt_executable``)."""
+    # DbtCliResource.__init__ takes a DbtProject; pyright reads the subclass's fields (str).
+    return EngineDbtCliResource(project_dir=analytics_project, dbt_executable=dbt_executable())  # pyright: ignore[reportArgumentType]
+
+
 def _installed_dbt_core(executable: Path) -> str | None:
     """The dbt-core version installed beside ``executable`` (a virtualenv's bin/dbt), if any."""
     resolved = shutil.which(str(executable))
@@ -144,9 +150,7 @@ def _parse_into(target: Path) -> None:
     try:
         if (target / _PARTIAL_PARSE).exists():
             shutil.copy2(target / _PARTIAL_PARSE, staging / _PARTIAL_PARSE)
-        EngineDbtCliResource(project_dir=analytics_project, dbt_executable=dbt_executable()).cli(
-            ["parse", "--quiet"], target_path=staging
-        ).wait()
+        engine_dbt().cli(["parse", "--quiet"], target_path=staging).wait()
         with open(target / "dbt.log", "ab") as log:  # dbt logs beside its target
             log.write((staging / "dbt.log").read_bytes())
         for name in (_PARTIAL_PARSE, "semantic_manifest.json", "manifest.json"):

@@ -2,11 +2,11 @@
 
 from platform_shared import Settings, build_warehouse
 
-from .project import EngineDbtCliResource, analytics_project, dbt_executable
+from .project import engine_dbt
 
 
 def build_resources(settings: Settings) -> dict:
     return {
-        "dbt": EngineDbtCliResource(project_dir=analytics_project, dbt_executable=dbt_executable()),
+        "dbt": engine_dbt(),
         "warehouse": build_warehouse(settings),
     }

@@ -8,6 +8,7 @@ failed audit leaves the last good copy in ``raw`` and the bad load in ``raw_stag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -346,7 +347,7 @@ def publish(
     table: CatalogTable,
     columns: dict[str, str],
     *,
-    key_columns: list[str] = (),
+    key_columns: Sequence[str] = (),
     since: int | None = None,
     generation: int | None = None,
     started_at: datetime | None = None,
@@ -389,7 +390,7 @@ def publish(
         if not (incremental and _publish_changes(conn, raw, current, newer_current, select, keys, staged_rows)):
             replace_table(conn, RAW_SCHEMA, table.warehouse_name, f"select {select} from ({current}) as c")
         if table.history == "scd2" and not (
-            incremental and _publish_history_changes(conn, table, select, list(key_columns), since)
+            incremental and since is not None and _publish_history_changes(conn, table, select, keys, since)
         ):
             replace_table(conn, RAW_SCHEMA, history_name, f"select {select}, {_VALIDITY_SELECT} from {stage}")
         conn.execute(f"delete from {PUBLISHED_TABLE} where table_name = ?", [table.warehouse_name])

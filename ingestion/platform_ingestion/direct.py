@@ -167,7 +167,7 @@ def load_changes(
         DirectLoadFailed: naming the table; the stage is unchanged.
     """
     start = mark - timedelta(minutes=table.overlap_minutes)
-    query = sa.select(*read_columns(reflected, columns, source_url)).where(reflected.c[table.cursor] >= start)
+    query = sa.select(*read_columns(reflected, columns, source_url)).where(reflected.c[table.cursor_column] >= start)
     return merge_rows(
         conn,
         table,
@@ -198,11 +198,8 @@ def load_keys(
     """Merge the source rows of ``keys`` (source keys the stage lacks, or ``why`` else they
     are read again) into the stage, as ``merge_rows``; a key deleted meanwhile has no row,
     and the result counts only rows read."""
-    key = (
-        sa.tuple_(*[reflected.c[c] for c in table.primary_key])
-        if len(table.primary_key) > 1
-        else reflected.c[table.primary_key[0]]
-    )
+    parts = [reflected.c[c] for c in table.primary_key]
+    key = sa.tuple_(*parts) if len(parts) > 1 else parts[0]
     values = keys if len(table.primary_key) > 1 else [k[0] for k in keys]
     select = read_columns(reflected, columns, source_url)
     queries = [

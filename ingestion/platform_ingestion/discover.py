@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -34,7 +35,7 @@ CURSOR_NAMES = (
 )
 
 
-def _cursor(columns: list[dict]) -> str | None:
+def _cursor(columns: Sequence[Mapping]) -> str | None:
     by_name = {safe_name(c["name"]): c["name"] for c in columns}
     return next((by_name[n] for n in CURSOR_NAMES if n in by_name), None)
 

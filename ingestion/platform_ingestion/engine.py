@@ -222,7 +222,7 @@ def inspect(conn, table: CatalogTable, columns: dict[str, str], names: dict[str,
     return drift, Recorded(
         published=published,
         resumable=resumable,
-        staged_max=direct.high_water_mark(conn, table, names[table.cursor]) if resumable else None,
+        staged_max=direct.high_water_mark(conn, table, names[table.cursor_column]) if resumable else None,
         last_started=wap.published_started_at(conn, table),
     )
 
@@ -277,7 +277,7 @@ def extract(
         reflected=reflected,
     )
     if plan.mark is not None:
-        result.cursor_value = direct.high_water_mark(conn, table, names[table.cursor])
+        result.cursor_value = direct.high_water_mark(conn, table, names[table.cursor_column])
     return result
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from dlt.common.schema.typing import TColumnSchema, TWriteDispositionConfig
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.sources.sql_database import sql_table
 from sqlalchemy import event, exc
@@ -65,7 +66,7 @@ class LoadResult:
     table: str
     rows_loaded: int
     seconds: float
-    backend: Backend
+    backend: str  # how the rows were read, as the run's metadata says it
     cursor_value: Any = None
 
 
@@ -98,9 +99,10 @@ def pii_hasher(columns: tuple[str, ...], key: str):
                 column = batch.column(i)
                 if pa.types.is_string(column.type) or pa.types.is_integer(column.type):
                     # Hash each distinct value once (names repeat), then spread the digests.
-                    distinct = pc.unique(column)
+                    # (pyarrow.compute makes unique and index_in at import: its stubs lack them)
+                    distinct = pc.unique(column)  # pyright: ignore[reportAttributeAccessIssue]
                     digests = pa.array([digest(v) for v in distinct.to_pylist()], pa.string())
-                    hashed = pc.take(digests, pc.index_in(column, value_set=distinct))
+                    hashed = pc.take(digests, pc.index_in(column, value_set=distinct))  # pyright: ignore[reportAttributeAccessIssue]
                 else:
                     hashed = pa.array([digest(v) for v in column.to_pylist()], pa.string())
                 batch = batch.set_column(i, pa.field(name, pa.string()), hashed)
@@ -138,7 +140,7 @@ def row_hash(batch: pa.Table) -> pa.Table:
     any batch: nulls do not change how the other values of a column hash.
     """
     frame = batch.to_pandas(types_mapper=_NULLABLE.get)
-    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()  # pyright: ignore[reportAttributeAccessIssue]
     # The 16 lowercase hex digits of each hash (as f"{h:016x}"), built in one go.
     digits = binascii.hexlify(hashes.astype(">u8").tobytes())
     offsets = np.arange(0, 16 * (len(hashes) + 1), 16, dtype=np.int32)
@@ -155,18 +157,18 @@ def add_generation(generation: int):
     return _map
 
 
-def _write_disposition(table: CatalogTable):
+def _write_disposition(table: CatalogTable) -> TWriteDispositionConfig:
     if table.history == "scd2":
         # A full extract retires the rows it lacks. An incremental one holds only the
         # changed rows: the primary key as merge key limits retiring to the keys extracted
         # (rows deleted in the source are retired by audit.reconcile_deletes).
-        return {"disposition": "merge", "strategy": "scd2"}
+        return {"disposition": "merge", "strategy": "scd2"}  # pyright: ignore[reportReturnType]
     if table.load == "incremental":
         # One extract is one query, so no key appears twice in it: dlt's deduplication of
         # the staged rows (a window over all of them, the load's largest cost in time and
         # memory) has nothing to remove. Should the source hold a duplicate key anyway,
         # the audit fails on it instead of dlt keeping an arbitrary one of the rows.
-        return {"disposition": "merge", "strategy": "delete-insert", "deduplicated": True}
+        return {"disposition": "merge", "strategy": "delete-insert", "deduplicated": True}  # pyright: ignore[reportReturnType]
     return "replace"
 
 
@@ -180,7 +182,7 @@ def overlap(table: CatalogTable, *, dates: bool) -> timedelta:
 
 def _lag(table: CatalogTable, reflected: sa.Table | None) -> float:
     """``overlap`` in dlt's unit: days for a date cursor, seconds for any other."""
-    column = reflected.c.get(table.cursor) if reflected is not None else None
+    column = reflected.c.get(table.cursor_column) if reflected is not None else None
     dates = column is not None and isinstance(column.type, sa.Date)
     window = overlap(table, dates=dates)
     return window.days if dates else window.total_seconds()
@@ -200,15 +202,23 @@ def replacing_sqlite_engine(source_url: str) -> sa.Engine:
     return engine
 
 
-def _declared_hint(column: sa.Column, read: sa.types.TypeEngine) -> dict:
-    if isinstance(read, sa.Text):
+def _declared_hint(column: sa.Column, read: sa.types.TypeEngine) -> TColumnSchema:
+    if isinstance(read, sa.Text) or not isinstance(column.type, sa.Numeric):
         return {"name": column.name, "data_type": "text"}
-    precision, scale = column.type.precision, column.type.scale
-    return {
-        "name": column.name,
-        "data_type": "decimal",
-        **({"precision": precision, "scale": scale or 0} if precision else {}),
-    }
+    hint: TColumnSchema = {"name": column.name, "data_type": "decimal"}
+    if precision := column.type.precision:
+        hint |= {"precision": precision, "scale": column.type.scale or 0}
+    return hint
+
+
+def _keys(table: CatalogTable) -> dict[str, Any]:
+    """sql_table's primary key (and merge key, with history) of a table, if it has one."""
+    keys = list(table.primary_key)
+    if not keys:
+        return {}
+    return {"primary_key": keys} | (
+        {"merge_key": keys} if table.history == "scd2" and table.load == "incremental" else {}
+    )
 
 
 def _casting(source_url: str):
@@ -235,7 +245,7 @@ def build_resource(
     incremental = None
     if table.load == "incremental":
         incremental = dlt.sources.incremental(
-            table.cursor,
+            table.cursor_column,
             # Re-read a window below the high-water mark: rows committed late, with an
             # older cursor value, are not missed. Merging on the key makes it idempotent.
             lag=_lag(table, reflected),
@@ -269,12 +279,10 @@ def build_resource(
         query_adapter_callback=_casting(source_url) if reflected is not None else None,
         included_columns=list(table.columns.select) or None,
         excluded_columns=list(table.columns.exclude) or None,
-        primary_key=list(table.primary_key) or None,
-        merge_key=list(table.primary_key) if table.history == "scd2" and table.load == "incremental" else None,
         write_disposition=_write_disposition(table),
+        **_keys(table),
     ).with_name(table.warehouse_name)
-    cast = read_as(reflected, source_url) if reflected is not None else {}
-    if cast:
+    if reflected is not None and (cast := read_as(reflected, source_url)):
         # The warehouse type of a cast column: its declared decimal (read as REAL), or text.
         resource.apply_hints(columns=[_declared_hint(reflected.c[c], t) for c, t in cast.items()])
     if reflected is not None:
@@ -402,7 +410,9 @@ def read_as(reflected: sa.Table, source_url: str) -> dict[str, sa.types.TypeEngi
         if backend == "sqlite" and numeric:
             out[c.name] = sa.Float()
         elif backend == "postgresql" and (
-            isinstance(c.type, (sa.Interval, postgresql.INTERVAL)) or numeric and c.type.precision is None
+            isinstance(c.type, (sa.Interval, postgresql.INTERVAL))
+            or numeric
+            and getattr(c.type, "precision", None) is None
         ):
             out[c.name] = sa.Text()
     return out
@@ -596,6 +606,15 @@ def source_columns(reflected: sa.Table, table: CatalogTable) -> dict[str, str]:
     return {c.name: str(c.type) for c in reflected.columns if table.columns.loads(c.name)}
 
 
+def _run_options(request: LoadRequest, warehouse: Warehouse) -> dict[str, Any]:
+    """pipeline.run's options: a full refresh drops the resource's state first. Arrow
+    batches reach PostgreSQL as Parquet through ADBC's COPY: its default, INSERT
+    statements, is many times slower, and its CSV COPY loads empty text as NULL."""
+    return ({"refresh": "drop_resources"} if request.full_refresh else {}) | (
+        {} if warehouse.is_duckdb else {"loader_file_format": "parquet"}
+    )
+
+
 def load_to_stage(
     table: CatalogTable,
     *,
@@ -620,9 +639,6 @@ def load_to_stage(
         reflected: the source table from ``reflect_source``, which dlt then need not reflect.
     """
     pipeline = build_pipeline(table, warehouse=warehouse, pipelines_dir=pipelines_dir)
-    # Arrow batches reach PostgreSQL as Parquet through ADBC's COPY: its default, INSERT
-    # statements, is many times slower, and its CSV COPY loads empty text as NULL.
-    file_format = None if warehouse.is_duckdb else "parquet"
     started = time.perf_counter()
     for replace_invalid_utf8 in (False, True):
         resource, backend = build_resource(
@@ -638,9 +654,7 @@ def load_to_stage(
         # run, ignoring the new extract: start every run clean.
         pipeline.abort_packages()
         try:
-            info = pipeline.run(
-                resource, refresh="drop_resources" if request.full_refresh else None, loader_file_format=file_format
-            )
+            info = pipeline.run(resource, **_run_options(request, warehouse))
             break
         except BaseException as exc:
             # Invalid UTF-8 in a SQLite text column: read the table again, replacing it.
@@ -650,7 +664,7 @@ def load_to_stage(
         backend = "pyarrow (invalid UTF-8 replaced by U+FFFD)"
     info.raise_on_failed_jobs()
     _drop_older_loaded_packages(pipeline, keep=info.loads_ids)
-    normalize = pipeline.last_trace.last_normalize_info
+    normalize = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     rows = normalize.row_counts.get(table.warehouse_name, 0) if normalize else 0
     return LoadResult(
         table.warehouse_name,

@@ -67,7 +67,7 @@ def dlt_state_dir(settings: Settings) -> Path:
     cursors, extracted only the rows above them, and the audit refused every incremental
     table. A new folder starts from the state dlt keeps in the warehouse itself."""
     root = settings.warehouse_path.parent / "dlt_pipelines"
-    if settings.warehouse == "postgres":
+    if settings.warehouse == "postgres" and settings.warehouse_url:  # (load_settings requires it)
         url = make_url(settings.warehouse_url)
         return root / safe_name(f"postgres_{url.host}_{url.port or 5432}_{url.database}")
     return root / safe_name(f"duckdb_{settings.warehouse_path.stem}")

@@ -92,6 +92,8 @@ def keys(conn: sa.Connection, table: CatalogTable, names: list[str]) -> pa.Recor
     query = sa.select(*[sa.column(c) for c in table.primary_key]).select_from(_table(table))
     sql = str(query.compile(conn.engine, compile_kwargs={"literal_binds": True}))
     dbapi = conn.connection.dbapi_connection
+    if dbapi is None:  # (SQLAlchemy's type allows it: a connection already closed)
+        raise RuntimeError(f"Table {table.source!r}: the source connection closed before its keys were read")
     # PostgreSQL streams through a server-side (named) cursor; SQLite's cursor steps anyway.
     cursor = dbapi.cursor("platform_keys") if conn.dialect.name == "postgresql" else dbapi.cursor()
     cursor.execute(sql)

@@ -6,7 +6,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -54,10 +54,11 @@ def time_split(features: pd.DataFrame) -> Split:
     newest = labelled["as_of"].max()
     current = features[features["churned"].isna()]
     window = pd.Timedelta(days=CHURN_WINDOW_DAYS)
+    # (pandas ships no types: a boolean mask's selection is a DataFrame here)
     return Split(
-        train=labelled.loc[labelled["as_of"] + window <= newest],
-        test=labelled[labelled["as_of"] == newest],
-        score=current[current["as_of"] == current["as_of"].max()],
+        train=cast("pd.DataFrame", labelled.loc[labelled["as_of"] + window <= newest]),
+        test=cast("pd.DataFrame", labelled[labelled["as_of"] == newest]),
+        score=cast("pd.DataFrame", current[current["as_of"] == current["as_of"].max()]),
     )
 
 
@@ -122,7 +123,7 @@ def fingerprint(frame: pd.DataFrame) -> str:
     """A stable hash of the rows a model was trained on."""
     import pandas as pd
 
-    hashed = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)
+    hashed = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)  # pyright: ignore[reportAttributeAccessIssue]
     return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
 
 
@@ -142,7 +143,7 @@ def train(frame: pd.DataFrame, features: list[str], params: dict) -> Pipeline:
     )
     model = Pipeline([("prepare", prepare), ("clf", HistGradientBoostingClassifier(**params))])
     y = frame["churned"].astype(int)
-    if y.nunique() < 2:
+    if y.nunique() < 2:  # pyright: ignore[reportGeneralTypeIssues]  (pandas ships no types: an int here)
         raise ValueError(
             f"The training snapshots hold {len(y)} customers of one class only: "
             "the demo database is too small to train on (raise SCALE)."
@@ -249,7 +250,7 @@ def reference_profile(frame: pd.DataFrame, features: list[str]) -> dict:
     return profile
 
 
-def _bin_shares(values: pd.Series, edges) -> np.ndarray:
+def _bin_shares(values, edges) -> np.ndarray:
     counts = np.bincount(np.searchsorted(edges, values.astype(float), side="right"), minlength=len(edges) + 1)
     return counts / max(1, counts.sum())
 

@@ -155,6 +155,7 @@ def alert_sensors(location: str) -> list[dg.SensorDefinition]:
     )
     def freshness_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         settings = load_settings()
+        assert context.repository_def is not None  # a sensor of a loaded location has its repository
         keys = list(context.repository_def.asset_graph.get_all_asset_keys())
         states = {
             k.to_user_string(): r.freshness_state.value

@@ -254,6 +254,13 @@ class CatalogTable:
     # The source schema (PostgreSQL: other than the connection's search path); None: default.
     schema: str | None = None
 
+    @property
+    def cursor_column(self) -> str:
+        """The cursor of an incremental table (the catalog refuses one without)."""
+        if self.cursor is None:
+            raise CatalogError(f"Table {self.source!r} has no cursor: only an incremental table reads by one.")
+        return self.cursor
+
 
 @dataclass(frozen=True)
 class Catalog:

@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        path = Path(parsed.database)
+        path = Path(parsed.database or "")
         if args.if_missing and path.exists():
             print(f"{path} exists: keeping it (make seed to regenerate)")
             return

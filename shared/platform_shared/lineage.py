@@ -14,6 +14,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 GRAPH_QUERY = """
 { workspaceOrError {
@@ -148,12 +149,15 @@ def _node(raw: dict, location: str) -> Node:
 
 def fetch_graph(url: str) -> Graph:
     """The global graph as the webserver at ``url`` has loaded it."""
-    workspace = graphql(url, GRAPH_QUERY)["workspaceOrError"]
+    workspace: dict[str, Any] = graphql(url, GRAPH_QUERY)["workspaceOrError"]
     if workspace["__typename"] != "Workspace":
         raise GraphUnavailable(f"the workspace did not load: {workspace.get('message')}")
     graph = Graph(nodes=[])
     for entry in workspace["locationEntries"]:
-        loaded = entry["locationOrLoadError"] or {"__typename": "PythonError", "message": "still loading"}
+        loaded: dict[str, Any] = entry["locationOrLoadError"] or {
+            "__typename": "PythonError",
+            "message": "still loading",
+        }
         if loaded["__typename"] != "RepositoryLocation":
             # The root cause (the user's own exception) says more than Dagster's wrapper.
             causes = [c["message"] for c in loaded.get("causes") or []]

@@ -132,7 +132,7 @@ class _Result:
         columns = [c.name for c in self._cursor.description]
         frame = pd.DataFrame(self.fetchall(), columns=columns)
         for name in columns:
-            if frame[name].dtype == object and frame[name].map(lambda v: type(v).__name__ == "Decimal").any():
+            if frame[name].dtype == object and any(type(v).__name__ == "Decimal" for v in frame[name]):
                 frame[name] = frame[name].astype(float)
         return frame
 
@@ -274,6 +274,8 @@ def append_arrow(conn, relation: str, data, *, select: str | None = None, like: 
         batches = data.to_batches() if hasattr(data, "to_batches") else data
         if select is None:
             return conn.copy_arrow(relation, batches)
+        if like is None:
+            raise ValueError(f"appending a select to {relation} on PostgreSQL needs the table the data is like")
         arrow = empty_temp_table(conn, _ARROW, ", ".join(quote(n) for n in data.schema.names), like)
         try:
             conn.copy_arrow(arrow, batches)
@@ -473,7 +475,7 @@ def table_metadata(conn, schema: str, table: str, column_tags: dict | None = Non
         (rows,) = conn.execute(f'select count(*) from "{schema}"."{table}"').fetchall()[0]
     tags = column_tags or {}
     return {
-        "dagster/row_count": dg.MetadataValue.int(rows),
+        "dagster/row_count": dg.MetadataValue.int(int(rows or 0)),
         "dagster/column_schema": dg.TableSchema(
             columns=[dg.TableColumn(name, dtype, tags=tags.get(name)) for name, dtype in columns]
         ),

@@ -14,7 +14,7 @@ always use the champion.
 import base64
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import dagster as dg
 
@@ -255,7 +255,7 @@ def churn_model(config: TrainConfig, warehouse: Warehouse, model_store: ModelSto
     seconds = time.perf_counter() - started
     info = {
         "training_rows": len(split.train),
-        "training_fingerprint": fingerprint(split.train[[*config.features, "churned"]]),
+        "training_fingerprint": fingerprint(cast("pd.DataFrame", split.train[[*config.features, "churned"]])),
         "training_cutoffs": sorted(split.train["as_of"].dt.date.astype(str).unique().tolist()),
         "features": config.features,
         "params": params,
@@ -487,7 +487,7 @@ def customer_churn_scores(warehouse: Warehouse, model_store: ModelStore):
             **meta,
             **lineage,
             "model_version": champion,
-            "mean_churn_probability": float(scores["churn_probability"].mean()),
+            "mean_churn_probability": float(cast(float, scores["churn_probability"].mean())),
         }
     )
     yield dg.AssetCheckResult(
