@@ -225,6 +225,14 @@ def has_generation(conn, table: CatalogTable) -> bool:
     return any(c == GENERATION_COLUMN for c, _ in _columns(conn, STAGE_SCHEMA, table.warehouse_name))
 
 
+def publish_since(conn, table: CatalogTable, published: int | None, *, whole: bool = False) -> int | None:
+    """The generation the audit and publish read the staged rows after: the one ``raw``
+    was last published up to, when the stage marks its rows with theirs; None (the whole
+    table) for a first publish, or when ``whole`` is asked (a full refresh, ``raw``
+    edited in the warehouse)."""
+    return published if published is not None and not whole and has_generation(conn, table) else None
+
+
 def _newer(table: CatalogTable, since: int) -> str:
     """The staged rows loaded after generation ``since`` was published."""
     stage = relation(STAGE_SCHEMA, table.warehouse_name)

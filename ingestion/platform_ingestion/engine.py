@@ -382,11 +382,7 @@ def ingest_table(
                     conn, table, keys=missing, generation=plan.generation, **common
                 ),
             )
-        since = (
-            recorded.published
-            if (recorded.published is not None and not request.full_refresh and wap.has_generation(conn, table))
-            else None
-        )
+        since = wap.publish_since(conn, table, recorded.published, whole=request.full_refresh)
         if since is not None:  # the audit and publish read the rows newer than it
             index(conn, STAGE_SCHEMA, table.warehouse_name, GENERATION_COLUMN)
         audited = wap.audit(

@@ -453,8 +453,7 @@ def reconcile_table(
             )
         seconds = time.perf_counter() - started
         # raw altered in the warehouse: published whole again, from the repaired stage.
-        resume = published is not None and wap.has_generation(conn, table) and not found.raw_altered
-        since = published if resume else None
+        since = wap.publish_since(conn, table, published, whole=found.raw_altered)
         wap.audit(conn, table, source_rows=expected, key_columns=key_columns, since=since, source_null_keys=null_keys)
         wap.publish(
             conn,
