@@ -201,11 +201,12 @@ def _raw_unlike_source(
     known = " and ".join(f"{quote(c)} is not null" for c in key_columns)  # a null key never reaches raw
     digest = hash_values(conn, [quote(c) for c in compared])
     raw = f"(select {keys}, {digest} as {_HASH} from {relation(RAW_SCHEMA, table.warehouse_name)})"
-    staged = f"({_current_stage(table, f'{keys}, {digest} as {_HASH}', known)})"
+    source = f"(select {keys}, {_HASH} from {hashes} where {known})"
+    # A stage equal to the source: the source's hashes, already computed, stand for it.
+    staged = source if not stage_keys else f"({_current_stage(table, f'{keys}, {digest} as {_HASH}', known)})"
     sides = [conn.execute(f"select count(*), sum({_HASH}) from {side} as t").fetchall()[0] for side in (staged, raw)]
     if sides[0] == sides[1]:
         return set(stage_keys)
-    source = f"(select {keys}, {_HASH} from {hashes} where {known})"
     unlike = conn.execute(
         f"select {', '.join(f'coalesce(r.{quote(c)}, s.{quote(c)})' for c in key_columns)} "
         f"from {raw} as r full join {source} as s on {_match('r', 's', key_columns)} "
