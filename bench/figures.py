@@ -41,8 +41,9 @@ ROWS = {
 }
 
 
-def provenance() -> str:
-    """When, at which commit (and whether with uncommitted changes), on how many cores."""
+def provenance(*, of_head: bool = False) -> str:
+    """When, at which commit (and whether with uncommitted changes, unless what was
+    measured is HEAD itself: ``of_head``), on how many cores."""
     commit = (
         subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         or "unknown"
@@ -52,20 +53,21 @@ def provenance() -> str:
     status = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
     ).stdout.splitlines()
-    dirty = [line for line in status if not line[3:].startswith(written)]
+    dirty = [line for line in status if not line[3:].startswith(written)] and not of_head
     return (
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}"
         f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} cores"
     )
 
 
-def record(figures: dict[str, tuple[float, str]], *, printed_by: str | None = None) -> None:
+def record(figures: dict[str, tuple[float, str]], *, printed_by: str | None = None, of_head: bool = False) -> None:
     """Keep ``figures`` (name: its value, and how it reads) in docs/bench/figures.json as
     printed by ``printed_by`` (this process's command by default) now, then rewrite the
-    table of docs/performance.md."""
+    table of docs/performance.md. ``of_head``: what was measured is HEAD (a clone of it),
+    whatever the working tree holds."""
     kept = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
     this = f"python -m bench.{Path(sys.argv[0]).stem} {' '.join(sys.argv[1:])}".strip()
-    where = {"command": printed_by or this, "provenance": provenance()}
+    where = {"command": printed_by or this, "provenance": provenance(of_head=of_head)}
     for name, (value, reads) in figures.items():
         if name not in ROWS:
             raise ValueError(f"figure {name!r} is not one of docs/performance.md's ({', '.join(ROWS)})")
