@@ -41,33 +41,30 @@ ROWS = {
 }
 
 
-def provenance(*, of_head: bool = False) -> str:
-    """When, at which commit (and whether with uncommitted changes, unless what was
-    measured is HEAD itself: ``of_head``), on how many cores."""
-    commit = (
-        subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        or "unknown"
-    )
-    # What the benches write themselves is not a change of what they measure.
-    written = ("docs/bench/", "docs/performance.md")
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.splitlines()
-    dirty = [line for line in status if not line[3:].startswith(written)] and not of_head
-    return (
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}"
-        f"{' with uncommitted changes' if dirty else ''}, {os.cpu_count()} cores"
-    )
+def provenance(*, commit: str | None = None) -> str:
+    """When, at which commit (this checkout's HEAD, and whether with uncommitted changes;
+    or ``commit``, what was measured, such as a clone's), on how many cores."""
+    if commit is None:
+        head = ["git", "rev-parse", "--short", "HEAD"]
+        commit = subprocess.run(head, cwd=ROOT, capture_output=True, text=True).stdout.strip() or "unknown"
+        # What the benches write themselves is not a change of what they measure.
+        written = ("docs/bench/", "docs/performance.md")
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.splitlines()
+        if [line for line in status if not line[3:].startswith(written)]:
+            commit += " with uncommitted changes"
+    return f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, {os.cpu_count()} cores"
 
 
-def record(figures: dict[str, tuple[float, str]], *, printed_by: str | None = None, of_head: bool = False) -> None:
+def record(figures: dict[str, tuple[float, str]], *, printed_by: str | None = None, commit: str | None = None) -> None:
     """Keep ``figures`` (name: its value, and how it reads) in docs/bench/figures.json as
     printed by ``printed_by`` (this process's command by default) now, then rewrite the
-    table of docs/performance.md. ``of_head``: what was measured is HEAD (a clone of it),
-    whatever the working tree holds."""
+    table of docs/performance.md. ``commit``: the commit measured, when it is not this
+    checkout's working tree (a clone's)."""
     kept = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
     this = f"python -m bench.{Path(sys.argv[0]).stem} {' '.join(sys.argv[1:])}".strip()
-    where = {"command": printed_by or this, "provenance": provenance(of_head=of_head)}
+    where = {"command": printed_by or this, "provenance": provenance(commit=commit)}
     for name, (value, reads) in figures.items():
         if name not in ROWS:
             raise ValueError(f"figure {name!r} is not one of docs/performance.md's ({', '.join(ROWS)})")

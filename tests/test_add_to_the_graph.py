@@ -5,7 +5,6 @@ README says (its "Add a source table / a dbt model / an ML asset"), in a copy of
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,9 +12,7 @@ from pathlib import Path
 
 from platform_shared.demo_data import generate
 from platform_shared.settings import SOURCE_DATABASE_URL
-
-REPO = Path(__file__).resolve().parents[1]
-SKIP = shutil.ignore_patterns(".venv", "data", ".dagster", "__pycache__", ".git", ".test-logs", ".pytest_cache")
+from tests.test_new_location import copy_repo
 
 TABLE = """    - source: coupons
       primary_key: coupon_id
@@ -52,8 +49,7 @@ def _run(args: list, cwd: Path, env: dict) -> str:
 
 def test_a_table_a_model_and_an_ml_asset_added_as_the_readme_says_join_the_graph(tmp_path):
     copy = tmp_path / "repo"
-    shutil.copytree(REPO, copy, ignore=SKIP)
-    (copy / "analytics_dbt" / "engine" / ".venv").symlink_to(REPO / "analytics_dbt" / "engine" / ".venv")
+    copy_repo(copy)
     source = f"sqlite:///{tmp_path}/app.db"
     generate(source, scale=0.05)
     with sqlite3.connect(tmp_path / "app.db") as conn:

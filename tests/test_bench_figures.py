@@ -22,7 +22,7 @@ def test_recording_a_figure_rewrites_the_table_and_computes_the_target(tmp_path,
     page.write_text(f"# Performance\n\n{figures.BEGIN}\nold\n{figures.END}\n\nHistory.\n")
     monkeypatch.setattr(figures, "PAGE", page)
     monkeypatch.setattr(figures, "FIGURES", tmp_path / "figures.json")
-    monkeypatch.setattr(figures, "provenance", lambda of_head: "2026-12-05 04:00 UTC, commit abc1234, 2 cores")
+    monkeypatch.setattr(figures, "provenance", lambda commit: "2026-12-05 04:00 UTC, commit abc1234, 2 cores")
     figures.record({"reconcile_duckdb": (0.4249, "0.42 (8.1 s against 19.0 s)")}, printed_by="python -m bench.a")
     figures.record(
         {"reconcile_postgres": (0.99, "0.99 (44.1 s)"), "make_ingest": (0.5, "0.50")}, printed_by="python -m bench.b"

@@ -15,7 +15,21 @@ from platform_shared.demo_data import generate
 from platform_shared.settings import SOURCE_DATABASE_URL
 
 REPO = Path(__file__).resolve().parents[1]
-SKIP = shutil.ignore_patterns(".venv", "data", ".dagster", "__pycache__", ".git", ".test-logs", ".pytest_cache")
+# dbt's target/ is not copied whole: other tests' runs write and prune folders in it while
+# the copy walks it. Only the manifest the location loads from, replaced whole (never
+# rewritten in place) by a parse.
+SKIP = shutil.ignore_patterns(
+    ".venv", "data", ".dagster", "__pycache__", ".git", ".test-logs", ".pytest_cache", "target"
+)
+
+
+def copy_repo(copy: Path) -> None:
+    """This repository without environments, data or dbt's output, into ``copy``, with the
+    dbt manifest, and dbt's environment linked (dbt runs from it)."""
+    shutil.copytree(REPO, copy, ignore=SKIP)
+    (copy / "analytics_dbt" / "target").mkdir()
+    shutil.copy(REPO / "analytics_dbt" / "target" / "manifest.json", copy / "analytics_dbt" / "target")
+    (copy / "analytics_dbt" / "engine" / ".venv").symlink_to(REPO / "analytics_dbt" / "engine" / ".venv")
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
@@ -26,9 +40,7 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 
 def test_a_new_location_joins_the_global_graph(tmp_path):
     copy = tmp_path / "repo"
-    shutil.copytree(REPO, copy, ignore=SKIP)
-    # dbt runs from its own environment, which the copy shares with this repo.
-    (copy / "analytics_dbt" / "engine" / ".venv").symlink_to(REPO / "analytics_dbt" / "engine" / ".venv")
+    copy_repo(copy)
     python = sys.executable
     # This environment, with the copy's packages first (the new one is only there).
     packages = ["finance", "shared", "ingestion", "analytics_dbt", "ml_features"]

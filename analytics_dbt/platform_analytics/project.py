@@ -146,13 +146,16 @@ def _parse_into(target: Path) -> None:
     (a run worker, `make check`, a copy of the folder): one of them read it half-written
     (`orjson.JSONDecodeError: unexpected end of data`). So dbt parses into a folder beside
     it, seeded with the partial-parse state, and the new files replace the old whole."""
+    for left in target.glob(".parse-*"):  # a parse killed half way (this runs under the lock)
+        shutil.rmtree(left, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".parse-", dir=target))
     try:
         if (target / _PARTIAL_PARSE).exists():
             shutil.copy2(target / _PARTIAL_PARSE, staging / _PARTIAL_PARSE)
         engine_dbt().cli(["parse", "--quiet"], target_path=staging).wait()
-        with open(target / "dbt.log", "ab") as log:  # dbt logs beside its target
-            log.write((staging / "dbt.log").read_bytes())
+        if (staging / "dbt.log").exists():  # dbt logs beside its target (unless told not to)
+            with open(target / "dbt.log", "ab") as log:
+                log.write((staging / "dbt.log").read_bytes())
         for name in (_PARTIAL_PARSE, "semantic_manifest.json", "manifest.json"):
             if (staging / name).exists():
                 os.replace(staging / name, target / name)

@@ -108,6 +108,8 @@ def read_rows(
     dlt load can take over. Each such query's rows are read whole before any is yielded."""
     import connectorx as cx
 
+    if at_once and replace_invalid_utf8:
+        raise ValueError("read_rows: queries read at once cannot be read again one by one (replace_invalid_utf8)")
     engine = sa.create_engine(source_url)
     compiled = [str(query.compile(engine, compile_kwargs={"literal_binds": True})) for query in queries]
     for together in [compiled] if at_once else [[sql] for sql in compiled]:
