@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from platform_ingestion.loading import pii_hasher
-from platform_shared import load_catalog
+from platform_shared import Warehouse, load_catalog
 from platform_shared import settings as s
 from platform_shared.automation import plain_run_job
 from platform_shared.demo_data import generate
@@ -63,6 +63,35 @@ class Ingestion:
         writer.wait()
         assert self.run().success
         return compared
+
+    def reconciles_during_writes(self, writer, tables: list[str]) -> None:
+        """Reconcile every table twice while ``writer`` (a started live writer) commits,
+        each passing its audit; kill the writer, then one more makes raw equal to the
+        source, and the next finds nothing to repair. PII_HASH_KEY must be test-only-key."""
+        from platform_ingestion.reconcile import reconcile_table
+
+        catalog = load_catalog(self.catalog_path)
+        warehouse = Warehouse(path=str(self.warehouse))
+
+        def reconcile_all() -> dict[str, tuple]:
+            found = {}
+            for table in tables:
+                differences, _ = reconcile_table(
+                    catalog.table(table), warehouse=warehouse, source_url=self.source_url, hash_key="test-only-key"
+                )
+                found[table] = (differences.missing, differences.extra, differences.different)
+            return found
+
+        during = [reconcile_all() for _ in range(2)]
+        assert writer.poll() is None, "the writer stopped before the reconciliations ended: they proved nothing"
+        writer.kill()
+        writer.wait()
+        # The writer's commits reached the comparisons (rows it inserted, updated or deleted).
+        assert any(any(counts) for found in during for counts in found.values())
+        reconcile_all()
+        for table in tables:
+            self.assert_raw_equals_source(table)
+        assert reconcile_all() == dict.fromkeys(tables, (0, 0, 0))
 
     def sql(self, statement: str) -> None:
         with sqlite3.connect(self.root / "app.db") as conn:

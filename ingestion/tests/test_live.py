@@ -93,35 +93,8 @@ def test_a_missed_key_and_a_delete_that_offset_each_other_are_both_seen(ingestio
 
 
 def test_reconciling_while_the_application_writes_succeeds_and_converges(ingestion, writer, monkeypatch):
-    """Every table reconciled twice while the writer commits (each read in ranges of keys
-    read at once, each range its own snapshot): every reconciliation passes its audit;
-    once the writer is killed, one more makes raw equal to the source, and the next finds
-    nothing to repair."""
-    from platform_ingestion.reconcile import reconcile_table
-    from platform_shared import Warehouse, load_catalog
-
+    """Every table reconciled while the writer commits, each read in ranges of keys read
+    at once (each range its own snapshot): see ``Ingestion.reconciles_during_writes``."""
     monkeypatch.setenv(s.PII_HASH_KEY, "test-only-key")
     assert ingestion.run().success
-    catalog = load_catalog(ingestion.catalog_path)
-    warehouse = Warehouse(path=str(ingestion.warehouse))
-
-    def reconcile_all() -> dict[str, tuple]:
-        found = {}
-        for table in TABLES:
-            differences, _ = reconcile_table(
-                catalog.table(table), warehouse=warehouse, source_url=ingestion.source_url, hash_key="test-only-key"
-            )
-            found[table] = (differences.missing, differences.extra, differences.different)
-        return found
-
-    live = writer()
-    during = [reconcile_all() for _ in range(2)]
-    assert live.poll() is None, "the writer stopped before the reconciliations ended: they proved nothing"
-    live.kill()
-    live.wait()
-    # The writer's commits reached the comparisons (rows it inserted, updated or deleted).
-    assert any(any(counts) for found in during for counts in found.values())
-    reconcile_all()
-    for table in TABLES:
-        ingestion.assert_raw_equals_source(table)
-    assert reconcile_all() == dict.fromkeys(TABLES, (0, 0, 0))
+    ingestion.reconciles_during_writes(writer(), TABLES)

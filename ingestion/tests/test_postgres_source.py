@@ -255,6 +255,14 @@ def test_uuid_bytea_arrays_interval_time_and_unbounded_numeric_round_trip_from_p
     assert rows == [(1, *expected), (2, *[None] * 7), (3, *expected)]
 
 
+def test_reconciling_while_the_application_writes_to_postgres_succeeds_and_converges(pg_ingestion, writer, monkeypatch):
+    # Each range of keys is read on its own connection (its own snapshot), while the
+    # application commits to PostgreSQL.
+    monkeypatch.setenv(s.PII_HASH_KEY, "test-only-key")
+    assert pg_ingestion.run().success
+    pg_ingestion.reconciles_during_writes(writer(url=pg_ingestion.admin_url), TABLES)
+
+
 def test_reconcile_from_postgres_repairs_what_the_cursor_missed_every_type_included(pg_ingestion):
     """A PostgreSQL source (the production case), the demo tables and the types above: an
     update stamped with an old updated_at and a hard delete, repaired by reconciling; then
