@@ -178,7 +178,7 @@ def compare_keys(conn, table: CatalogTable, keys: pa.RecordBatchReader, generati
             (deleted,) = conn.execute(f"delete from {stage} as s where {gone}").fetchall()[0]
         missing = conn.execute(
             f"select {', '.join(f'k.{quote(c)}' for c in columns)} from {source_keys} as k "
-            f"where not exists (select 1 from ({_current(table)}) as s where {match})"
+            f"where not exists (select 1 from ({current_stage(table)}) as s where {match})"
         ).fetchall()
     finally:
         conn.execute(f"drop table if exists {source_keys}").fetchall()
@@ -205,15 +205,18 @@ def same_keys_as_source(conn, table: CatalogTable, key_columns: list[str], summa
     count, low, high, total = summary
     modulo = f"coalesce(sum({key} % {KEY_SUM_MODULUS}), 0)" if total is not None else "null"
     staged = conn.execute(
-        f"select count(*), min({key}), max({key}), {modulo} from ({_current(table)}) as c"
+        f"select count(*), min({key}), max({key}), {modulo} from ({current_stage(table)}) as c"
     ).fetchall()[0]
     return tuple(staged) == (count, low, high, total)
 
 
-def _current(table: CatalogTable) -> str:
-    """The staged rows that are the table's current state (scd2 keeps retired versions)."""
-    where = " where _dlt_valid_to is null" if table.history == "scd2" else ""
-    return f"select * from {relation(STAGE_SCHEMA, table.warehouse_name)}{where}"
+def current_stage(table: CatalogTable, columns: str = "*", where: str = "") -> str:
+    """A select of ``columns`` over the staged rows that are the table's current state
+    (scd2 keeps retired versions), those matching ``where`` if given."""
+    conditions = [*(["_dlt_valid_to is null"] if table.history == "scd2" else []), *([where] if where else [])]
+    return f"select {columns} from {relation(STAGE_SCHEMA, table.warehouse_name)}" + (
+        f" where {' and '.join(conditions)}" if conditions else ""
+    )
 
 
 def stage_exists(conn, table: CatalogTable) -> bool:
@@ -261,7 +264,7 @@ def audit(
     Raises:
         AuditFailed: naming the table and every audit that failed.
     """
-    current = _current(table)
+    current = current_stage(table)
     # One scan of the stage for both counts.
     nulls = " or ".join(f"{quote(c)} is null" for c in key_columns) or "false"
     (rows, null_keys) = conn.execute(
@@ -388,7 +391,7 @@ def publish(
             or [c for c, _ in _columns(conn, RAW_SCHEMA, history_name)] == [*(c for c, _ in staged), *_VALIDITY]
         )
     )
-    current = _current(table)
+    current = current_stage(table)
     newer_current = f"select * from ({current}) as c where {quote(GENERATION_COLUMN)} > {int(since or 0)}"
     conn.execute("begin transaction")
     try:

@@ -176,15 +176,6 @@ def _land_hashes(
     return rows
 
 
-def _current_stage(table: CatalogTable, columns: str, where: str = "") -> str:
-    """A select of ``columns`` over the staged rows that ``raw`` publishes (with history,
-    the current versions), those matching ``where`` if given."""
-    conditions = [*(["_dlt_valid_to is null"] if table.history == "scd2" else []), *([where] if where else [])]
-    return f"select {columns} from {relation(STAGE_SCHEMA, table.warehouse_name)}" + (
-        f" where {' and '.join(conditions)}" if conditions else ""
-    )
-
-
 def _raw_unlike_source(
     conn, table: CatalogTable, hashes: str, key_columns: list[str], compared: list[str], stage_keys: set[tuple]
 ) -> set[tuple]:
@@ -203,7 +194,7 @@ def _raw_unlike_source(
     raw = f"(select {keys}, {digest} as {_HASH} from {relation(RAW_SCHEMA, table.warehouse_name)})"
     source = f"(select {keys}, {_HASH} from {hashes} where {known})"
     # A stage equal to the source: the source's hashes, already computed, stand for it.
-    staged = source if not stage_keys else f"({_current_stage(table, f'{keys}, {digest} as {_HASH}', known)})"
+    staged = source if not stage_keys else f"({wap.current_stage(table, f'{keys}, {digest} as {_HASH}', known)})"
     sides = [conn.execute(f"select count(*), sum({_HASH}) from {side} as t").fetchall()[0] for side in (staged, raw)]
     if sides[0] == sides[1]:
         return set(stage_keys)
@@ -288,7 +279,7 @@ def _compare(
     key reads)."""
     keys = ", ".join(quote(c) for c in key_columns)
     # Hashed before the join: the join carries a key and a hash, not the staged rows.
-    staged = _current_stage(table, f"{keys}, {hash_values(conn, [quote(c) for c in compared])} as {_HASH}")
+    staged = wap.current_stage(table, f"{keys}, {hash_values(conn, [quote(c) for c in compared])} as {_HASH}")
     rows = conn.execute(
         f"select {', '.join(f'coalesce(c.{quote(c)}, s.{quote(c)})' for c in key_columns)}, "
         f"s.{_HASH} is null, c.{_HASH} is null "
