@@ -32,6 +32,11 @@ ROWS = {
     "make_dev": ("`make dev`: every location loaded, against three trivial locations", ("at most", 1.3)),
     "warm_make_run": ("warm `make run`, against its bare steps", ("at most", 2.0)),
     "dbt_steps": ("dbt steps in `make run`, over plain `dbt build` (seconds)", ("at most", 2.0)),
+    "column_lineage": (
+        "column lineage of every dbt model, in `make run`'s dbt steps (seconds; none at location load: "
+        "`python -m bench.location_load_time`)",
+        ("at most", 1.0),
+    ),
     "make_test": ("`make test` on a clean clone, with CI's variables (minutes)", ("at most", 10.0)),
     "make_ingest": ("`make ingest` at scale 100, against the raw copy (whole commands)", ("at least", 0.5)),
     "reconcile_duckdb": ("reconcile at scale 100, 1% differing, DuckDB: of a full load", ("at most", 0.5)),

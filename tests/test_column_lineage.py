@@ -10,16 +10,30 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from platform_shared.column_lineage import COLUMN_LINEAGE, LINEAGE_GAPS, ROW_COLUMNS
-from platform_shared.settings import DAGSTER_WEBSERVER_URL
+from platform_shared.settings import ALERT_LOG, DAGSTER_WEBSERVER_URL
 
 REPO = Path(__file__).resolve().parents[1]
 MARTS = ["orders", "daily_revenue", "customers", "customer_cohorts", "products", "payment_health", "session_funnel"]
 STAGING = [f"stg_app__{t}" for t in ("customers", "order_items", "orders", "payments", "products", "web_sessions")]
 ML_TABLES = ["features/customer_features", "ml/customer_churn_scores", "ml/feature_drift"]
+# The tables the platform builds today: table_assets must find each of them at least.
 TABLES = [*STAGING, "int_order_items_joined", *MARTS, "sessions", *ML_TABLES]
+
+
+def table_assets(instance: dg.DagsterInstance) -> list[str]:
+    """Every asset that is a table (its latest materialization has a column schema), found
+    in the instance rather than listed, so that a new model or ML table is checked too; but
+    the raw tables, whose columns are the source's (no asset upstream)."""
+    found = []
+    for key in instance.get_asset_keys():
+        event = instance.get_latest_materialization_event(key)
+        if key.path[0] != "raw" and event and "dagster/column_schema" in event.asset_materialization.metadata:
+            found.append(key.to_user_string())
+    return sorted(found)
 
 
 def _metadata(platform, key: str) -> dict:
@@ -37,14 +51,19 @@ def _lineage(platform, key: str) -> dict[str, list[tuple[str, str]]]:
 
 
 def test_every_column_of_every_mart_and_feature_table_has_lineage(platform):
-    """Each built column has an entry, none is a gap, and each column it reads exists in
-    the upstream asset's latest materialization."""
-    for key in TABLES:
+    """Every column of every table the platform built has its lineage, or is listed as
+    underivable with its reason (``column_lineage_gaps``); each column it reads exists in
+    the upstream asset's latest materialization. The platform's own SQL has no gap."""
+    tables = table_assets(platform.instance)
+    assert set(TABLES) <= set(tables), set(TABLES) - set(tables)
+    for key in tables:
         meta = _metadata(platform, key)
-        assert LINEAGE_GAPS not in meta, (key, meta.get(LINEAGE_GAPS))
         built = [c.name for c in meta["dagster/column_schema"].columns]
-        lineage = _lineage(platform, key)
-        assert sorted(lineage) == sorted(built), key
+        gaps = meta.get(LINEAGE_GAPS, {})
+        assert all(isinstance(reason, str) and reason for reason in gaps.values()), (key, gaps)
+        lineage = _lineage(platform, key) if COLUMN_LINEAGE in meta else {}
+        assert sorted([*lineage, *gaps]) == sorted(built), key
+        assert not gaps, (key, gaps)
         for column, deps in lineage.items():
             for upstream, name in deps:
                 up = _metadata(platform, upstream)
@@ -52,6 +71,23 @@ def test_every_column_of_every_mart_and_feature_table_has_lineage(platform):
                 schema = up.get("dagster/column_schema")
                 columns = [c.name for c in schema.columns] if schema else list(_lineage(platform, upstream))
                 assert name in columns, f"{key}.{column} reads {upstream}.{name}, which is not among {columns}"
+
+
+def test_the_model_and_its_scores_name_the_feature_columns_the_model_uses(platform):
+    """ml/churn_model's prediction reads exactly the features its version was trained on;
+    the scores' probability reads those and the prediction; the metrics compare the
+    prediction (or the recency feature) with the label."""
+    model = _metadata(platform, "ml/churn_model")
+    used = sorted(("features/customer_features", c) for c in model["features"])
+    assert len(used) >= 5
+    assert _lineage(platform, "ml/churn_model") == {"prediction": used}
+    scores = _lineage(platform, "ml/customer_churn_scores")
+    assert scores["churn_probability"] == sorted([*used, ("ml/churn_model", "prediction")])
+    assert scores["customer_id"] == [("features/customer_features", "customer_id")]
+    evaluation = _lineage(platform, "ml/churn_model_evaluation")
+    label = ("features/customer_features", "churned")
+    assert evaluation["roc_auc"] == sorted([label, ("ml/churn_model", "prediction")])
+    assert evaluation["recency_roc_auc"] == sorted([label, ("features/customer_features", "recency_days")])
 
 
 def test_a_mart_s_lineage_is_exact(platform):
@@ -163,15 +199,9 @@ def test_a_column_that_chooses_rows_hits_every_column_of_the_table(platform, web
     assert "(every row: chosen by orders.order_status)" in text.stdout
 
 
-def _ingest_customers_after(platform, webserver, tmp_path, monkeypatch, change: str):
-    """The ingestion of customers in a copy of the platform whose source took ``change``
-    (SQL): the SchemaDrift it raises, and the copy's warehouse."""
-    from platform_ingestion.audit import SchemaDrift
-    from platform_ingestion.engine import ingest_table
-    from platform_ingestion.loading import LoadRequest
-    from platform_ingestion.resources import dlt_state_dir
-    from platform_shared import Warehouse, load_catalog, load_settings
-
+def _copy_after(platform, webserver, tmp_path, monkeypatch, change: str) -> None:
+    """A copy of the platform's source and warehouse in ``tmp_path``, the source changed by
+    ``change`` (SQL), set as this test's settings (the session webserver's lineage)."""
     for name in ("app.db", "warehouse.duckdb"):
         shutil.copy(platform.root / name, tmp_path / name)
     with sqlite3.connect(tmp_path / "app.db") as conn:
@@ -183,6 +213,18 @@ def _ingest_customers_after(platform, webserver, tmp_path, monkeypatch, change: 
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+
+
+def _ingest_customers_after(platform, webserver, tmp_path, monkeypatch, change: str):
+    """The ingestion of customers in a copy of the platform whose source took ``change``
+    (SQL): the SchemaDrift it raises, and the copy's warehouse."""
+    from platform_ingestion.audit import SchemaDrift
+    from platform_ingestion.engine import ingest_table
+    from platform_ingestion.loading import LoadRequest
+    from platform_ingestion.resources import dlt_state_dir
+    from platform_shared import Warehouse, load_catalog, load_settings
+
+    _copy_after(platform, webserver, tmp_path, monkeypatch, change)
     settings = load_settings()
     customers = next(t for t in load_catalog(settings.catalog_path).tables if t.source == "customers")
     warehouse = Warehouse(path=str(settings.warehouse_path))
@@ -205,6 +247,7 @@ def test_a_dropped_source_column_fails_naming_what_reads_it_downstream(platform,
     change = "alter table customers drop column country"
     message, warehouse = _ingest_customers_after(platform, webserver, tmp_path, monkeypatch, change)
     assert message.startswith("Source table 'customers': column(s) ['country'] were dropped or renamed in the source.")
+    assert message.endswith("Unaffected: none (every asset downstream of raw/customers reads country).")
     assert (
         "Downstream of raw/customers.country: analytics_dbt: customers (country_code), "
         "dashboard/customer_value_dashboard (customers.country_code), stg_app__customers (country_code); "
@@ -212,6 +255,63 @@ def test_a_dropped_source_column_fails_naming_what_reads_it_downstream(platform,
     ) in message
     with warehouse.connect(read_only=True) as conn:  # the last good copy stays
         assert conn.execute("select count(country) > 0 from raw.customers").fetchall() == [(True,)]
+
+
+def test_a_renamed_source_column_fails_its_run_and_the_alert_names_its_readers(
+    platform, webserver, tmp_path, monkeypatch
+):
+    """customers.signup_channel renamed in the source of a copy of the platform: the
+    ingestion location's own asset fails in a Dagster run, and the run-failure alert
+    names the drift, the new column, every reader of the old one downstream (as `make
+    impact` lists them) and the assets that read other columns only."""
+    from platform_shared import alerts
+    from tools import run_all
+
+    change = "alter table customers rename column signup_channel to channel"
+    _copy_after(platform, webserver, tmp_path, monkeypatch, change)
+    monkeypatch.setenv(ALERT_LOG, str(tmp_path / "alerts.log"))
+    defs = run_all.load_location("ingestion")
+    with dg.instance_for_test() as instance:
+        job = run_all.plain_run_job(defs, [dg.AssetKey(["raw", "customers"])])
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success
+        (failure,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        sensor = alerts.alert_sensors("ingestion")[0]
+        sensor(
+            dg.build_run_status_sensor_context(
+                sensor_name=sensor.name,
+                dagster_event=failure.dagster_event,
+                dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(result.run_id),
+            ).for_run_failure()
+        )
+    (alert,) = [json.loads(line) for line in (tmp_path / "alerts.log").read_text().splitlines()]
+    assert alert["failed_assets"] == ["raw/customers"]
+    (error,) = alert["step_errors"]
+    assert error.startswith(
+        "raw__customers: Source table 'customers': column(s) ['signup_channel'] were dropped or renamed "
+        "in the source (new in the source: ['channel'])."
+    ), error
+    assert alert["text"].endswith(error)
+    report = json.loads(
+        _impact(platform, webserver, "raw/customers", "--column", "signup_channel", "--format", "json").stdout
+    )
+
+    def hit(asset: dict) -> str:
+        chosen = asset["rows_chosen_by"]
+        return ", ".join(asset["columns"]) + (f" (every row: chosen by {', '.join(chosen)})" if chosen else "")
+
+    readers = "; ".join(
+        f"{location}: " + ", ".join(f"{a['key']} ({hit(a)})" for a in assets)
+        for location, assets in report["downstream"].items()
+    )
+    assert set(report["downstream"]) == {"analytics_dbt", "ml_features"} and report["unaffected"] == []
+    assert error.endswith(
+        f"Downstream of raw/customers.signup_channel: {readers}. "
+        "Unaffected: none (every asset downstream of raw/customers reads signup_channel)."
+    )
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as conn:  # the last good copy stays
+        assert conn.execute("select count(signup_channel) > 0 from raw.customers").fetchall() == [(True,)]
 
 
 def test_a_retyped_source_column_names_its_readers_and_the_readers_of_other_columns(

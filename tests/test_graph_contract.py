@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from platform_shared import lineage, load_catalog, load_settings
@@ -203,6 +205,30 @@ def test_the_dbt_models_keep_the_column_contract_before_any_run(fresh_env, monke
         "stg_app__customers (analytics_dbt, models/staging/app/stg_app__customers.sql): "
         "Column 'country' could not be resolved. Line: 13, Col: 15",
     ]
+    # The same when the catalog selects the table's columns and leaves country out.
+    customers = next(t for t in tables if t.source == "customers")
+    engine = sa.create_engine(settings.source_database_url)
+    names = [c["name"] for c in sa.inspect(engine).get_columns("customers")]
+    engine.dispose()
+    chosen = tuple(n for n in names if n != "country")
+    selected = [
+        dataclasses.replace(t, columns=dataclasses.replace(t.columns, select=chosen)) if t is customers else t
+        for t in tables
+    ]
+    assert column_contract.problems(selected, settings.source_database_url, manifest) == column_contract.problems(
+        excluded, settings.source_database_url, manifest
+    )
+
+    # A dashboard that declares a column its mart's SQL does not output (the raw name
+    # of customers.country_code), beside one it does.
+    broken = copy.deepcopy(manifest)
+    exposure = broken["exposures"]["exposure.analytics.customer_value_dashboard"]
+    exposure["config"]["meta"]["columns"]["customers"] += ["country"]
+    (problem,) = column_contract.problems(tables, settings.source_database_url, broken)
+    assert problem.startswith(
+        "dashboard customer_value_dashboard (analytics_dbt, models/marts/_marts__models.yml, config.meta.columns): "
+        "customers.country is not a column the mart's SQL outputs (customer_id, "
+    ), problem
 
 
 _PARTITIONS_QUERY = """query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) { ... on AssetNode {

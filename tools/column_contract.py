@@ -9,7 +9,9 @@ dependency order, against the raw tables as the catalog will load them (the sour
 columns, ``columns.select``/``exclude`` applied, named as the warehouse names them) and
 the output columns of the models before it. A model that reads a column none of them has
 fails, named with its file and the column. The ML feature query (it reads the raw tables
-only, ``raw.customers_history`` when the catalog keeps it) is qualified the same way.
+only, ``raw.customers_history`` when the catalog keeps it) is qualified the same way, and
+each mart column a dashboard declares (its exposure's ``config.meta.columns``) must be an
+output column of that mart's compiled SQL.
 """
 
 from __future__ import annotations
@@ -117,6 +119,30 @@ def problems(tables: Iterable[CatalogTable], source_url: str, manifest: dict | N
                 found.append(f"{node['name']} (analytics_dbt, {node['original_file_path']}): {exc}")
                 continue
             schema.setdefault(node["schema"], {})[node["alias"]] = dict.fromkeys(columns, "text")
+    return found + dashboard_problems(manifest, schema)
+
+
+def dashboard_problems(manifest: dict, schema: Schema) -> list[str]:
+    """Each mart column a dashboard declares that the mart's compiled SQL does not output
+    (a mart that failed above is not judged again; the location's load names a mart the
+    exposure does not depend on)."""
+    from platform_analytics.assets import declared_columns
+
+    found = []
+    for exposure in manifest["exposures"].values():
+        marts = {manifest["nodes"][u]["name"]: manifest["nodes"][u] for u in exposure["depends_on"]["nodes"]}
+        for mart, columns in declared_columns(exposure).items():
+            node = marts.get(mart)
+            built = schema.get(node["schema"], {}).get(node["alias"]) if node else None
+            if built is None:
+                continue
+            for column in columns:
+                if column not in built:
+                    found.append(
+                        f"dashboard {exposure['name']} (analytics_dbt, {exposure['original_file_path']}, "
+                        f"config.meta.columns): {mart}.{column} is not a column the mart's SQL outputs "
+                        f"({', '.join(built)})"
+                    )
     return found
 
 

@@ -34,11 +34,16 @@ def dashboard_specs(manifest: dict, translator: AnalyticsTranslator) -> list[dg.
     return specs
 
 
+def declared_columns(exposure: dict) -> dict[str, list[str]]:
+    """The mart columns a dashboard shows: ``config.meta.columns`` of its exposure."""
+    return ((exposure.get("config") or {}).get("meta") or exposure.get("meta") or {}).get("columns") or {}
+
+
 def _dashboard_lineage(manifest: dict, exposure: dict, translator: AnalyticsTranslator) -> dg.TableColumnLineage:
     """Each ``<model>.<column>`` the dashboard shows, read from that model's column. A
     model the exposure does not depend on, or a column the model does not declare, fails
     the location's load (and so `make check`), naming the dashboard, model and column."""
-    declared = ((exposure.get("config") or {}).get("meta") or exposure.get("meta") or {}).get("columns") or {}
+    declared = declared_columns(exposure)
     where = f"dashboard {exposure['name']} ({exposure['original_file_path']}, config.meta.columns)"
     models = {manifest["nodes"][uid]["name"]: manifest["nodes"][uid] for uid in exposure["depends_on"]["nodes"]}
     deps: dict[str, list[dg.TableColumnDep]] = {}

@@ -276,7 +276,7 @@ class AnalyticsDbtProject(dagster_dbt.DbtProjectComponent):
             # catches up.
             partitions = context.assets_def.partitions_def
             assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
-            record = context.instance.get_run_record_by_id(context.run_id)
+            record = context.instance.get_run_record_by_id(context.run.run_id)
             created = record.create_timestamp if record else datetime.now(UTC)
             created = created if created.tzinfo else created.replace(tzinfo=UTC)
             newest = partitions.time_window_for_partition_key(

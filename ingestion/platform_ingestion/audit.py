@@ -121,7 +121,9 @@ def check_drift(table: CatalogTable, drift: Drift, *, full_refresh: bool) -> Non
     """Fail, before any data moves, on a change the table's policy does not accept."""
     problems = []
     if drift.dropped and table.on_column_dropped == "fail":
-        problems.append(f"column(s) {drift.dropped} were dropped or renamed in the source")
+        # A rename reflects as a drop beside an added column: name the candidates.
+        added = f" (new in the source: {drift.added})" if drift.added else ""
+        problems.append(f"column(s) {drift.dropped} were dropped or renamed in the source{added}")
     if drift.retyped:
         problems.append(
             "column(s) changed type: " + ", ".join(f"{c} {a} -> {b}" for c, (a, b) in drift.retyped.items())

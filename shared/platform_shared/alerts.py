@@ -104,7 +104,10 @@ def step_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
         while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
             error = error.cause
         if event and error is not None:
-            errors.append(f"{event.step_key}: {error.message.strip()}")
+            message = error.message.strip()
+            if error.cls_name == "Failure":  # dg.Failure: its description is the asset's own words
+                message = message.removeprefix("dagster._core.definitions.events.Failure: ")
+            errors.append(f"{event.step_key}: {message}")
     return errors
 
 

@@ -402,6 +402,8 @@ def column_impact_text(url: str, key: str, columns: list[str]) -> str:
         unknown |= set(report["no_column_lineage"])
     if unaffected:
         parts.append(f"Unaffected (read other columns only): {', '.join(sorted(unaffected))}.")
+    elif unaffected is not None and not unknown:
+        parts.append(f"Unaffected: none (every asset downstream of {key} reads {' or '.join(columns)}).")
     if unknown:
         parts.append(f"Not known (no column lineage recorded yet): {', '.join(sorted(unknown))}.")
     return " ".join(parts)
