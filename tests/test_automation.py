@@ -11,7 +11,7 @@ import pytest
 
 from platform_shared import alerts
 from platform_shared import settings as s
-from platform_shared.automation import plain_run_job
+from platform_shared.automation import on_upstream_update, plain_run_job
 from tools import run_all
 
 ORDERS = dg.AssetKey(["raw", "orders"])
@@ -169,6 +169,33 @@ def test_a_new_backtest_fold_is_evaluated_alone_and_a_new_model_reevaluates_ever
     instance.report_runless_asset_event(dg.AssetMaterialization(model))
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.get_requested_partitions(evaluation) == {"2026-04-01", "2026-05-01"}
+
+
+def test_an_unpartitioned_asset_of_another_location_follows_a_daily_mart(world):
+    """An ML-location asset that reads a daily mart (none does yet: this one stands for
+    it, automated as the platform's are): it runs after the mart's newest days were
+    rebuilt, although most of the mart's past partitions were never materialized (`make
+    run` builds today's; the history is one backfill away); it waits while today's
+    partition of the mart is missing, and runs once it is built."""
+    _, defs, instance, _ = world
+    revenue, watch_key = dg.AssetKey(["daily_revenue"]), dg.AssetKey(["ml", "revenue_watch"])
+
+    @dg.asset(key=watch_key, deps=[revenue], automation_condition=on_upstream_update())
+    def revenue_watch() -> None: ...
+
+    graph_defs = dg.Definitions.merge(defs, dg.Definitions(assets=[revenue_watch]))
+    instance.report_runless_asset_event(dg.AssetMaterialization(watch_key))
+    cursor = dg.evaluate_automation_conditions(defs=graph_defs, instance=instance).cursor
+    today = datetime.now(UTC).date()
+    for n in (2, 1):  # the mart's two days before today rebuilt; today's not yet
+        instance.report_runless_asset_event(dg.AssetMaterialization(revenue, partition=str(today - timedelta(days=n))))
+    requested, cursor = _tick(graph_defs, instance, cursor)
+    assert watch_key not in requested
+    instance.report_runless_asset_event(dg.AssetMaterialization(revenue, partition=str(today)))
+    requested, cursor = _tick(graph_defs, instance, cursor)
+    assert watch_key in requested
+    instance.report_runless_asset_event(dg.AssetMaterialization(watch_key))
+    assert watch_key not in _tick(graph_defs, instance, cursor)[0]
 
 
 def test_every_location_runs_its_automation_and_schedules_by_default(platform):

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from platform_ml.defs import churn as ml
 from platform_ml.features import CHURN_WINDOW_DAYS, FEATURE_COLUMNS, backtest_cutoffs, build_features, last_event_time
+from platform_ml.model import Backtest
 from platform_ml.resources import ModelStore, build_resources
 from platform_shared import load_settings
 from platform_shared import settings as s
@@ -257,6 +258,31 @@ def test_a_worse_challenger_does_not_replace_the_champion(copy):
     assert store.champion(ml.MODEL) == store.newest(ml.MODEL) != weak_version
 
 
+def test_a_model_that_fails_the_backtest_gate_is_neither_published_nor_promoted(copy):
+    """A configuration that knows only the customer's country: its backtest fails the
+    blocking gate (here its mean Brier score is worse than the constant baseline's), whose
+    message names the version and the reason; the champion asset does not run and the
+    champion stays."""
+    store = ModelStore(model_dir=str(copy / "models"))
+    champion = store.champion(ml.MODEL)
+    hopeless = {"ops": {"ml__churn_model": {"config": {"features": ["country"]}}}}
+    result = _materialize(ml.MODEL_KEY, ml.EVALUATION_KEY, ml.CHAMPION_KEY, run_config=hopeless)
+    assert not result.success
+    version = store.newest(ml.MODEL)
+    assert version != champion
+    [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "beats_baseline"]
+    backtest = Backtest(store.backtest(ml.MODEL, version))
+    assert len(backtest.folds) == gate.metadata["folds"].value >= 2
+    assert (
+        not gate.passed and gate.description == f"Model {version}: {backtest.beats_baseline(0.1)}: it is not published."
+    )
+    assert gate.metadata["worst_fold"].value == backtest.worst[0]
+    assert gate.metadata["trend_roc_auc"].value == pytest.approx(backtest.trend)
+    built = {m.materialization.asset_key for m in result.get_asset_materialization_events()}
+    assert ml.CHAMPION_KEY not in built and ml.EVALUATION_KEY in built
+    assert store.champion(ml.MODEL) == champion
+
+
 def test_a_broken_feature_table_fails_its_blocking_check_and_nothing_is_trained(copy):
     wh = copy / "warehouse.duckdb"
     with duckdb.connect(str(wh)) as conn:
@@ -277,8 +303,18 @@ def test_a_broken_feature_table_fails_its_blocking_check_and_nothing_is_trained(
 
 
 def test_drift_is_measured_against_the_champions_training_data(copy):
+    """Against the champion's training rows and features, not the newest version's: a
+    challenger on three features that is not promoted changes nothing of the drift."""
+    store = ModelStore(model_dir=str(copy / "models"))
+    weak = {"ops": {"ml__churn_model": {"config": {"features": ["frequency", "tenure_days", "country"]}}}}
+    assert _materialize(ml.MODEL_KEY, ml.EVALUATION_KEY, ml.CHAMPION_KEY, run_config=weak).success
+    champion = store.champion(ml.MODEL)
+    assert champion != store.newest(ml.MODEL)
     ok = _materialize(ml.DRIFT_KEY)
     assert [c.passed for c in ok.get_asset_check_evaluations()] == [True]
+    drift = _df(copy / "warehouse.duckdb", "select distinct model_version, feature from ml.feature_drift")
+    assert set(drift.model_version) == {champion}
+    assert set(drift.feature) == set(store.read(ml.MODEL, champion, "info.json")["features"])
     with duckdb.connect(str(copy / "warehouse.duckdb")) as conn:
         conn.execute("update features.customer_features set monetary = monetary * 20 where churned is null")
     drifted = _materialize(ml.DRIFT_KEY)

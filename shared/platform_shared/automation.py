@@ -18,11 +18,20 @@ def on_upstream_update(days: int = 1) -> dg.AutomationCondition:
     """Run after any upstream asset updated, never past a failed blocking check. A daily
     partitioned asset rebuilds its newest ``days`` partitions, today's and those before it
     (rows of past days still change: a session updated after midnight); ``eager()`` alone
-    rebuilds only the newest."""
-    eager = dg.AutomationCondition.eager()
+    rebuilds only the newest. A dependency's missing partitions hold it back only in the
+    dependency's newest day (a dynamic partition, such as a backtest fold, whatever it is)."""
+    # eager() waits while any partition of a dependency is missing: an unpartitioned asset
+    # fed by a daily one (every day since its start) would wait for a backfill of the whole
+    # history. Only the dependency's newest day must exist (today's, as eager() builds it).
+    missing = dg.AutomationCondition.missing() & ~dg.AutomationCondition.will_be_requested()
+    newest_missing = dg.AutomationCondition.any_deps_match(missing & dg.AutomationCondition.in_latest_time_window())
+    eager = dg.AutomationCondition.eager().replace("any_deps_missing", newest_missing.with_label("any_deps_missing"))
+    eager = eager.with_label("eager, deps' newest day")
     if days > 1:
         newest = dg.AutomationCondition.in_latest_time_window(timedelta(days=days))
-        eager = eager.replace("in_latest_time_window", newest).with_label(f"eager, newest {days} days")
+        eager = eager.replace("in_latest_time_window", newest).with_label(
+            f"eager, deps' newest day, newest {days} days"
+        )
     return eager & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 

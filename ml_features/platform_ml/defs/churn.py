@@ -360,6 +360,8 @@ def churn_model_evaluation(context: dg.AssetExecutionContext, warehouse: Warehou
             "folds": len(backtest.folds),
             "mean_roc_auc": dg.MetadataValue.float(backtest.mean()),
             "worst_roc_auc": dg.MetadataValue.float(backtest.worst[1]),
+            "worst_fold": backtest.worst[0],
+            "trend_roc_auc": dg.MetadataValue.float(backtest.trend),
             "required_margin": BASELINE_MARGIN,
         },
         description=failed and f"Model {version}: {failed}: it is not published.",
