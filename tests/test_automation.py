@@ -3,6 +3,7 @@ together: a raw table's update requests its dbt dependents, a failed blocking ch
 requests nothing past it. The dbt model runs for real, so its checks are real."""
 
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -11,7 +12,7 @@ import pytest
 
 from platform_shared import alerts
 from platform_shared import settings as s
-from platform_shared.automation import on_upstream_update, plain_run_job
+from platform_shared.automation import on_cron, on_upstream_update, plain_run_job
 from tools import run_all
 
 ORDERS = dg.AssetKey(["raw", "orders"])
@@ -196,6 +197,37 @@ def test_an_unpartitioned_asset_of_another_location_follows_a_daily_mart(world):
     assert watch_key in requested
     instance.report_runless_asset_event(dg.AssetMaterialization(watch_key))
     assert watch_key not in _tick(graph_defs, instance, cursor)[0]
+
+
+def test_a_cron_asset_fed_by_a_daily_asset_runs_on_its_tick_after_a_newer_day():
+    """The ML model's condition (``on_cron``, hourly here so that a tick has just passed)
+    over a daily dependency: after the tick, it runs once any day of the dependency
+    updated since the tick, its never-built past days notwithstanding; with no update
+    since, it waits."""
+    days = dg.DailyPartitionsDefinition(start_date="2024-07-01", end_offset=1)
+
+    @dg.asset(partitions_def=days, automation_condition=on_upstream_update(days=3))
+    def mart() -> None: ...
+
+    @dg.asset(deps=[mart], automation_condition=on_cron("0 * * * *"))
+    def model() -> None: ...
+
+    defs = dg.Definitions(assets=[mart, model])
+    if datetime.now(UTC).minute == 59:
+        time.sleep(60 - datetime.now(UTC).second + 1)  # the whole test within one hour
+    now = datetime.now(UTC)
+    before_tick = now.replace(minute=0, second=0, microsecond=0) - timedelta(minutes=1)
+    for updated, expected in (((), 0), ((0,), 1), ((2, 1, 0), 1)):
+        with dg.DagsterInstance.ephemeral() as instance:
+            instance.report_runless_asset_event(dg.AssetMaterialization(model.key))
+            cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=before_tick).cursor
+            for n in updated:
+                day = str(now.date() - timedelta(days=n))
+                instance.report_runless_asset_event(dg.AssetMaterialization(mart.key, partition=day))
+            result = dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, cursor=cursor, evaluation_time=datetime.now(UTC)
+            )
+            assert result.get_num_requested(model.key) == expected, updated
 
 
 def test_every_location_runs_its_automation_and_schedules_by_default(platform):
