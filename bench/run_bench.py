@@ -163,8 +163,10 @@ def main() -> None:
                 steps = step_seconds(since)
                 rows["ml_steps"].append(steps["ml_features"])
                 rows["dbt_step"].append(steps["analytics_dbt"])
-                models, seconds = lineage_seconds(since)
-                rows["lineage"].append(seconds)
+                models, lineage = lineage_seconds(since)
+                if not models:
+                    raise SystemExit("no 'Column lineage of N models' line in the dbt steps' logs: see LINEAGE_LOG")
+                rows["lineage"].append(lineage)
         print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in rows.items()))
 
     med = {k: statistics.median(v) for k, v in rows.items()}

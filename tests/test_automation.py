@@ -156,16 +156,19 @@ def test_a_new_backtest_fold_is_evaluated_alone_and_a_new_model_reevaluates_ever
     model, evaluation, champion = (
         dg.AssetKey(["ml", k]) for k in ("churn_model", "churn_model_evaluation", "churn_model_champion")
     )
-    # The feature run adds the month whose churn window just ended: that fold alone runs.
-    instance.add_dynamic_partitions("churn_backtest_cutoffs", ["2026-04-01"])
+    # The feature run adds the months whose churn window just ended: those folds alone run.
+    instance.add_dynamic_partitions("churn_backtest_cutoffs", ["2026-04-01", "2026-05-01"])
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    assert result.get_requested_partitions(evaluation) == {"2026-04-01"}
-    assert result.get_num_requested(champion) == 0  # it waits for the missing fold
+    assert result.get_requested_partitions(evaluation) == {"2026-04-01", "2026-05-01"}
+    assert result.get_num_requested(champion) == 0
+    # One fold done: the evaluation updated, but the champion waits for the missing fold.
     instance.report_runless_asset_event(dg.AssetMaterialization(evaluation, partition="2026-04-01"))
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.get_num_requested(champion) == 0
+    instance.report_runless_asset_event(dg.AssetMaterialization(evaluation, partition="2026-05-01"))
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.get_num_requested(evaluation) == 0 and result.get_num_requested(champion) == 1
     instance.report_runless_asset_event(dg.AssetMaterialization(champion))
-    instance.add_dynamic_partitions("churn_backtest_cutoffs", ["2026-05-01"])
     # A new model version (the daily retraining): every fold is evaluated again.
     instance.report_runless_asset_event(dg.AssetMaterialization(model))
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
@@ -197,6 +200,30 @@ def test_an_unpartitioned_asset_of_another_location_follows_a_daily_mart(world):
     assert watch_key in requested
     instance.report_runless_asset_event(dg.AssetMaterialization(watch_key))
     assert watch_key not in _tick(graph_defs, instance, cursor)[0]
+
+
+def test_a_daily_asset_rebuilds_a_day_only_once_its_daily_parent_has_that_day():
+    """A daily mart (``on_upstream_update(days=3)``) over a daily parent (as session_funnel
+    reads sessions): after the parent rebuilt today and two days ago but not yesterday,
+    the mart rebuilds today and two days ago, not yesterday, which waits for its parent."""
+    days = dg.DailyPartitionsDefinition(start_date="2024-07-01", end_offset=1)
+
+    @dg.asset(partitions_def=days)
+    def parent() -> None: ...
+
+    @dg.asset(partitions_def=days, deps=[parent], automation_condition=on_upstream_update(days=3))
+    def child() -> None: ...
+
+    defs = dg.Definitions(assets=[parent, child])
+    today = datetime.now(UTC).date()
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+        for n in (0, 2):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(parent.key, partition=str(today - timedelta(days=n)))
+            )
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        assert result.get_requested_partitions(child.key) == {str(today), str(today - timedelta(days=2))}
 
 
 def test_a_cron_asset_fed_by_a_daily_asset_runs_on_its_tick_after_a_newer_day():

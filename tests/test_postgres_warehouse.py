@@ -175,7 +175,7 @@ def test_column_lineage_is_the_same_with_either_warehouse(pg_platform, platform)
 
     def lineage(instance: dg.DagsterInstance) -> dict:
         out = {}
-        tables = table_assets(instance)
+        tables = table_assets()
         assert set(LINEAGE_TABLES) <= set(tables)
         for key in tables:
             event = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))

@@ -130,7 +130,10 @@ def dashboard_problems(manifest: dict, schema: Schema) -> list[str]:
 
     found = []
     for exposure in manifest["exposures"].values():
-        marts = {manifest["nodes"][u]["name"]: manifest["nodes"][u] for u in exposure["depends_on"]["nodes"]}
+        if exposure["type"] != "dashboard":
+            continue
+        nodes = [manifest["nodes"][u] for u in exposure["depends_on"]["nodes"] if u in manifest["nodes"]]
+        marts = {node["name"]: node for node in nodes}  # (a source it reads is not a mart)
         for mart, columns in declared_columns(exposure).items():
             node = marts.get(mart)
             built = schema.get(node["schema"], {}).get(node["alias"]) if node else None

@@ -350,7 +350,8 @@ def ingest_table(
         except wap.SchemaDrift as exc:
             # Name what the changed columns break downstream, in every location (and what they do not).
             # Source names (a dropped column is not in ``names``): their warehouse names.
-            changed = list(warehouse_column_names([*drift.dropped, *drift.retyped]).values())
+            dropped = drift.dropped if table.on_column_dropped == "fail" else []  # (an ignored drop broke nothing)
+            changed = list(warehouse_column_names([*dropped, *drift.retyped]).values())
             key = raw_asset_key(table.warehouse_name).to_user_string()
             impact = column_impact_text(load_settings().webserver_url, key, changed)
             raise wap.SchemaDrift(f"{exc} {impact}") from None

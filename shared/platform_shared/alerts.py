@@ -13,6 +13,7 @@ the assets of the others; when the webserver is unreachable the alert says so an
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from datetime import UTC, datetime
 
@@ -106,7 +107,7 @@ def step_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
         if event and error is not None:
             message = error.message.strip()
             if error.cls_name == "Failure":  # dg.Failure: its description is the asset's own words
-                message = message.removeprefix("dagster._core.definitions.events.Failure: ")
+                message = re.sub(r"^[\w.]*Failure: ", "", message)
             errors.append(f"{event.step_key}: {message}")
     return errors
 

@@ -18,20 +18,24 @@ def on_upstream_update(days: int = 1) -> dg.AutomationCondition:
     """Run after any upstream asset updated, never past a failed blocking check. A daily
     partitioned asset rebuilds its newest ``days`` partitions, today's and those before it
     (rows of past days still change: a session updated after midnight); ``eager()`` alone
-    rebuilds only the newest. A dependency's missing partitions hold it back only in the
-    dependency's newest day (a dynamic partition, such as a backtest fold, whatever it is)."""
-    # eager() waits while any partition of a dependency is missing: an unpartitioned asset
-    # fed by a daily one (every day since its start) would wait for a backfill of the whole
-    # history. Only the dependency's newest day must exist (today's, as eager() builds it).
-    missing = dg.AutomationCondition.missing() & ~dg.AutomationCondition.will_be_requested()
-    newest_missing = dg.AutomationCondition.any_deps_match(missing & dg.AutomationCondition.in_latest_time_window())
-    eager = dg.AutomationCondition.eager().replace("any_deps_missing", newest_missing.with_label("any_deps_missing"))
-    eager = eager.with_label("eager, deps' newest day")
-    if days > 1:
-        newest = dg.AutomationCondition.in_latest_time_window(timedelta(days=days))
-        eager = eager.replace("in_latest_time_window", newest).with_label(
-            f"eager, deps' newest day, newest {days} days"
-        )
+    rebuilds only the newest. A daily dependency's missing partitions hold it back only
+    within the same newest ``days`` days; an unpartitioned or dynamic-partitioned one's
+    (a backtest fold) as in ``eager()``."""
+    window = dg.AutomationCondition.in_latest_time_window(timedelta(days=days) if days > 1 else None)
+    # eager() (Dagster 1.13), written out for one change: it waits while *any* partition of
+    # a dependency is missing, so an asset fed by a daily one (every day since its start)
+    # would wait for a backfill of the whole history. Only the dependency's partitions in
+    # the window must exist (``in_latest_time_window`` read on the dependency: its newest
+    # days; every partition of an unpartitioned or dynamic-partitioned one).
+    missing = dg.AutomationCondition.missing() & ~dg.AutomationCondition.will_be_requested() & window
+    updated = dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()
+    eager = (
+        window
+        & updated.since_last_handled()
+        & ~dg.AutomationCondition.any_deps_match(missing).with_label("deps missing in the window")
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("eager, deps' newest day" if days == 1 else f"eager, newest {days} days (deps' too)")
     return eager & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 

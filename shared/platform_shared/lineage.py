@@ -386,13 +386,15 @@ def column_impact_text(url: str, key: str, columns: list[str]) -> str:
         graph, recorded = fetch_graph(url), fetch_columns(url)
     except GraphUnavailable as exc:
         return f"Its column impact is unavailable: {exc}"
-    parts, unaffected, unknown = [], None, set()
+    parts, unaffected, unknown, read = [], None, set(), []
     for column in columns:
         try:
             report = column_impact(graph, recorded, key, column)
         except KeyError as exc:
             parts.append(f"{key}.{column}: {exc.args[0]}.")
             continue
+        if report["downstream"]:
+            read.append(column)
         readers = "; ".join(
             f"{location}: " + ", ".join(f"{a['key']} ({_hit_columns(a)})" for a in assets)
             for location, assets in report["downstream"].items()
@@ -402,8 +404,8 @@ def column_impact_text(url: str, key: str, columns: list[str]) -> str:
         unknown |= set(report["no_column_lineage"])
     if unaffected:
         parts.append(f"Unaffected (read other columns only): {', '.join(sorted(unaffected))}.")
-    elif unaffected is not None and not unknown:
-        parts.append(f"Unaffected: none (every asset downstream of {key} reads {' or '.join(columns)}).")
+    elif read and not unknown:
+        parts.append(f"Unaffected: none (every asset downstream of {key} reads {' or '.join(read)}).")
     if unknown:
         parts.append(f"Not known (no column lineage recorded yet): {', '.join(sorted(unknown))}.")
     return " ".join(parts)
