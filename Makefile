@@ -33,7 +33,8 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.synced: $(PYPROJECTS)
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON3) -m pip install --quiet 'uv>=0.9'
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON3) -m pip install --quiet 'uv>=0.9' 2>/dev/null \
+		|| $(PYTHON3) -m pip install --quiet --user --break-system-packages 'uv>=0.9'  # (Debian's python3: PEP 668)
 	$(UV) sync --frozen
 	@touch $@
 
