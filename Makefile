@@ -164,8 +164,9 @@ deploy-check: setup envs  ## run the whole team topology here (PostgreSQL, code 
 
 # Figures only, no assertions: demo databases of each scale are generated once under data/bench/.
 SCALES ?= 1,10
-bench: setup envs  ## ingestion against a raw copy (the baseline) and a naive one (make bench SCALES=1,10,100), make dev's start against trivial locations, warm make run against its bare steps
+bench: setup envs  ## ingestion against a raw copy (the baseline) and a naive one (make bench SCALES=1,10,100), and on TPC-H (TPCH=1), make dev's start against trivial locations, warm make run against its bare steps
 	python -m bench.ingest_bench --scales $(SCALES)
+	python -m bench.ingest_bench --tpch $(or $(TPCH),1)
 	python -m bench.dev_bench
 	python -m bench.run_bench
 

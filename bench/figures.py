@@ -39,6 +39,10 @@ ROWS = {
     ),
     "make_test": ("`make test` on a clean clone, with CI's variables (minutes)", ("at most", 10.0)),
     "make_ingest": ("`make ingest` at scale 100, against the raw copy (whole commands)", ("at least", 0.5)),
+    "make_ingest_tpch": (
+        "`make ingest` on TPC-H lineitem and orders (decimals, dates), against the raw copy (whole commands)",
+        ("at least", 0.5),
+    ),
     "reconcile_duckdb": ("reconcile at scale 100, 1% differing, DuckDB: of a full load", ("at most", 0.5)),
     "reconcile_postgres": ("reconcile at scale 100, 1% differing, PostgreSQL: of a full load", ("at most", 0.5)),
     "reingest_duckdb": ("re-ingest at scale 100, 1% changed, DuckDB: of a full load", None),

@@ -36,6 +36,11 @@ are ingested while the demo's live writer commits to the copy, and once more aft
 stopped. Each "of full" ratio divides by the first, full library load of the same run,
 both timed in the process.
 
+With ``--tpch SF``, the same `make ingest` and raw copy (whole commands) run on a public
+benchmark schema instead: TPC-H's lineitem and orders at scale factor SF (tpchgen-cli, from
+PyPI; 7.5 million rows at SF 1, wide rows of decimals, dates and text), in a SQLite file
+with TPC-H's declared types, through a catalog of its own (both tables loaded whole).
+
 Peak memory is the child's ru_maxrss (os.wait4). Figures only: no assertions.
 """
 
@@ -314,8 +319,10 @@ def fresh_postgres_database(admin_url: str, name: str) -> str:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
-def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None = None) -> dict:
-    workdir = BENCH / "run" / f"scale_{scale:g}" / variant
+def run_variant(variant: str, source: Path, scale: float | str, pg_admin: str | None = None) -> dict:
+    """``scale``: the demo's scale, or the name of another source (its folder's)."""
+    where = scale if isinstance(scale, str) else f"scale_{scale:g}"
+    workdir = BENCH / "run" / where / variant
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "PII_HASH_KEY"}
@@ -345,7 +352,7 @@ def run_variant(variant: str, source: Path, scale: float, pg_admin: str | None =
     env[LAUNCHED] = str(time.time())
     wall, peak_mb, status = measure(args, env, log)
     if status != 0:
-        raise SystemExit(f"{VARIANTS[variant]} failed at scale {scale:g} (exit {status}): see {log}")
+        raise SystemExit(f"{VARIANTS[variant]} failed on {where} (exit {status}): see {log}")
     # Every variant's whole command (a process of its own, started and ended), and, but for
     # make ingest, the work alone (timed in the process, as the scenarios after a load are).
     result = {"seconds": wall, "peak_mb": peak_mb, "inprocess": None}
@@ -451,6 +458,99 @@ def format_table(lines: list[tuple]) -> str:
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *map(fmt, lines)])
 
 
+# TPC-H's two largest tables with their declared types (the specification's), as an
+# application database would declare them: SQLite keeps them as declared, and stores a
+# decimal that is a whole number as an integer (the loads must read both).
+TPCH_TABLES = {
+    "lineitem": (
+        ["l_orderkey", "l_linenumber"],
+        "l_orderkey bigint not null, l_partkey bigint not null, l_suppkey bigint not null, "
+        "l_linenumber integer not null, l_quantity decimal(15,2) not null, "
+        "l_extendedprice decimal(15,2) not null, l_discount decimal(15,2) not null, "
+        "l_tax decimal(15,2) not null, l_returnflag char(1) not null, l_linestatus char(1) not null, "
+        "l_shipdate date not null, l_commitdate date not null, l_receiptdate date not null, "
+        "l_shipinstruct char(25) not null, l_shipmode char(10) not null, l_comment varchar(44) not null",
+    ),
+    "orders": (
+        ["o_orderkey"],
+        "o_orderkey bigint not null, o_custkey bigint not null, o_orderstatus char(1) not null, "
+        "o_totalprice decimal(15,2) not null, o_orderdate date not null, o_orderpriority char(15) not null, "
+        "o_clerk char(15) not null, o_shippriority integer not null, o_comment varchar(79) not null",
+    ),
+}
+
+
+def tpch_database(sf: float) -> Path:
+    """TPC-H's lineitem and orders at scale factor ``sf`` in a SQLite file, with a catalog
+    (catalog.yml beside it) that loads both whole; generated once."""
+    import adbc_driver_sqlite.dbapi as adbc
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = BENCH / f"tpch_sf{sf:g}"
+    path = folder / "app.db"
+    if not path.exists():
+        print(f"generating TPC-H at scale factor {sf:g} into {path} ...", flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        tpchgen = Path(sys.executable).parent / "tpchgen-cli"
+        tables = ",".join(TPCH_TABLES)
+        subprocess.run(
+            [str(tpchgen), "parquet", "-s", f"{sf:g}", f"--tables={tables}", f"--output-dir={folder}"], check=True
+        )
+        partial = path.with_suffix(".partial")
+        with sqlite3.connect(partial) as conn:
+            for table, (key, columns) in TPCH_TABLES.items():
+                conn.execute(f"create table {table} ({columns}, primary key ({', '.join(key)}))")
+        with adbc.connect(str(partial)) as conn:
+            for table in TPCH_TABLES:
+                data = pq.read_table(folder / f"{table}.parquet")
+                # SQLite has no decimal or date values: a decimal binds as a float, a date
+                # as its ISO text (what an application's driver writes).
+                fields = [
+                    pa.field(f.name, pa.float64() if pa.types.is_decimal(f.type) else pa.string())
+                    if pa.types.is_decimal(f.type) or pa.types.is_date(f.type) or pa.types.is_string_view(f.type)
+                    else f
+                    for f in data.schema
+                ]
+                with conn.cursor() as cur:
+                    cur.adbc_ingest(table, data.cast(pa.schema(fields)), mode="append")
+                conn.commit()
+                (folder / f"{table}.parquet").unlink()
+        partial.rename(path)
+    catalog = "\n".join(
+        f"    - source: {table}\n      primary_key: [{', '.join(key)}]" for table, (key, _) in TPCH_TABLES.items()
+    )
+    (folder / "catalog.yml").write_text(
+        "type: platform_ingestion.components.RawTables\nattributes:\n  defaults:\n    owner: team:platform\n"
+        f"  tables:\n{catalog}\n"
+    )
+    return path
+
+
+def bench_tpch(sf: float) -> list[tuple]:
+    """`make ingest` against the raw copy on TPC-H (whole commands), one after the other."""
+    source = tpch_database(sf)
+    os.environ["INGESTION_CATALOG"] = str(source.parent / "catalog.yml")  # (the children inherit it)
+    with sqlite3.connect(source) as conn:
+        rows = sum(conn.execute(f"select count(*) from {t}").fetchone()[0] for t in TPCH_TABLES)
+    results = {}
+    for v in ("make_ingest", "floor_adbc"):
+        print(f"TPC-H SF {sf:g}: {VARIANTS[v]} ...", flush=True)
+        results[v] = run_variant(v, source, f"tpch_sf{sf:g}")
+    ratio = results["floor_adbc"]["seconds"] / results["make_ingest"]["seconds"]
+    reads = (
+        f"{ratio:.2f} ({results['make_ingest']['seconds']:.1f} s against {results['floor_adbc']['seconds']:.1f} s, "
+        f"{rows:,} rows)"
+    )
+    record({"make_ingest_tpch": (ratio, reads)})
+    return [
+        (f"TPC-H SF {sf:g}", VARIANTS[v], f"{rows:,}", f"{r['seconds']:.1f}", "-")
+        + (f"{results['floor_adbc']['seconds'] / r['seconds']:.2f}", "-", f"{r['peak_mb']:,.0f}")
+        for v, r in results.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--scales", default="1,10", help="comma-separated demo scales (default 1,10)")
@@ -460,9 +560,13 @@ def main() -> None:
     )
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tpch", type=float, help="TPC-H at this scale factor instead of the demo")
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.source, args.workdir)
+    if args.tpch:
+        print("\n" + format_table(bench_tpch(args.tpch)) + "\n", flush=True)
+        return
     lines = []
     for scale in (float(s) for s in args.scales.split(",")):
         lines += bench_scale(scale, args.variants.split(","))
