@@ -506,15 +506,18 @@ def tpch_database(sf: float) -> Path:
             for table in TPCH_TABLES:
                 data = pq.read_table(folder / f"{table}.parquet")
                 # SQLite has no decimal or date values: a decimal binds as a float, a date
-                # as its ISO text (what an application's driver writes).
-                fields = [
-                    pa.field(f.name, pa.float64() if pa.types.is_decimal(f.type) else pa.string())
-                    if pa.types.is_decimal(f.type) or pa.types.is_date(f.type) or pa.types.is_string_view(f.type)
-                    else f
+                # as its ISO text (what an application's driver writes); text as plain text.
+                bound = [
+                    pa.float64()
+                    if pa.types.is_decimal(f.type)
+                    else pa.string()
+                    if pa.types.is_date(f.type) or pa.types.is_string_view(f.type)
+                    else f.type
                     for f in data.schema
                 ]
+                schema = pa.schema([pa.field(f.name, t) for f, t in zip(data.schema, bound, strict=True)])
                 with conn.cursor() as cur:
-                    cur.adbc_ingest(table, data.cast(pa.schema(fields)), mode="append")
+                    cur.adbc_ingest(table, data.cast(schema), mode="append")
                 conn.commit()
                 (folder / f"{table}.parquet").unlink()
         partial.rename(path)

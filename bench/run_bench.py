@@ -76,10 +76,16 @@ def bare_ingestion() -> None:
         )
 
 
-def step_seconds(since: float) -> dict[str, float]:
-    """The steps' total seconds (step start to step end) of each location's runs in the last
-    `make run`: the runs created after ``since`` (a timestamp), by the location
-    `tools/run_all.py` tags them with (a location with partitioned assets runs twice)."""
+# What the dbt step logs after it added the column lineage of the models it built.
+LINEAGE_LOG = re.compile(r"Column lineage of (\d+) models in ([0-9.]+) s")
+
+
+def read_runs(since: float) -> tuple[dict[str, float], int, float]:
+    """From the runs of the last `make run` (created after ``since``, a timestamp): the
+    steps' total seconds (step start to step end) of each location, by the location
+    `tools/run_all.py` tags them with (a location with partitioned assets runs twice); and
+    the models whose column lineage the dbt steps computed, with its seconds, as they
+    logged them."""
     from datetime import UTC, datetime
 
     import dagster as dg
@@ -87,6 +93,7 @@ def step_seconds(since: float) -> dict[str, float]:
     from tools.run_all import LOCATION_TAG
 
     found: dict[str, float] = {}
+    models, lineage = 0, 0.0
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs(dg.RunsFilter(created_after=datetime.fromtimestamp(since, UTC)))
         for run in runs:
@@ -97,29 +104,11 @@ def step_seconds(since: float) -> dict[str, float]:
                     starts[e.step_key] = e.timestamp
                 elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and e.step_key in starts:
                     total += e.timestamp - starts.pop(e.step_key)
+                elif e.user_message and (logged := LINEAGE_LOG.search(e.user_message)):
+                    models, lineage = models + int(logged[1]), lineage + float(logged[2])
             if location := run.tags.get(LOCATION_TAG):  # (a run of something else: not counted)
                 found[location] = found.get(location, 0.0) + total
-    return found
-
-
-# What the dbt step logs after it added the column lineage of the models it built.
-LINEAGE_LOG = re.compile(r"Column lineage of (\d+) models in ([0-9.]+) s")
-
-
-def lineage_seconds(since: float) -> tuple[int, float]:
-    """The models whose column lineage the dbt steps of the last `make run` (runs created
-    after ``since``) computed, and the seconds it took them, as the steps logged them."""
-    from datetime import UTC, datetime
-
-    import dagster as dg
-
-    models, seconds = 0, 0.0
-    with dg.DagsterInstance.get() as instance:
-        for run in instance.get_runs(dg.RunsFilter(created_after=datetime.fromtimestamp(since, UTC))):
-            for e in instance.all_logs(run.run_id):
-                if e.user_message and (found := LINEAGE_LOG.search(e.user_message)):
-                    models, seconds = models + int(found[1]), seconds + float(found[2])
-    return models, seconds
+    return found, models, lineage
 
 
 def main() -> None:
@@ -160,10 +149,9 @@ def main() -> None:
                 raise SystemExit(f"{name} failed: see {WORK / f'{name}_{i}.log'}")
             rows[name].append(seconds)
             if name == "make_run":
-                steps = step_seconds(since)
+                steps, models, lineage = read_runs(since)
                 rows["ml_steps"].append(steps["ml_features"])
                 rows["dbt_step"].append(steps["analytics_dbt"])
-                models, lineage = lineage_seconds(since)
                 if not models:
                     raise SystemExit("no 'Column lineage of N models' line in the dbt steps' logs: see LINEAGE_LOG")
                 rows["lineage"].append(lineage)

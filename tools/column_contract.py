@@ -126,15 +126,11 @@ def dashboard_problems(manifest: dict, schema: Schema) -> list[str]:
     """Each mart column a dashboard declares that the mart's compiled SQL does not output
     (a mart that failed above is not judged again; the location's load names a mart the
     exposure does not depend on)."""
-    from platform_analytics.assets import declared_columns
+    from platform_analytics.assets import dashboards
 
     found = []
-    for exposure in manifest["exposures"].values():
-        if exposure["type"] != "dashboard":
-            continue
-        nodes = [manifest["nodes"][u] for u in exposure["depends_on"]["nodes"] if u in manifest["nodes"]]
-        marts = {node["name"]: node for node in nodes}  # (a source it reads is not a mart)
-        for mart, columns in declared_columns(exposure).items():
+    for exposure, marts, declared in dashboards(manifest):
+        for mart, columns in declared.items():
             node = marts.get(mart)
             built = schema.get(node["schema"], {}).get(node["alias"]) if node else None
             if built is None:

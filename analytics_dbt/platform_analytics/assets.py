@@ -1,5 +1,7 @@
 """The dashboards (dbt exposures) downstream of the dbt models (component.py)."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from platform_shared import ANALYTICS_TEAM
@@ -9,16 +11,24 @@ from platform_shared.keys import DASHBOARD_PREFIX
 from .translator import AnalyticsTranslator
 
 
-def dashboard_specs(manifest: dict, translator: AnalyticsTranslator) -> list[dg.AssetSpec]:
-    """One asset per dbt exposure of type dashboard; not materializable (dagster-dbt
-    creates no assets for exposures). The mart columns it shows (``config: meta:
-    columns:``) are its column lineage."""
-    specs = []
+def dashboards(manifest: dict) -> Iterator[tuple[dict, dict[str, dict], dict[str, list[str]]]]:
+    """Each dbt exposure of type dashboard, with the models it depends on by name (a source
+    it reads is not one) and the mart columns it shows (``config: meta: columns:``)."""
     for exposure in manifest.get("exposures", {}).values():
         if exposure.get("type") != "dashboard":
             continue
+        nodes = [manifest["nodes"][u] for u in exposure["depends_on"]["nodes"] if u in manifest["nodes"]]
+        declared = ((exposure.get("config") or {}).get("meta") or exposure.get("meta") or {}).get("columns") or {}
+        yield exposure, {node["name"]: node for node in nodes}, declared
+
+
+def dashboard_specs(manifest: dict, translator: AnalyticsTranslator) -> list[dg.AssetSpec]:
+    """One asset per dbt exposure of type dashboard; not materializable (dagster-dbt
+    creates no assets for exposures). The mart columns it shows are its column lineage."""
+    specs = []
+    for exposure, models, declared in dashboards(manifest):
         deps = [translator.get_asset_key(_node(manifest, uid)) for uid in exposure["depends_on"]["nodes"]]
-        lineage = _dashboard_lineage(manifest, exposure, translator)
+        lineage = _dashboard_lineage(exposure, models, declared, translator)
         owner = (exposure.get("owner") or {}).get("email")
         specs.append(
             dg.AssetSpec(
@@ -34,18 +44,13 @@ def dashboard_specs(manifest: dict, translator: AnalyticsTranslator) -> list[dg.
     return specs
 
 
-def declared_columns(exposure: dict) -> dict[str, list[str]]:
-    """The mart columns a dashboard shows: ``config.meta.columns`` of its exposure."""
-    return ((exposure.get("config") or {}).get("meta") or exposure.get("meta") or {}).get("columns") or {}
-
-
-def _dashboard_lineage(manifest: dict, exposure: dict, translator: AnalyticsTranslator) -> dg.TableColumnLineage:
+def _dashboard_lineage(
+    exposure: dict, models: dict[str, dict], declared: dict[str, list[str]], translator: AnalyticsTranslator
+) -> dg.TableColumnLineage:
     """Each ``<model>.<column>`` the dashboard shows, read from that model's column. A
     model the exposure does not depend on, or a column the model does not declare, fails
     the location's load (and so `make check`), naming the dashboard, model and column."""
-    declared = declared_columns(exposure)
     where = f"dashboard {exposure['name']} ({exposure['original_file_path']}, config.meta.columns)"
-    models = {manifest["nodes"][uid]["name"]: manifest["nodes"][uid] for uid in exposure["depends_on"]["nodes"]}
     deps: dict[str, list[dg.TableColumnDep]] = {}
     for model, columns in declared.items():
         if model not in models:
